@@ -1,0 +1,152 @@
+// Package agent is roostd's composition root: it wires gossip, the raft
+// cluster and the API together and runs them until its context ends.
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/roost-mail/roost/api"
+	"github.com/roost-mail/roost/failover"
+	"github.com/roost-mail/roost/gossip"
+	"github.com/roost-mail/roost/version"
+)
+
+// Agent is one roostd. Several can run in one process (tests): it keeps no
+// package-level state.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	gossip  *gossip.Gossip
+	cluster *failover.Cluster
+	api     *apiServer
+}
+
+// New binds every listener (gossip, cluster port, API) so that addresses
+// are known when it returns, and joins nobody yet; Run does.
+func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, log: log.With("node", cfg.Node.Name), reg: prometheus.NewRegistry()}
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "roost_build_info", Help: "Always 1; the labels say which build runs.",
+		ConstLabels: prometheus.Labels{"version": version.String(), "role": cfg.Node.Role},
+	}, func() float64 { return 1 }))
+
+	members := &membership{}
+	var err error
+	a.cluster, err = failover.NewCluster(cfg.Raft, cfg.Node.Name, filepath.Join(cfg.Node.DataDir, "raft"), members, a.log, level, a.reg)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*Agent, error) {
+		a.cluster.Close()
+		return nil, err
+	}
+	a.api, err = newAPIServer(cfg.API, a, a.log, a.reg)
+	if err != nil {
+		return fail(err)
+	}
+	meta := gossip.Meta{
+		Role:      cfg.Node.Role,
+		ProxyHost: cfg.Node.ProxyHost,
+		Raft:      a.cluster.Addr(),
+		API:       a.api.tcpAddr(),
+		Version:   version.String(),
+	}
+	a.gossip, err = gossip.New(cfg.Gossip, cfg.Node.Name, meta, a.log, a.reg)
+	if err != nil {
+		a.api.close()
+		return fail(err)
+	}
+	members.g = a.gossip
+	return a, nil
+}
+
+// Run runs the agent until ctx ends, then stops every part and waits for
+// it. It returns the first part's error, if any part failed.
+func (a *Agent) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.gossip.Run(ctx, a.cfg.Node.LeaveOnStop) })
+	g.Go(func() error { return a.cluster.Run(ctx) })
+	g.Go(func() error { return a.api.run(ctx) })
+	a.log.Info("agent_started", "version", version.String(), "role", a.cfg.Node.Role,
+		"gossip", a.gossip.Addr(), "raft", a.cluster.Addr(), "socket", a.cfg.API.Socket)
+	err := g.Wait()
+	a.log.Info("agent_stopped", "err", err)
+	return err
+}
+
+// GossipAddr is the address peers join.
+func (a *Agent) GossipAddr() string { return a.gossip.Addr() }
+
+// Name is the node's name.
+func (a *Agent) Name() string { return a.cfg.Node.Name }
+
+// Status is the cluster as this agent sees it.
+func (a *Agent) Status() api.Status {
+	rs := a.cluster.Status()
+	inRaft := map[string]failover.ServerInRaft{}
+	for _, s := range rs.Servers {
+		inRaft[s.ID] = s
+	}
+	st := api.Status{
+		Node: a.cfg.Node.Name, Version: version.String(), Leader: rs.Leader, Term: rs.Term,
+		ClusterID: rs.ClusterID, FailureTolerance: rs.FailureTolerance,
+	}
+	for _, m := range a.gossip.Members() {
+		role := "none"
+		if s, ok := inRaft[m.Name]; ok {
+			role = s.Suffrage
+			if s.Leader {
+				role = "leader"
+			}
+		}
+		st.Members = append(st.Members, api.Member{
+			Name: m.Name, Role: m.Meta.Role, ProxyHost: m.Meta.ProxyHost, Gossip: string(m.State),
+			Addr: m.Addr, RaftAddr: m.Meta.Raft, Raft: role, Version: m.Meta.Version,
+			Self: m.Name == a.cfg.Node.Name,
+		})
+	}
+	return st
+}
+
+// membership adapts gossip to what failover needs.
+type membership struct{ g *gossip.Gossip }
+
+func (m *membership) Servers() []failover.Server {
+	members := m.g.Members()
+	out := make([]failover.Server, 0, len(members))
+	for _, mb := range members {
+		status := failover.ServerAlive
+		switch mb.State {
+		case gossip.StateDead:
+			status = failover.ServerFailed
+		case gossip.StateLeft:
+			status = failover.ServerLeft
+		}
+		out = append(out, failover.Server{ID: mb.Name, Addr: mb.Meta.Raft, Status: status, HasState: mb.Meta.RaftState, Version: mb.Meta.Version})
+	}
+	return out
+}
+
+func (m *membership) Subscribe() <-chan struct{} { return m.g.Subscribe() }
+
+func (m *membership) SetHasState(b bool) error {
+	if err := m.g.SetMeta(func(meta *gossip.Meta) { meta.RaftState = b }); err != nil {
+		return fmt.Errorf("gossiping raft state: %w", err)
+	}
+	return nil
+}
+
+// Snapshot takes a raft snapshot now.
+func (a *Agent) Snapshot() error { return a.cluster.Snapshot() }

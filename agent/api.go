@@ -1,0 +1,168 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/roost-mail/roost/api"
+)
+
+// apiServer serves the HTTP API on the local unix socket (authorised by
+// its file mode) and optionally on TCP with TLS and a bearer token.
+type apiServer struct {
+	log       *slog.Logger
+	handler   http.Handler
+	unixLn    net.Listener
+	tcpLn     net.Listener
+	token     string
+	closeOnce sync.Once
+}
+
+type statusSource interface{ Status() api.Status }
+
+func newAPIServer(cfg APIConfig, src statusSource, log *slog.Logger, reg *prometheus.Registry) (*apiServer, error) {
+	s := &apiServer{log: log}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, src.Status()) })
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
+	})
+	s.handler = mux
+
+	if cfg.Socket != "" {
+		ln, err := listenUnix(cfg.Socket)
+		if err != nil {
+			return nil, fmt.Errorf("api.socket: %w", err)
+		}
+		s.unixLn = ln
+	}
+	if cfg.Listen != "" {
+		tlsCfg, err := cfg.TLS.ServerConfig()
+		if err != nil {
+			s.close()
+			return nil, fmt.Errorf("api.tls: %w", err)
+		}
+		if s.token, err = readToken(cfg.TokenFile); err != nil {
+			s.close()
+			return nil, fmt.Errorf("api.token_file: %w", err)
+		}
+		ln, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			s.close()
+			return nil, fmt.Errorf("api.listen: %w", err)
+		}
+		s.tcpLn = tls.NewListener(ln, tlsCfg)
+	}
+	return s, nil
+}
+
+// listenUnix listens on path, replacing a stale socket left by a crash but
+// never one that another agent still answers on.
+func listenUnix(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	if _, err := os.Lstat(path); err == nil {
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: another agent is listening there", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, err
+		}
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+func (s *apiServer) tcpAddr() string {
+	if s.tcpLn == nil {
+		return ""
+	}
+	return s.tcpLn.Addr().String()
+}
+
+func (s *apiServer) run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	var servers []*http.Server
+	serve := func(ln net.Listener, h http.Handler) {
+		hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		servers = append(servers, hs)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("api_serve_failed", "addr", ln.Addr().String(), "err", err)
+			}
+		}()
+	}
+	if s.unixLn != nil {
+		serve(s.unixLn, s.handler)
+	}
+	if s.tcpLn != nil {
+		serve(s.tcpLn, s.requireToken(s.handler))
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, hs := range servers {
+		_ = hs.Shutdown(sctx)
+	}
+	s.close()
+	wg.Wait()
+	return nil
+}
+
+func (s *apiServer) close() {
+	s.closeOnce.Do(func() {
+		if s.unixLn != nil {
+			s.unixLn.Close() // also removes the socket file
+		}
+		if s.tcpLn != nil {
+			s.tcpLn.Close()
+		}
+	})
+}
+
+func (s *apiServer) requireToken(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="roostd"`)
+			writeJSON(w, http.StatusUnauthorized, api.Error{Error: "missing or wrong API token"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

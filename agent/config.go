@@ -1,0 +1,330 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/roost-mail/roost/api"
+	"github.com/roost-mail/roost/certs"
+	"github.com/roost-mail/roost/failover"
+	"github.com/roost-mail/roost/gossip"
+)
+
+// Config is roostd's configuration file, one section per stage.
+type Config struct {
+	Node   NodeConfig          `yaml:"node"`
+	Log    LogConfig           `yaml:"log"`
+	Gossip gossip.Config       `yaml:"gossip"`
+	Raft   failover.RaftConfig `yaml:"raft"`
+	API    APIConfig           `yaml:"api"`
+}
+
+// NodeConfig says who this node is.
+type NodeConfig struct {
+	// Name identifies the node in the cluster; unique, stable across
+	// restarts. Defaults to the host name.
+	Name string `yaml:"name"`
+	// Role is "mail" for a node running Dovecot, or "witness" for a small
+	// host that only votes, so two mail nodes keep a raft quorum.
+	Role string `yaml:"role"`
+	// ProxyHost is the value the SQL passdb's proxy_host column holds for
+	// users served by this node (usually its IP). Required for mail nodes.
+	ProxyHost string `yaml:"proxy_host"`
+	// DataDir holds raft's log and snapshots.
+	DataDir string `yaml:"data_dir"`
+	// LeaveOnStop announces a graceful leave when the agent stops, so peers
+	// forget it at once. Off by default: a restarting node keeps its place.
+	LeaveOnStop bool `yaml:"leave_on_stop"`
+}
+
+// LogConfig is where and how roostd logs (always to stderr: journald).
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text, json
+}
+
+// APIConfig is the agent's HTTP API.
+type APIConfig struct {
+	// Socket is the unix socket for local clients (nodectl); its file mode
+	// (0660) authorises them.
+	Socket string `yaml:"socket"`
+	// Listen is an optional host:port for remote clients: TLS and a bearer
+	// token are then required.
+	Listen string `yaml:"listen"`
+	// TLS is the server certificate for Listen; with ca_file set, clients
+	// must also present a certificate signed by it.
+	TLS certs.Files `yaml:"tls"`
+	// TokenFile holds the bearer token remote clients must send.
+	TokenFile string `yaml:"token_file"`
+}
+
+// DefaultConfig is what a missing key means.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		Node:   NodeConfig{Name: host, Role: RoleMail, DataDir: "/var/lib/roost"},
+		Log:    LogConfig{Level: "info", Format: "text"},
+		Gossip: gossip.DefaultConfig(),
+		Raft:   failover.DefaultRaftConfig(),
+		API:    APIConfig{Socket: api.DefaultSocket},
+	}
+}
+
+// Node roles.
+const (
+	RoleMail    = "mail"
+	RoleWitness = "witness"
+)
+
+var nodeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// Validate reports the first problem, naming the key by its full path.
+func (c Config) Validate() error {
+	n := c.Node
+	switch {
+	case !nodeName.MatchString(n.Name):
+		return fmt.Errorf("node.name %q: want 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", n.Name)
+	case n.Role != RoleMail && n.Role != RoleWitness:
+		return fmt.Errorf("node.role %q: want %q or %q", n.Role, RoleMail, RoleWitness)
+	case n.Role == RoleMail && n.ProxyHost == "":
+		return errors.New("node.proxy_host is empty: a mail node needs the proxy_host value its users have in the passdb")
+	case n.Role == RoleWitness && n.ProxyHost != "":
+		return fmt.Errorf("node.proxy_host %q: a witness serves no users, leave it empty", n.ProxyHost)
+	case n.DataDir == "":
+		return errors.New("node.data_dir is empty")
+	}
+	if _, err := logLevel(c.Log.Level); err != nil {
+		return err
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		return fmt.Errorf("log.format %q: want \"text\" or \"json\"", c.Log.Format)
+	}
+	if err := c.Gossip.Validate(); err != nil {
+		return fmt.Errorf("gossip.%w", err)
+	}
+	if err := c.Raft.Validate(); err != nil {
+		return fmt.Errorf("raft.%w", err)
+	}
+	a := c.API
+	if a.Socket == "" && a.Listen == "" {
+		return errors.New("api.socket and api.listen are both empty: nodectl could not reach the agent")
+	}
+	if a.Listen != "" {
+		if _, _, err := net.SplitHostPort(a.Listen); err != nil {
+			return fmt.Errorf("api.listen %q: %w", a.Listen, err)
+		}
+		if a.TLS.CertFile == "" || a.TLS.KeyFile == "" {
+			return errors.New("api.tls.cert_file and api.tls.key_file are required with api.listen: the TCP API is TLS only")
+		}
+		if a.TokenFile == "" {
+			return errors.New("api.token_file is required with api.listen: remote clients must send a bearer token")
+		}
+	}
+	return nil
+}
+
+// CheckFiles reads every file the configuration names (keys, certificates,
+// token), so a bad path or a broken key fails check-config, not a 3 a.m.
+// restart.
+func (c Config) CheckFiles() error {
+	if c.Gossip.KeyFile != "" {
+		if _, err := gossip.LoadKeyring(c.Gossip.KeyFile); err != nil {
+			return fmt.Errorf("gossip.key_file: %w", err)
+		}
+	}
+	if !c.Raft.InsecurePlaintext {
+		if _, _, err := c.Raft.TLS.MutualConfigs(); err != nil {
+			return fmt.Errorf("raft.tls: %w", err)
+		}
+	}
+	if c.API.Listen != "" {
+		if _, err := c.API.TLS.ServerConfig(); err != nil {
+			return fmt.Errorf("api.tls: %w", err)
+		}
+		if _, err := readToken(c.API.TokenFile); err != nil {
+			return fmt.Errorf("api.token_file: %w", err)
+		}
+	}
+	return nil
+}
+
+func readToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	t := strings.TrimSpace(string(b))
+	if len(t) < 16 {
+		return "", fmt.Errorf("%s: token shorter than 16 characters", path)
+	}
+	return t, nil
+}
+
+func logLevel(s string) (slog.Level, error) {
+	switch s {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("log.level %q: want debug, info, warn or error", s)
+}
+
+// NewLogger builds the slog logger the configuration asks for.
+func NewLogger(c LogConfig, w io.Writer) (*slog.Logger, slog.Level, error) {
+	lvl, err := logLevel(c.Level)
+	if err != nil {
+		return nil, 0, err
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), lvl, nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), lvl, nil
+}
+
+// LoadConfig reads and validates a configuration file.
+func LoadConfig(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, err
+	}
+	c, err := ParseConfig(b)
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ParseConfig decodes YAML over the defaults, rejecting unknown keys and
+// values of the wrong type with the key's full path, then validates.
+func ParseConfig(b []byte) (Config, error) {
+	c := DefaultConfig()
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, explainYAML(b, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return Config{}, errors.New("more than one YAML document: a config file holds one")
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+var (
+	reUnknown = regexp.MustCompile(`^line (\d+): field (\S+) not found in type`)
+	reType    = regexp.MustCompile("^line (\\d+): cannot unmarshal !!(\\w+) `(.*)` into (\\S+)$")
+)
+
+// explainYAML rewrites yaml.v3's errors ("line 7: field x not found in
+// type gossip.Config") to name the key's full path.
+func explainYAML(b []byte, err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return fmt.Errorf("not valid YAML: %w", err)
+	}
+	paths := keyPaths(b)
+	msgs := make([]string, 0, len(te.Errors))
+	for _, e := range te.Errors {
+		if m := reUnknown.FindStringSubmatch(e); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			key := m[2]
+			if p, ok := paths[line]; ok {
+				key = p
+			}
+			msgs = append(msgs, fmt.Sprintf("unknown key %q (line %d)", key, line))
+			continue
+		}
+		if m := reType.FindStringSubmatch(e); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			key := paths[line]
+			if key == "" {
+				key = "line " + m[1]
+			}
+			msgs = append(msgs, fmt.Sprintf("%s: invalid value %q (line %d): want %s", key, m[3], line, typeHint(m[4])))
+			continue
+		}
+		msgs = append(msgs, e)
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+func typeHint(goType string) string {
+	switch goType {
+	case "time.Duration":
+		return "a duration such as 500ms, 2s or 1h"
+	case "bool":
+		return "true or false"
+	case "int", "uint64", "int64":
+		return "a whole number"
+	case "string":
+		return "a string"
+	case "[]string":
+		return "a list of strings"
+	}
+	if strings.HasPrefix(goType, "[]") {
+		return "a list"
+	}
+	return "a " + goType
+}
+
+// keyPaths maps each line of the document to the dotted path of the key
+// (or list item) on it.
+func keyPaths(b []byte) map[int]string {
+	var root yaml.Node
+	if yaml.Unmarshal(b, &root) != nil {
+		return nil
+	}
+	out := map[int]string{}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				p := k.Value
+				if path != "" {
+					p = path + "." + k.Value
+				}
+				out[k.Line] = p
+				walk(v, p)
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				p := fmt.Sprintf("%s[%d]", path, i)
+				if _, ok := out[c.Line]; !ok || c.Kind == yaml.ScalarNode {
+					out[c.Line] = p
+				}
+				walk(c, p)
+			}
+		case yaml.ScalarNode:
+			if _, ok := out[n.Line]; !ok {
+				out[n.Line] = path
+			}
+		}
+	}
+	walk(&root, "")
+	return out
+}

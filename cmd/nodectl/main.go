@@ -1,0 +1,159 @@
+// Command nodectl is the operator's client for roostd: it shows the cluster
+// and (in later versions) drains, moves and acknowledges.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/roost-mail/roost/api"
+	"github.com/roost-mail/roost/certs"
+	"github.com/roost-mail/roost/version"
+)
+
+// Exit codes scripts can rely on.
+const (
+	exitOK          = 0
+	exitError       = 1 // the request failed
+	exitUnreachable = 3 // roostd could not be reached
+)
+
+func main() {
+	os.Exit(execute(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+type globals struct {
+	socket    string
+	addr      string
+	tokenFile string
+	caFile    string
+	timeout   time.Duration
+}
+
+func execute(args []string, stdout, stderr io.Writer) int {
+	var g globals
+	code := exitOK
+	root := &cobra.Command{
+		Use:   "nodectl",
+		Short: "Operate a Roost cluster",
+		Long: `nodectl talks to roostd: by default to the local agent's unix socket, or with
+--addr to any agent's TCP API (TLS and a bearer token).`,
+		Example:       "  nodectl status\n  nodectl status --json\n  nodectl --addr 10.0.0.1:7948 --token-file ~/.roost-token --ca-file ca.pem status",
+		Version:       version.String(),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetVersionTemplate("nodectl {{.Version}}\n")
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.socket, "socket", envOr("ROOST_SOCKET", api.DefaultSocket), "roostd's unix socket (env ROOST_SOCKET)")
+	pf.StringVar(&g.addr, "addr", os.Getenv("ROOST_ADDR"), "roostd's TCP API host:port instead of the socket (env ROOST_ADDR)")
+	pf.StringVar(&g.tokenFile, "token-file", os.Getenv("ROOST_TOKEN_FILE"), "file holding the API token, with --addr (env ROOST_TOKEN_FILE)")
+	pf.StringVar(&g.caFile, "ca-file", os.Getenv("ROOST_CA_FILE"), "CA that signed roostd's API certificate, with --addr (env ROOST_CA_FILE)")
+	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "how long to wait for roostd")
+
+	var asJSON bool
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Show the cluster: members, gossip state, raft role, leader and term",
+		Long: `status prints every member the agent knows (name, role, proxy_host, gossip
+state, raft role, addresses, version), the raft leader and term, and which
+node answered. --json prints the same as stable JSON for scripts.
+
+Exit status: 0 on success, 1 on an error from roostd, 3 when roostd cannot
+be reached.`,
+		Example: "  nodectl status\n  nodectl status --json | jq -r '.leader'",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
+			defer cancel()
+			st, err := c.Status(ctx)
+			if err != nil {
+				code = exitUnreachable
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			printStatus(cmd.OutOrStdout(), st)
+			return nil
+		},
+	}
+	status.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	root.AddCommand(status)
+
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(stderr, "nodectl:", err)
+		if code == exitOK {
+			code = exitError
+		}
+	}
+	return code
+}
+
+func (g globals) client() (*api.Client, error) {
+	if g.addr == "" {
+		return api.NewUnixClient(g.socket), nil
+	}
+	if g.tokenFile == "" {
+		return nil, fmt.Errorf("--addr needs --token-file")
+	}
+	b, err := os.ReadFile(g.tokenFile)
+	if err != nil {
+		return nil, err
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if g.caFile != "" {
+		pool, err := certs.LoadPool(g.caFile)
+		if err != nil {
+			return nil, err
+		}
+		tc.RootCAs = pool
+	}
+	return api.NewTCPClient(g.addr, tc, strings.TrimSpace(string(b))), nil
+}
+
+func printStatus(w io.Writer, st api.Status) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tROLE\tPROXY_HOST\tGOSSIP\tRAFT\tADDRESS\tVERSION")
+	for _, m := range st.Members {
+		name := m.Name
+		if m.Self {
+			name += " *"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, m.Role, dash(m.ProxyHost), m.Gossip, m.Raft, m.Addr, m.Version)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nleader: %s  term: %d  cluster: %s  (* = %s, which answered)\n", dash(st.Leader), st.Term, dash(st.ClusterID), st.Node)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}

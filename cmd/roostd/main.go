@@ -1,0 +1,191 @@
+// Command roostd is the Roost agent that runs on every mail node (and on a
+// witness): it watches the node, gossips, votes, and moves users off bad
+// nodes.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/roost-mail/roost/agent"
+	"github.com/roost-mail/roost/certs"
+	"github.com/roost-mail/roost/version"
+)
+
+const defaultConfig = "/etc/roost/roost.yaml"
+
+func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "roostd:", err)
+		os.Exit(1)
+	}
+}
+
+func newRoot() *cobra.Command {
+	var configPath string
+	runE := func(cmd *cobra.Command, _ []string) error { return run(cmd.Context(), configPath) }
+	root := &cobra.Command{
+		Use:   "roostd",
+		Short: "The Roost agent: keeps a Dovecot cluster serving through node failures",
+		Long: `roostd runs on every Dovecot node (and on an optional witness host). The agents
+gossip, elect a raft leader, and move users off nodes that fail.
+
+With no verb, roostd runs the agent ("run").`,
+		Example:       "  roostd --config /etc/roost/roost.yaml\n  roostd check-config --config /etc/roost/roost.yaml",
+		Version:       version.String(),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE:          runE,
+	}
+	root.Flags().StringVar(&configPath, "config", defaultConfig, "configuration file")
+
+	runCmd := &cobra.Command{
+		Use:     "run",
+		Short:   "Run the agent (the default verb)",
+		Example: "  roostd run --config /etc/roost/roost.yaml",
+		Args:    cobra.NoArgs,
+		RunE:    runE,
+	}
+	runCmd.Flags().StringVar(&configPath, "config", defaultConfig, "configuration file")
+
+	check := &cobra.Command{
+		Use:   "check-config",
+		Short: "Validate the configuration and the files it names, then exit",
+		Long: `check-config reads the configuration, rejects unknown keys, bad values and bad
+combinations with a message naming the key, reads every key, certificate and
+token file it names, and exits 0 only when all is well.`,
+		Example: "  roostd check-config --config /etc/roost/roost.yaml",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := agent.LoadConfig(configPath)
+			if err != nil {
+				return err
+			}
+			if err := cfg.CheckFiles(); err != nil {
+				return fmt.Errorf("%s: %w", configPath, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: OK (node %s, role %s)\n", configPath, cfg.Node.Name, cfg.Node.Role)
+			return nil
+		},
+	}
+	check.Flags().StringVar(&configPath, "config", defaultConfig, "configuration file")
+
+	versionCmd := &cobra.Command{
+		Use:     "version",
+		Short:   "Print the version",
+		Example: "  roostd version",
+		Args:    cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintln(cmd.OutOrStdout(), version.Long("roostd"))
+		},
+	}
+
+	keygen := &cobra.Command{
+		Use:   "keygen",
+		Short: "Print a new gossip encryption key (for gossip.key_file)",
+		Long: `keygen prints a random 32-byte key, base64-encoded. Put the same key in
+gossip.key_file on every node. To rotate, list the new key first and the old
+one after it on every node, restart them one by one, then drop the old key.`,
+		Example: "  roostd keygen > /etc/roost/gossip.key && chmod 0640 /etc/roost/gossip.key",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			k := make([]byte, 32)
+			if _, err := rand.Read(k); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), base64.StdEncoding.EncodeToString(k))
+			return nil
+		},
+	}
+
+	root.AddCommand(runCmd, check, versionCmd, keygen, newTLSCmd())
+	root.SetVersionTemplate("{{.Name}} {{.Version}}\n")
+	return root
+}
+
+func run(ctx context.Context, configPath string) error {
+	cfg, err := agent.LoadConfig(configPath)
+	if err != nil {
+		return err
+	}
+	log, level, err := agent.NewLogger(cfg.Log, os.Stderr)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	a, err := agent.New(cfg, log, level)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+func newTLSCmd() *cobra.Command {
+	tlsCmd := &cobra.Command{
+		Use:   "tls",
+		Short: "Make a private CA and node certificates for the cluster port and API",
+	}
+	var dir string
+	var valid time.Duration
+	ca := &cobra.Command{
+		Use:     "ca",
+		Short:   "Create a CA (ca.pem, ca-key.pem) in --dir",
+		Example: "  roostd tls ca --dir /etc/roost/tls",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return err
+			}
+			if _, err := certs.CreateCA(dir, "Roost CA", valid); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s/ca.pem and %s/ca-key.pem (keep ca-key.pem off the nodes)\n", dir, dir)
+			return nil
+		},
+	}
+	ca.Flags().StringVar(&dir, "dir", ".", "directory for the CA files")
+	ca.Flags().DurationVar(&valid, "valid", 10*365*24*time.Hour, "validity")
+
+	var name string
+	var hosts []string
+	cert := &cobra.Command{
+		Use:   "cert",
+		Short: "Issue a node certificate (NAME.pem, NAME-key.pem) signed by the CA in --dir",
+		Long: `cert issues a certificate usable as TLS server and client, as the cluster
+port needs, signed by the CA in --dir. --host adds IP addresses or DNS names.`,
+		Example: "  roostd tls cert --dir /etc/roost/tls --name node1 --host 10.0.0.1",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if name == "" {
+				return errors.New("--name is required")
+			}
+			c, err := certs.LoadCA(dir)
+			if err != nil {
+				return err
+			}
+			cp, kp, err := c.Issue(dir, name, hosts, valid)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s and %s\n", cp, kp)
+			return nil
+		},
+	}
+	cert.Flags().StringVar(&dir, "dir", ".", "directory holding ca.pem and ca-key.pem, and for the new files")
+	cert.Flags().StringVar(&name, "name", "", "node name (the certificate's common name)")
+	cert.Flags().StringSliceVar(&hosts, "host", nil, "IP address or DNS name to include (repeatable)")
+	cert.Flags().DurationVar(&valid, "valid", 2*365*24*time.Hour, "validity")
+	tlsCmd.AddCommand(ca, cert)
+	return tlsCmd
+}

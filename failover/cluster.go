@@ -1,0 +1,447 @@
+// Package failover holds the replicated cluster state in hashicorp/raft:
+// it forms the raft cluster from the gossip membership, keeps its voters
+// (bootstrap_expect, promotion, dead-server cleanup), and is the only
+// package that imports raft.
+package failover
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	autopilot "github.com/hashicorp/raft-autopilot"
+	wal "github.com/hashicorp/raft-wal"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ServerStatus is a server's gossip status as the membership reports it.
+type ServerStatus string
+
+// Server statuses.
+const (
+	ServerAlive  ServerStatus = "alive"
+	ServerFailed ServerStatus = "failed"
+	ServerLeft   ServerStatus = "left"
+)
+
+// Server is a raft server as the cluster membership (gossip) sees it.
+type Server struct {
+	ID       string // node name, also the raft server ID
+	Addr     string // cluster port, host:port
+	Status   ServerStatus
+	HasState bool // already belongs to a raft cluster
+	Version  string
+}
+
+// Membership is who is in the cluster. The agent provides it from gossip.
+// Servers and Subscribe must not block and may be called concurrently;
+// SetHasState may block briefly while it gossips the change.
+type Membership interface {
+	Servers() []Server
+	// Subscribe returns a channel that receives a value after membership
+	// changes; its buffer of one may merge many changes into one notice.
+	Subscribe() <-chan struct{}
+	// SetHasState announces that this node belongs to a raft cluster.
+	SetHasState(bool) error
+}
+
+// Cluster is this node's raft server.
+type Cluster struct {
+	cfg     RaftConfig
+	id      string
+	log     *slog.Logger
+	members Membership
+
+	raft   *raft.Raft
+	fsm    *fsm
+	stream *streamLayer
+	trans  *raft.NetworkTransport
+	wal    *wal.WAL
+	ap     *autopilot.Autopilot
+	obs    chan raft.Observation
+	obsReg *raft.Observer
+
+	closeOnce    sync.Once
+	mu           sync.Mutex
+	hasState     bool
+	announced    bool
+	settleKey    string
+	settleSince  time.Time
+	apState      *autopilot.State
+	leadingSince time.Time
+
+	roleGauge   prometheus.Gauge
+	termGauge   prometheus.GaugeFunc
+	leaderCount prometheus.Counter
+}
+
+// bootstrapSettle is how long the set of expected servers must stay the
+// same before they bootstrap, so nodes that started together agree on it.
+const bootstrapSettle = 500 * time.Millisecond
+
+// NewCluster opens the raft stores under dir and starts listening on the
+// cluster port. Run forms or rejoins the cluster.
+func NewCluster(cfg RaftConfig, id, dir string, members Membership, log *slog.Logger, level slog.Level, reg prometheus.Registerer) (*Cluster, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "wal"), 0o700); err != nil {
+		return nil, fmt.Errorf("creating raft directory: %w", err)
+	}
+	c := &Cluster{cfg: cfg, id: id, log: log, members: members, fsm: &fsm{}}
+
+	var err error
+	var serverTLS, clientTLS *tls.Config
+	if !cfg.InsecurePlaintext {
+		if serverTLS, clientTLS, err = cfg.TLS.MutualConfigs(); err != nil {
+			return nil, fmt.Errorf("raft tls: %w", err)
+		}
+	}
+	if c.stream, err = newStreamLayer(cfg.Bind, cfg.Advertise, serverTLS, clientTLS, log); err != nil {
+		return nil, err
+	}
+	c.stream.handle(chanStats, c.serveStats)
+	hl := newHclog(log, "raft", level)
+	c.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: c.stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl,
+	})
+	fail := func(err error) (*Cluster, error) {
+		c.trans.Close()
+		c.stream.Close()
+		if c.wal != nil {
+			c.wal.Close()
+		}
+		return nil, err
+	}
+	if c.wal, err = wal.Open(filepath.Join(dir, "wal"), wal.WithLogger(hl.Named("wal"))); err != nil {
+		return fail(fmt.Errorf("opening raft log in %s: %w", dir, err))
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, cfg.SnapshotRetain, hl)
+	if err != nil {
+		return fail(fmt.Errorf("opening raft snapshots in %s: %w", dir, err))
+	}
+	if c.hasState, err = raft.HasExistingState(c.wal, c.wal, snaps); err != nil {
+		return fail(fmt.Errorf("reading raft state in %s: %w", dir, err))
+	}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(id)
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.Logger = hl
+	if c.raft, err = raft.NewRaft(rc, c.fsm, c.wal, c.wal, snaps, c.trans); err != nil {
+		return fail(fmt.Errorf("starting raft: %w", err))
+	}
+	// A non-blocking observer: raft drops observations when the channel is
+	// full rather than wait for us.
+	c.obs = make(chan raft.Observation, 16)
+	c.obsReg = raft.NewObserver(c.obs, false, func(o *raft.Observation) bool {
+		switch o.Data.(type) {
+		case raft.LeaderObservation, raft.RaftState:
+			return true
+		}
+		return false
+	})
+	c.raft.RegisterObserver(c.obsReg)
+	c.ap = autopilot.New(c.raft, (*apDelegate)(c),
+		autopilot.WithLogger(hl.Named("autopilot")),
+		autopilot.WithPromoter(&promoter{max: cfg.MaxVoters}),
+		autopilot.WithUpdateInterval(time.Second),
+		autopilot.WithReconcileInterval(2*time.Second))
+
+	c.roleGauge = prometheus.NewGauge(prometheus.GaugeOpts{Name: "roost_raft_leader", Help: "1 when this node is the raft leader."})
+	c.termGauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_raft_term", Help: "The current raft term."},
+		func() float64 { return float64(c.raft.CurrentTerm()) })
+	c.leaderCount = prometheus.NewCounter(prometheus.CounterOpts{Name: "roost_raft_leadership_gained_total", Help: "Times this node became raft leader."})
+	if reg != nil {
+		for _, m := range []prometheus.Collector{c.roleGauge, c.termGauge, c.leaderCount} {
+			if err := reg.Register(m); err != nil {
+				c.raft.Shutdown()
+				return fail(fmt.Errorf("registering raft metrics: %w", err))
+			}
+		}
+	}
+	return c, nil
+}
+
+// Addr is the cluster port's advertised address.
+func (c *Cluster) Addr() string { return c.stream.Addr().String() }
+
+// Run forms the cluster (bootstrapping when this is one of the first
+// bootstrap_expect servers), keeps the membership in raft while leader,
+// and shuts raft down when ctx ends.
+func (c *Cluster) Run(ctx context.Context) error {
+	c.stream.serve()
+	defer c.Close()
+	// Shutting raft down as soon as ctx ends makes any future step() waits
+	// on fail at once, so stopping is prompt even without a quorum.
+	defer context.AfterFunc(ctx, func() { c.raft.Shutdown() })()
+	sub := c.members.Subscribe()
+	tick := time.NewTicker(bootstrapSettle / 2)
+	defer tick.Stop()
+	var apCancel context.CancelFunc
+	defer func() {
+		if apCancel != nil {
+			apCancel()
+			<-c.ap.Stop()
+		}
+	}()
+	for {
+		c.step(ctx, &apCancel)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-sub:
+		case <-c.obs:
+		case <-tick.C:
+		}
+	}
+}
+
+func (c *Cluster) step(ctx context.Context, apCancel *context.CancelFunc) {
+	c.mu.Lock()
+	has := c.hasState
+	c.mu.Unlock()
+	if !has {
+		if _, leader := c.raft.LeaderWithID(); leader != "" || c.raft.LastIndex() > 0 {
+			has = true
+		} else if c.maybeBootstrap() {
+			has = true
+		}
+		c.mu.Lock()
+		c.hasState = has
+		c.mu.Unlock()
+	}
+	if has && !c.announced {
+		if err := c.members.SetHasState(true); err != nil {
+			c.log.Warn("gossip_meta_update_failed", "err", err)
+		} else {
+			c.announced = true
+		}
+	}
+
+	leader := c.raft.State() == raft.Leader
+	switch {
+	case leader && *apCancel == nil:
+		// A new leader first applies everything its predecessor committed.
+		if err := c.raft.Barrier(5 * time.Second).Error(); err != nil {
+			c.log.Warn("raft_barrier_failed", "err", err)
+			return
+		}
+		c.log.Info("raft_leadership_gained", "term", c.raft.CurrentTerm())
+		c.roleGauge.Set(1)
+		c.leaderCount.Inc()
+		c.mu.Lock()
+		c.leadingSince = time.Now()
+		c.mu.Unlock()
+		apCtx, cancel := context.WithCancel(ctx)
+		*apCancel = cancel
+		c.ap.Start(apCtx)
+		if c.fsm.read().ClusterID == "" {
+			if err := c.apply(command{Op: opInit, ClusterID: newID()}); err != nil {
+				c.log.Warn("raft_init_failed", "err", err)
+			}
+		}
+	case !leader && *apCancel != nil:
+		c.log.Info("raft_leadership_lost", "term", c.raft.CurrentTerm())
+		c.roleGauge.Set(0)
+		(*apCancel)()
+		<-c.ap.Stop()
+		*apCancel = nil
+		c.mu.Lock()
+		c.apState = nil
+		c.mu.Unlock()
+	}
+	if leader && *apCancel != nil {
+		c.reconcileMembers()
+	}
+}
+
+// maybeBootstrap bootstraps the raft cluster when this node has no raft
+// state, nobody alive claims one, and at least bootstrap_expect servers
+// have been seen, unchanged, for bootstrapSettle. Every node that decides
+// so computes the same configuration from the same membership.
+func (c *Cluster) maybeBootstrap() bool {
+	var alive []Server
+	self := false
+	for _, s := range c.members.Servers() {
+		if s.Status != ServerAlive || s.Addr == "" {
+			continue
+		}
+		if s.HasState && s.ID != c.id {
+			return false // an existing cluster will add us
+		}
+		self = self || s.ID == c.id
+		alive = append(alive, s)
+	}
+	if !self || len(alive) < c.cfg.BootstrapExpect {
+		c.settleKey = ""
+		return false
+	}
+	sort.Slice(alive, func(i, j int) bool { return alive[i].ID < alive[j].ID })
+	ids := make([]string, len(alive))
+	for i, s := range alive {
+		ids[i] = s.ID + "@" + s.Addr
+	}
+	key := strings.Join(ids, ",")
+	if key != c.settleKey {
+		c.settleKey, c.settleSince = key, time.Now()
+		return false
+	}
+	if time.Since(c.settleSince) < bootstrapSettle {
+		return false
+	}
+	var conf raft.Configuration
+	for i, s := range alive {
+		suffrage := raft.Voter
+		if i >= c.cfg.MaxVoters {
+			suffrage = raft.Nonvoter
+		}
+		conf.Servers = append(conf.Servers, raft.Server{Suffrage: suffrage, ID: raft.ServerID(s.ID), Address: raft.ServerAddress(s.Addr)})
+	}
+	if err := c.raft.BootstrapCluster(conf).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		c.log.Error("raft_bootstrap_failed", "err", err)
+		return false
+	}
+	c.log.Info("raft_bootstrapped", "servers", key)
+	return true
+}
+
+// reconcileMembers adds alive servers that raft does not know yet as
+// non-voters (autopilot promotes them once stable) and updates the address
+// of servers that came back on a new one.
+func (c *Cluster) reconcileMembers() {
+	f := c.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return
+	}
+	known := map[raft.ServerID]raft.Server{}
+	for _, s := range f.Configuration().Servers {
+		known[s.ID] = s
+	}
+	for _, s := range c.members.Servers() {
+		if s.Status != ServerAlive || s.Addr == "" {
+			continue
+		}
+		id, addr := raft.ServerID(s.ID), raft.ServerAddress(s.Addr)
+		cur, ok := known[id]
+		var err error
+		switch {
+		case !ok:
+			err = c.raft.AddNonvoter(id, addr, 0, 5*time.Second).Error()
+			c.log.Info("raft_server_added", "node", s.ID, "addr", s.Addr, "err", err)
+		case cur.Address != addr && cur.Suffrage == raft.Voter:
+			err = c.raft.AddVoter(id, addr, 0, 5*time.Second).Error()
+			c.log.Info("raft_server_readdressed", "node", s.ID, "addr", s.Addr, "err", err)
+		case cur.Address != addr:
+			err = c.raft.AddNonvoter(id, addr, 0, 5*time.Second).Error()
+			c.log.Info("raft_server_readdressed", "node", s.ID, "addr", s.Addr, "err", err)
+		}
+	}
+}
+
+func (c *Cluster) apply(cmd command) error {
+	b, err := json.Marshal(cmd)
+	if err != nil {
+		return err
+	}
+	f := c.raft.Apply(b, 5*time.Second)
+	if err := f.Error(); err != nil {
+		return err
+	}
+	if err, ok := f.Response().(error); ok {
+		return err
+	}
+	return nil
+}
+
+// Close shuts raft down and releases the cluster port and the stores. Run
+// calls it on return; call it directly only when Run was never called.
+func (c *Cluster) Close() {
+	c.closeOnce.Do(c.shutdown)
+}
+
+func (c *Cluster) shutdown() {
+	c.raft.DeregisterObserver(c.obsReg)
+	if err := c.raft.Shutdown().Error(); err != nil {
+		c.log.Warn("raft_shutdown_failed", "err", err)
+	}
+	c.trans.Close()
+	c.stream.Close()
+	c.wal.Close()
+}
+
+// Status is the raft cluster as this node sees it.
+type Status struct {
+	ID         string         `json:"id"`
+	State      string         `json:"state"` // Leader, Follower, Candidate, Shutdown
+	Leader     string         `json:"leader"`
+	LeaderAddr string         `json:"leader_addr"`
+	Term       uint64         `json:"term"`
+	LastIndex  uint64         `json:"last_index"`
+	ClusterID  string         `json:"cluster_id"`
+	Servers    []ServerInRaft `json:"servers"`
+	// FailureTolerance is how many voters may fail with quorum kept; known
+	// on the leader only (-1 elsewhere).
+	FailureTolerance int `json:"failure_tolerance"`
+}
+
+// ServerInRaft is one entry of the raft configuration.
+type ServerInRaft struct {
+	ID       string `json:"id"`
+	Addr     string `json:"addr"`
+	Suffrage string `json:"suffrage"` // voter, nonvoter
+	Leader   bool   `json:"leader"`
+}
+
+// Status reports the raft state. It does not block on the network.
+func (c *Cluster) Status() Status {
+	addr, leader := c.raft.LeaderWithID()
+	st := Status{
+		ID: c.id, State: c.raft.State().String(), Leader: string(leader), LeaderAddr: string(addr),
+		Term: c.raft.CurrentTerm(), LastIndex: c.raft.LastIndex(), ClusterID: c.fsm.read().ClusterID,
+		FailureTolerance: -1,
+	}
+	if f := c.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			suffrage := "voter"
+			if s.Suffrage != raft.Voter {
+				suffrage = "nonvoter"
+			}
+			st.Servers = append(st.Servers, ServerInRaft{ID: string(s.ID), Addr: string(s.Address), Suffrage: suffrage, Leader: s.ID == leader})
+		}
+	}
+	c.mu.Lock()
+	if c.apState != nil {
+		st.FailureTolerance = c.apState.FailureTolerance
+	}
+	c.mu.Unlock()
+	return st
+}
+
+// Snapshot takes a raft snapshot now and compacts the log.
+func (c *Cluster) Snapshot() error {
+	return c.raft.Snapshot().Error()
+}
+
+func newID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
