@@ -231,7 +231,7 @@ func ParseConfig(b []byte) (Config, error) {
 
 var (
 	reUnknown = regexp.MustCompile(`^line (\d+): field (\S+) not found in type`)
-	reType    = regexp.MustCompile("^line (\\d+): cannot unmarshal !!(\\w+) `(.*)` into (\\S+)$")
+	reType    = regexp.MustCompile("^line (\\d+): cannot unmarshal !!(\\w+)(?: `(.*)`)? into (\\S+)$")
 )
 
 // explainYAML rewrites yaml.v3's errors ("line 7: field x not found in
@@ -259,12 +259,26 @@ func explainYAML(b []byte, err error) error {
 			if key == "" {
 				key = "line " + m[1]
 			}
-			msgs = append(msgs, fmt.Sprintf("%s: invalid value %q (line %d): want %s", key, m[3], line, typeHint(m[4])))
+			value := fmt.Sprintf("%q", m[3])
+			if m[3] == "" {
+				value = "(a " + yamlKind(m[2]) + ")"
+			}
+			msgs = append(msgs, fmt.Sprintf("%s: invalid value %s (line %d): want %s", key, value, line, typeHint(m[4])))
 			continue
 		}
 		msgs = append(msgs, e)
 	}
 	return errors.New(strings.Join(msgs, "; "))
+}
+
+func yamlKind(tag string) string {
+	switch tag {
+	case "map":
+		return "mapping"
+	case "seq":
+		return "list"
+	}
+	return tag
 }
 
 func typeHint(goType string) string {

@@ -1,0 +1,203 @@
+package agent_test
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roost-mail/roost/agent"
+	"github.com/roost-mail/roost/agent/agenttest"
+	"github.com/roost-mail/roost/certs"
+)
+
+// etcRoost makes a stand-in for /etc/roost with every file the examples
+// name: a gossip key, a CA and certificates for node1..3, an API token.
+func etcRoost(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	tlsDir := filepath.Join(dir, "tls")
+	if err := os.MkdirAll(tlsDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := certs.CreateCA(tlsDir, "test", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"node1", "node2", "node3", "api"} {
+		if _, _, err := ca.Issue(tlsDir, n, []string{"127.0.0.1"}, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files := map[string]string{
+		"gossip.key": agenttest.NewKey() + "\n",
+		"api.token":  "0123456789abcdef0123456789abcdef\n",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// checkExample parses a shipped example and checks the files it names, as
+// `roostd check-config` does, with /etc/roost pointing at real files.
+func checkExample(t *testing.T, name, yaml string) {
+	t.Helper()
+	cfg, err := agent.ParseConfig([]byte(yaml))
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	etc := etcRoost(t)
+	cfg, err = agent.ParseConfig([]byte(strings.ReplaceAll(yaml, "/etc/roost/", etc+"/")))
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	if err := cfg.CheckFiles(); err != nil {
+		t.Fatalf("%s: check-config fails: %v", name, err)
+	}
+}
+
+func TestShippedExampleConfigIsValid(t *testing.T) {
+	b, err := os.ReadFile("../packaging/roost.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkExample(t, "packaging/roost.yaml", string(b))
+}
+
+// Every YAML block in the README and docs that looks like a roostd config
+// must pass check-config.
+func TestDocumentedConfigsAreValid(t *testing.T) {
+	files, _ := filepath.Glob("../docs/*.md")
+	files = append(files, "../README.md")
+	block := regexp.MustCompile("(?s)```yaml\n(.*?)```")
+	found := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, m := range block.FindAllStringSubmatch(string(b), -1) {
+			if !strings.Contains(m[1], "node:") {
+				continue
+			}
+			found++
+			checkExample(t, f+" block "+string(rune('1'+i)), m[1])
+		}
+	}
+	if found == 0 {
+		t.Fatal("no roostd config found in README.md or docs/")
+	}
+}
+
+// The smallest valid config, which the bad ones below break one key at a time.
+const minimal = `
+node:
+  name: node1
+  proxy_host: 10.0.0.1
+gossip:
+  advertise: 10.0.0.1:7946
+  key_file: /etc/roost/gossip.key
+raft:
+  advertise: 10.0.0.1:7947
+  tls:
+    ca_file: /etc/roost/tls/ca.pem
+    cert_file: /etc/roost/tls/node1.pem
+    key_file: /etc/roost/tls/node1-key.pem
+`
+
+func TestMinimalConfigAppliesDefaults(t *testing.T) {
+	cfg, err := agent.ParseConfig([]byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := agent.DefaultConfig()
+	if cfg.Gossip.ProbeInterval != def.Gossip.ProbeInterval || cfg.Raft.BootstrapExpect != 3 || cfg.Raft.HeartbeatTimeout != time.Second || cfg.API.Socket != "/run/roost/roost.sock" {
+		t.Fatalf("defaults not applied: %+v", cfg)
+	}
+}
+
+func TestBadConfigsNameTheKey(t *testing.T) {
+	replace := func(old, new string) string {
+		if !strings.Contains(minimal, old) {
+			t.Fatalf("test bug: %q not in the minimal config", old)
+		}
+		return strings.Replace(minimal, old, new, 1)
+	}
+	cases := []struct {
+		name, yaml, want string
+	}{
+		{"unknown top-level key", minimal + "nodes:\n  x: 1\n", `unknown key "nodes"`},
+		{"misspelt nested key", replace("  proxy_host:", "  proxyhost:"), `unknown key "node.proxyhost"`},
+		{"misspelt deep key", replace("    ca_file:", "    cafile:"), `unknown key "raft.tls.cafile"`},
+		{"bad duration", minimal + "  heartbeat_timeout: 1x\n", `raft.heartbeat_timeout: invalid value "1x"`},
+		{"duration without unit", replace("gossip:\n", "gossip:\n  probe_interval: fast\n"), `gossip.probe_interval: invalid value "fast"`},
+		{"bad int", minimal + "  bootstrap_expect: three\n", `raft.bootstrap_expect: invalid value "three"`},
+		{"bad bool", replace("gossip:\n", "gossip:\n  insecure_plaintext: maybe\n"), `gossip.insecure_plaintext: invalid value "maybe"`},
+		{"join not a list", replace("gossip:\n", "gossip:\n  join: {a: b}\n"), "gossip.join"},
+		{"missing proxy_host", replace("  proxy_host: 10.0.0.1\n", ""), "node.proxy_host is empty"},
+		{"bad node name", replace("name: node1", "name: \"node 1\""), `node.name "node 1"`},
+		{"bad role", replace("node:\n", "node:\n  role: backup\n"), `node.role "backup"`},
+		{"witness with proxy_host", replace("node:\n", "node:\n  role: witness\n"), `node.proxy_host "10.0.0.1": a witness`},
+		{"no gossip key", replace("  key_file: /etc/roost/gossip.key\n", ""), "gossip.key_file is empty"},
+		{"key and plaintext", replace("gossip:\n", "gossip:\n  insecure_plaintext: true\n"), "gossip.key_file and insecure_plaintext"},
+		{"wildcard without advertise", replace("  advertise: 10.0.0.1:7946\n", ""), `gossip.advertise is empty and bind "0.0.0.0:7946"`},
+		{"bad advertise", replace("advertise: 10.0.0.1:7946", "advertise: mail1"), `gossip.advertise "mail1"`},
+		{"bad join address", replace("gossip:\n", "gossip:\n  join: [10.0.0.2]\n"), `gossip.join "10.0.0.2"`},
+		{"probe timeout over interval", replace("gossip:\n", "gossip:\n  probe_timeout: 2s\n"), "gossip.probe_timeout 2s"},
+		{"no raft tls", replace("    ca_file: /etc/roost/tls/ca.pem\n", ""), "raft.tls.ca_file is empty"},
+		{"raft tls and plaintext", minimal + "  insecure_plaintext: true\n", "raft.tls and insecure_plaintext"},
+		{"bootstrap_expect 2", minimal + "  bootstrap_expect: 2\n", "raft.bootstrap_expect 2"},
+		{"bootstrap over voters", minimal + "  bootstrap_expect: 7\n", "raft.bootstrap_expect 7"},
+		{"lease over heartbeat", minimal + "  leader_lease_timeout: 2s\n", "raft.leader_lease_timeout 2s"},
+		{"election under heartbeat", minimal + "  election_timeout: 100ms\n", "raft.election_timeout 100ms"},
+		{"bad log level", minimal + "log:\n  level: loud\n", `log.level "loud"`},
+		{"bad log format", minimal + "log:\n  format: xml\n", `log.format "xml"`},
+		{"api listen without tls", minimal + "api:\n  listen: 127.0.0.1:7948\n", "api.tls.cert_file and api.tls.key_file are required"},
+		{"api listen without token", minimal + "api:\n  listen: 127.0.0.1:7948\n  tls: {cert_file: a, key_file: b}\n", "api.token_file is required"},
+		{"no api at all", minimal + "api:\n  socket: \"\"\n", "api.socket and api.listen are both empty"},
+		{"not yaml", "node: [\n", "not valid YAML"},
+		{"two documents", minimal + "---\nnode: {}\n", "more than one YAML document"},
+		{"empty file", "", "node.proxy_host is empty"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := agent.ParseConfig([]byte(tc.yaml))
+			if err == nil {
+				t.Fatalf("got no error, want one containing %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got error %q, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCheckFilesNamesTheBrokenFile(t *testing.T) {
+	etc := etcRoost(t)
+	good := strings.ReplaceAll(minimal, "/etc/roost/", etc+"/")
+	cases := []struct{ name, yaml, want string }{
+		{"missing gossip key", strings.Replace(good, "gossip.key", "nope.key", 1), "gossip.key_file: reading gossip key file"},
+		{"missing cert", strings.Replace(good, "node1.pem", "node9.pem", 1), "raft.tls: loading"},
+	}
+	if err := os.WriteFile(filepath.Join(etc, "short.key"), []byte("c2hvcnQ=\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases = append(cases, struct{ name, yaml, want string }{"short gossip key", strings.Replace(good, "gossip.key", "short.key", 1), "line 1: key size must be 16, 24 or 32 bytes"})
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := agent.ParseConfig([]byte(tc.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = cfg.CheckFiles()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}

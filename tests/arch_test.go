@@ -1,0 +1,109 @@
+// Package tests holds Roost's cross-package tests: architecture rules,
+// process-level cluster tests and, later, the end-to-end mail cluster.
+package tests
+
+import (
+	"encoding/json"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/roost-mail/roost"
+
+// allowed lists, for each package, the module's packages it may import.
+// The stages are leaves that reach each other only through interfaces the
+// consumer declares; only agent wires several together (DESIGN.md).
+var allowed = map[string][]string{
+	"version":         {},
+	"certs":           {},
+	"api":             {},
+	"gossip":          {},
+	"fsprobe":         {},
+	"health":          {},
+	"routing":         {},
+	"dovecot":         {},
+	"failover":        {"certs"},
+	"agent":           {"api", "certs", "failover", "gossip", "version", "fsprobe", "health", "routing", "dovecot"},
+	"agent/agenttest": {"agent", "api", "certs"},
+	"cmd/roostd":      {"agent", "certs", "version"},
+	"cmd/nodectl":     {"api", "certs", "version"},
+	"tests":           {"*"},
+}
+
+// owners: third-party packages that only one of our packages may import.
+var owners = map[string]string{
+	"github.com/hashicorp/memberlist":     "gossip",
+	"github.com/hashicorp/raft":           "failover",
+	"github.com/hashicorp/raft-wal":       "failover",
+	"github.com/hashicorp/raft-autopilot": "failover",
+	"github.com/hashicorp/go-hclog":       "failover",
+}
+
+type pkg struct {
+	ImportPath   string
+	Imports      []string
+	TestImports  []string
+	XTestImports []string
+}
+
+func TestImportRules(t *testing.T) {
+	cmd := exec.Command("go", "list", "-json", module+"/...")
+	cmd.Dir = ".."
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	seen := 0
+	for {
+		var p pkg
+		if err := dec.Decode(&p); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		seen++
+		rel := strings.TrimPrefix(strings.TrimPrefix(p.ImportPath, module), "/")
+		top := rel
+		if strings.HasPrefix(rel, "tests") {
+			top = "tests"
+		}
+		may, ok := allowed[top]
+		if !ok {
+			t.Errorf("package %s is not in the import table of tests/arch_test.go: add it with the packages it may import", rel)
+			continue
+		}
+		imports := append(append(append([]string{}, p.Imports...), p.TestImports...), p.XTestImports...)
+		for _, imp := range imports {
+			for prefix, owner := range owners {
+				if (imp == prefix || strings.HasPrefix(imp, prefix+"/")) && top != owner && top != "tests" {
+					t.Errorf("%s imports %s: only %s may (STYLE.md: its types stay inside %s)", rel, imp, owner, owner)
+				}
+			}
+			if !strings.HasPrefix(imp, module+"/") || contains(may, "*") {
+				continue
+			}
+			dep := strings.TrimPrefix(imp, module+"/")
+			if dep == rel || (strings.HasPrefix(dep, rel+"/") && strings.HasSuffix(dep, "test")) {
+				continue // a package and its own test helpers
+			}
+			if !contains(may, dep) {
+				t.Errorf("%s imports %s: not allowed (allowed: %v)", rel, dep, may)
+			}
+		}
+	}
+	if seen < 8 {
+		t.Fatalf("go list found only %d packages", seen)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,214 @@
+package tests
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/roost-mail/roost/agent/agenttest"
+	"github.com/roost-mail/roost/api"
+)
+
+// buildBinaries builds roostd and nodectl once per test binary run.
+func buildBinaries(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/roostd", "./cmd/nodectl")
+	cmd.Dir = ".."
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return dir
+}
+
+func run(t *testing.T, bin string, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+type proc struct {
+	name   string
+	socket string
+	cmd    *exec.Cmd
+	log    *agenttest.SyncBuffer
+}
+
+// TestProcessClusterSurvivesKill9 runs three roostd processes configured
+// the way an operator would (keygen, tls ca, tls cert, check-config), reads
+// the cluster through nodectl, and kills the leader with SIGKILL.
+func TestProcessClusterSurvivesKill9(t *testing.T) {
+	bin := buildBinaries(t)
+	roostd, nodectl := filepath.Join(bin, "roostd"), filepath.Join(bin, "nodectl")
+	dir := t.TempDir()
+	sockDir, err := os.MkdirTemp("", "roostp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+
+	key, err := run(t, roostd, "keygen")
+	if err != nil {
+		t.Fatalf("keygen: %v %s", err, key)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "gossip.key"), []byte(key), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run(t, roostd, "tls", "ca", "--dir", dir); err != nil {
+		t.Fatalf("tls ca: %v %s", err, out)
+	}
+	if out, err := run(t, roostd, "tls", "ca", "--dir", dir); err == nil || !strings.Contains(out, "refusing to overwrite") {
+		t.Fatalf("a second tls ca overwrote the CA: %v %s", err, out)
+	}
+
+	gossipPorts := []int{freePort(t), freePort(t), freePort(t)}
+	var procs []*proc
+	for i := range 3 {
+		name := fmt.Sprintf("node%d", i+1)
+		if out, err := run(t, roostd, "tls", "cert", "--dir", dir, "--name", name, "--host", "127.0.0.1"); err != nil {
+			t.Fatalf("tls cert: %v %s", err, out)
+		}
+		cfg := fmt.Sprintf(`node:
+  name: %[1]s
+  proxy_host: 127.0.1.%[2]d
+  data_dir: %[3]s/%[1]s
+gossip:
+  bind: 127.0.0.1:%[4]d
+  join: [127.0.0.1:%[5]d, 127.0.0.1:%[6]d]
+  join_retry_interval: 200ms
+  key_file: %[3]s/gossip.key
+raft:
+  bind: 127.0.0.1:%[7]d
+  tls:
+    ca_file: %[3]s/ca.pem
+    cert_file: %[3]s/%[1]s.pem
+    key_file: %[3]s/%[1]s-key.pem
+api:
+  socket: %[8]s/%[1]s.sock
+`, name, i+1, dir, gossipPorts[i], gossipPorts[(i+1)%3], gossipPorts[(i+2)%3], freePort(t), sockDir)
+		path := filepath.Join(dir, name+".yaml")
+		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := run(t, roostd, "check-config", "--config", path); err != nil || !strings.Contains(out, "OK") {
+			t.Fatalf("check-config %s: %v %s", name, err, out)
+		}
+		p := &proc{name: name, socket: filepath.Join(sockDir, name+".sock"), log: &agenttest.SyncBuffer{}}
+		p.cmd = exec.Command(roostd, "--config", path) // run is the default verb
+		p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+		if err := p.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, p)
+	}
+	t.Cleanup(func() {
+		for _, p := range procs {
+			if p.cmd.ProcessState == nil {
+				_ = p.cmd.Process.Signal(syscall.SIGTERM)
+				done := make(chan struct{})
+				go func() { _ = p.cmd.Wait(); close(done) }()
+				select {
+				case <-done:
+				case <-time.After(10 * time.Second):
+					_ = p.cmd.Process.Kill()
+					t.Errorf("%s ignored SIGTERM for 10s", p.name)
+				}
+			}
+			if t.Failed() {
+				t.Logf("%s log:\n%s", p.name, p.log.String())
+			}
+		}
+	})
+
+	status := func(p *proc) (api.Status, error) {
+		out, err := exec.Command(nodectl, "--socket", p.socket, "status", "--json").Output()
+		if err != nil {
+			return api.Status{}, err
+		}
+		var st api.Status
+		return st, json.Unmarshal(out, &st)
+	}
+	agreedLeader := func(ps []*proc) string {
+		leader := ""
+		for _, p := range ps {
+			st, err := status(p)
+			if err != nil || st.Leader == "" || (leader != "" && st.Leader != leader) {
+				return ""
+			}
+			leader = st.Leader
+		}
+		return leader
+	}
+	var leader string
+	if !agenttest.Eventually(30*time.Second, func() bool { leader = agreedLeader(procs); return leader != "" }) {
+		t.Fatal("no agreed leader within 30s")
+	}
+	out, err := run(t, nodectl, "--socket", procs[0].socket, "status")
+	if err != nil || !strings.Contains(out, "leader: "+leader) || strings.Count(out, "alive") != 3 {
+		t.Fatalf("nodectl status: %v\n%s", err, out)
+	}
+
+	var rest []*proc
+	for _, p := range procs {
+		if p.name == leader {
+			if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			_ = p.cmd.Wait()
+		} else {
+			rest = append(rest, p)
+		}
+	}
+	var newLeader string
+	if !agenttest.Eventually(30*time.Second, func() bool { newLeader = agreedLeader(rest); return newLeader != "" && newLeader != leader }) {
+		t.Fatalf("no new leader within 30s after kill -9 of %s", leader)
+	}
+
+	// nodectl against a dead socket says so and exits 3.
+	cmd := exec.Command(nodectl, "--socket", filepath.Join(sockDir, "nobody.sock"), "status")
+	b, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 || !strings.Contains(string(b), "reaching roostd") {
+		t.Fatalf("nodectl on a dead socket: %v %s, want exit 3 and 'reaching roostd'", err, b)
+	}
+}
+
+func TestVersionAndCheckConfigExitCodes(t *testing.T) {
+	bin := buildBinaries(t)
+	out, err := run(t, filepath.Join(bin, "roostd"), "version")
+	if err != nil || !strings.HasPrefix(out, "roostd ") {
+		t.Fatalf("roostd version: %v %q", err, out)
+	}
+	out, err = run(t, filepath.Join(bin, "nodectl"), "--version")
+	if err != nil || !strings.HasPrefix(out, "nodectl ") {
+		t.Fatalf("nodectl --version: %v %q", err, out)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("node:\n  nmae: x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = run(t, filepath.Join(bin, "roostd"), "check-config", "--config", bad)
+	if err == nil || !strings.Contains(out, `unknown key "node.nmae"`) {
+		t.Fatalf("check-config of a misspelt key: %v %q", err, out)
+	}
+}
