@@ -150,3 +150,6 @@ func (m *membership) SetHasState(b bool) error {
 
 // Snapshot takes a raft snapshot now.
 func (a *Agent) Snapshot() error { return a.cluster.Snapshot() }
+
+// APIAddr is the TCP API's address, or "" when it is off.
+func (a *Agent) APIAddr() string { return a.api.tcpAddr() }

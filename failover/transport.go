@@ -38,6 +38,40 @@ type streamLayer struct {
 	done      chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
+
+	// conns are the open connections, accepted and dialed: raft's transport
+	// does not close them on shutdown, so the layer does.
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+// trackedConn removes itself from the layer's set when closed.
+type trackedConn struct {
+	net.Conn
+	s    *streamLayer
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.s.mu.Lock()
+		delete(c.s.conns, c)
+		c.s.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// track registers c; it returns false (and closes c) once the layer is closed.
+func (s *streamLayer) track(c net.Conn) (net.Conn, bool) {
+	tc := &trackedConn{Conn: c, s: s}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conns == nil {
+		c.Close()
+		return nil, false
+	}
+	s.conns[tc] = struct{}{}
+	return tc, true
 }
 
 func newStreamLayer(bind, advertise string, serverTLS, clientTLS *tls.Config, log *slog.Logger) (*streamLayer, error) {
@@ -60,6 +94,7 @@ func newStreamLayer(bind, advertise string, serverTLS, clientTLS *tls.Config, lo
 	s := &streamLayer{
 		ln: ln, advertise: adv, serverTLS: serverTLS, clientTLS: clientTLS, log: log,
 		handlers:  map[byte]func(net.Conn){},
+		conns:     map[net.Conn]struct{}{},
 		raftConns: make(chan net.Conn),
 		done:      make(chan struct{}),
 	}
@@ -98,6 +133,10 @@ func (s *streamLayer) serve() {
 }
 
 func (s *streamLayer) route(c net.Conn) {
+	c, ok := s.track(c)
+	if !ok {
+		return
+	}
 	_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
 	if s.serverTLS != nil {
 		tc := tls.Server(c, s.serverTLS)
@@ -146,6 +185,13 @@ func (s *streamLayer) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.done)
 		s.ln.Close()
+		s.mu.Lock()
+		conns := s.conns
+		s.conns = nil
+		s.mu.Unlock()
+		for c := range conns {
+			c.Close()
+		}
 	})
 	s.wg.Wait()
 	return nil
@@ -161,9 +207,13 @@ func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.
 
 func (s *streamLayer) dial(addr string, ch byte, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
-	c, err := d.Dial("tcp", addr)
+	raw, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	c, ok := s.track(raw)
+	if !ok {
+		return nil, net.ErrClosed
 	}
 	if s.clientTLS != nil {
 		tc := tls.Client(c, s.clientTLS)
