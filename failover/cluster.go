@@ -74,6 +74,8 @@ type Cluster struct {
 	obsReg *raft.Observer
 
 	closeOnce    sync.Once
+	raftOnce     sync.Once
+	raftDown     raft.Future
 	mu           sync.Mutex
 	hasState     bool
 	announced    bool
@@ -172,7 +174,7 @@ func NewCluster(cfg RaftConfig, id, dir string, members Membership, log *slog.Lo
 	if reg != nil {
 		for _, m := range []prometheus.Collector{c.roleGauge, c.termGauge, c.leaderCount} {
 			if err := reg.Register(m); err != nil {
-				c.raft.Shutdown()
+				c.raft.Shutdown().Error()
 				return fail(fmt.Errorf("registering raft metrics: %w", err))
 			}
 		}
@@ -191,7 +193,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 	defer c.Close()
 	// Shutting raft down as soon as ctx ends makes any future step() waits
 	// on fail at once, so stopping is prompt even without a quorum.
-	defer context.AfterFunc(ctx, func() { c.raft.Shutdown() })()
+	defer context.AfterFunc(ctx, func() { c.shutdownRaft() })()
 	sub := c.members.Subscribe()
 	tick := time.NewTicker(bootstrapSettle / 2)
 	defer tick.Stop()
@@ -377,9 +379,17 @@ func (c *Cluster) Close() {
 	c.closeOnce.Do(c.shutdown)
 }
 
+// shutdownRaft shuts raft down once and returns that shutdown's future: a
+// second raft.Shutdown would return one that does not wait, and closing
+// the log store under a raft still running panics.
+func (c *Cluster) shutdownRaft() raft.Future {
+	c.raftOnce.Do(func() { c.raftDown = c.raft.Shutdown() })
+	return c.raftDown
+}
+
 func (c *Cluster) shutdown() {
 	c.raft.DeregisterObserver(c.obsReg)
-	if err := c.raft.Shutdown().Error(); err != nil {
+	if err := c.shutdownRaft().Error(); err != nil {
 		c.log.Warn("raft_shutdown_failed", "err", err)
 	}
 	c.trans.Close()
