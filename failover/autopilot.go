@@ -3,6 +3,7 @@ package failover
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"sort"
 	"strconv"
@@ -67,10 +68,29 @@ func (c *Cluster) localStats() serverStats {
 	return st
 }
 
+// serveStats answers each request byte on a stats connection with one
+// JSON line, until the peer closes it or it idles for a minute: the leader
+// keeps one connection per peer instead of a TLS handshake per poll.
 func (c *Cluster) serveStats(conn net.Conn) {
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
-	_ = json.NewEncoder(conn).Encode(c.localStats())
+	enc := json.NewEncoder(conn)
+	var req [1]byte
+	for {
+		_ = conn.SetDeadline(time.Now().Add(time.Minute))
+		if _, err := io.ReadFull(conn, req[:]); err != nil {
+			return
+		}
+		if err := enc.Encode(c.localStats()); err != nil {
+			return
+		}
+	}
+}
+
+// statsConn is a pooled stats connection to one peer.
+type statsConn struct {
+	mu   sync.Mutex
+	conn net.Conn
+	dec  *json.Decoder
 }
 
 func (d *apDelegate) FetchServerStats(ctx context.Context, servers map[raft.ServerID]*autopilot.Server) map[raft.ServerID]*autopilot.ServerStats {
@@ -105,13 +125,31 @@ func (c *Cluster) fetchStats(ctx context.Context, addr string, st *serverStats) 
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
 		timeout = time.Until(dl)
 	}
-	conn, err := c.stream.dial(addr, chanStats, timeout)
-	if err != nil {
-		return false
+	c.mu.Lock()
+	sc := c.statsConns[addr]
+	if sc == nil {
+		sc = &statsConn{}
+		c.statsConns[addr] = sc
 	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(timeout))
-	return json.NewDecoder(conn).Decode(st) == nil
+	c.mu.Unlock()
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	for attempt := 0; attempt < 2; attempt++ {
+		if sc.conn == nil {
+			conn, err := c.stream.dial(addr, chanStats, timeout)
+			if err != nil {
+				return false
+			}
+			sc.conn, sc.dec = conn, json.NewDecoder(conn)
+		}
+		_ = sc.conn.SetDeadline(time.Now().Add(timeout))
+		if _, err := sc.conn.Write([]byte{'?'}); err == nil && sc.dec.Decode(st) == nil {
+			return true
+		}
+		sc.conn.Close() // stale (the peer restarted): redial once
+		sc.conn, sc.dec = nil, nil
+	}
+	return false
 }
 
 func (d *apDelegate) NotifyState(s *autopilot.State) {

@@ -82,6 +82,7 @@ type Cluster struct {
 	settleKey    string
 	settleSince  time.Time
 	apState      *autopilot.State
+	statsConns   map[string]*statsConn
 	leadingSince time.Time
 
 	roleGauge   prometheus.Gauge
@@ -102,7 +103,7 @@ func NewCluster(cfg RaftConfig, id, dir string, members Membership, log *slog.Lo
 	if err := os.MkdirAll(filepath.Join(dir, "wal"), 0o700); err != nil {
 		return nil, fmt.Errorf("creating raft directory: %w", err)
 	}
-	c := &Cluster{cfg: cfg, id: id, log: log, members: members, fsm: &fsm{}}
+	c := &Cluster{cfg: cfg, id: id, log: log, members: members, fsm: &fsm{}, statsConns: map[string]*statsConn{}}
 
 	var err error
 	var serverTLS, clientTLS *tls.Config
@@ -164,7 +165,7 @@ func NewCluster(cfg RaftConfig, id, dir string, members Membership, log *slog.Lo
 	c.ap = autopilot.New(c.raft, (*apDelegate)(c),
 		autopilot.WithLogger(hl.Named("autopilot")),
 		autopilot.WithPromoter(&promoter{max: cfg.MaxVoters}),
-		autopilot.WithUpdateInterval(time.Second),
+		autopilot.WithUpdateInterval(2*time.Second),
 		autopilot.WithReconcileInterval(2*time.Second))
 
 	c.roleGauge = prometheus.NewGauge(prometheus.GaugeOpts{Name: "roost_raft_leader", Help: "1 when this node is the raft leader."})

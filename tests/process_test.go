@@ -18,7 +18,7 @@ import (
 )
 
 // buildBinaries builds roostd and nodectl once per test binary run.
-func buildBinaries(t *testing.T) string {
+func buildBinaries(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/roostd", "./cmd/nodectl")
@@ -38,14 +38,26 @@ func run(t *testing.T, bin string, args ...string) (string, error) {
 	return out.String(), err
 }
 
-func freePort(t *testing.T) int {
+// freePorts returns n distinct free TCP ports on 127.0.0.1: it holds every
+// listener open until all are chosen, so no port is handed out twice.
+func freePorts(t testing.TB, n int) []int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	ports := make([]int, n)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports[i] = l.Addr().(*net.TCPAddr).Port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return ports
 }
 
 type proc struct {
@@ -82,7 +94,8 @@ func TestProcessClusterSurvivesKill9(t *testing.T) {
 		t.Fatalf("a second tls ca overwrote the CA: %v %s", err, out)
 	}
 
-	gossipPorts := []int{freePort(t), freePort(t), freePort(t)}
+	ports := freePorts(t, 6)
+	gossipPorts := ports[:3]
 	var procs []*proc
 	for i := range 3 {
 		name := fmt.Sprintf("node%d", i+1)
@@ -106,7 +119,7 @@ raft:
     key_file: %[3]s/%[1]s-key.pem
 api:
   socket: %[8]s/%[1]s.sock
-`, name, i+1, dir, gossipPorts[i], gossipPorts[(i+1)%3], gossipPorts[(i+2)%3], freePort(t), sockDir)
+`, name, i+1, dir, gossipPorts[i], gossipPorts[(i+1)%3], gossipPorts[(i+2)%3], ports[3+i], sockDir)
 		path := filepath.Join(dir, name+".yaml")
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
