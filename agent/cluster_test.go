@@ -152,38 +152,60 @@ func TestJoinersVotersCapAndDeadServerReplaced(t *testing.T) {
 	})
 }
 
-func TestWrongGossipKeyIsRefused(t *testing.T) {
-	c := agenttest.New(t)
-	c.Add(3)
-	c.WaitLeader(20 * time.Second)
-
-	badKey := filepath.Join(c.Dir, "other.key")
-	if err := os.WriteFile(badKey, []byte(agenttest.NewKey()+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg := c.Config(3)
-	cfg.Gossip.KeyFile = badKey
-	intruder := c.Start(cfg)
-	if !agenttest.Eventually(10*time.Second, func() bool {
-		return strings.Contains(intruder.Logs.String(), "gossip_join_failed")
-	}) {
-		t.Fatalf("no gossip_join_failed in the intruder's log:\n%s", intruder.Logs.String())
-	}
-	if logs := intruder.Logs.String(); !strings.Contains(strings.ToLower(logs), "no installed keys could decrypt") {
-		t.Fatalf("the log does not say why the join failed:\n%s", logs)
-	}
-	for _, n := range c.Running() {
-		if n == intruder {
-			if got := len(n.Status().Members); got != 1 {
-				t.Fatalf("intruder sees %d members, want only itself", got)
+// A node with another gossip key, or another cluster's label, never joins,
+// and its log says why.
+func TestForeignGossipNodesAreRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(c *agenttest.Cluster, cfg *agent.Config)
+		why    string
+	}{
+		{"wrong key", func(c *agenttest.Cluster, cfg *agent.Config) {
+			badKey := filepath.Join(c.Dir, "other.key")
+			if err := os.WriteFile(badKey, []byte(agenttest.NewKey()+"\n"), 0o600); err != nil {
+				t.Fatal(err)
 			}
-			continue
-		}
-		for _, m := range n.Status().Members {
-			if m.Name == intruder.Name {
-				t.Fatalf("%s lists the intruder %s as %s", n.Name, m.Name, m.Gossip)
+			cfg.Gossip.KeyFile = badKey
+		}, "no installed keys could decrypt"},
+		{"other cluster label", func(c *agenttest.Cluster, cfg *agent.Config) {
+			cfg.Gossip.ClusterLabel = "another-cluster"
+		}, "its gossip.cluster_label (ours is"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := agenttest.New(t)
+			c.Add(3)
+			c.WaitLeader(20 * time.Second)
+			cfg := c.Config(3)
+			tc.change(c, &cfg)
+			intruder := c.Start(cfg)
+			if !agenttest.Eventually(10*time.Second, func() bool {
+				return strings.Contains(intruder.Logs.String(), "gossip_join_failed")
+			}) {
+				t.Fatalf("no gossip_join_failed in the intruder's log:\n%s", intruder.Logs.String())
 			}
-		}
+			if logs := strings.ToLower(intruder.Logs.String()); !strings.Contains(logs, tc.why) {
+				t.Fatalf("the log does not say why the join failed (want %q):\n%s", tc.why, logs)
+			}
+			if tc.name == "other cluster label" && !agenttest.Eventually(5*time.Second, func() bool {
+				return strings.Contains(c.Nodes()[0].Logs.String(), "unacceptable label")
+			}) {
+				t.Fatal("the joined-to node does not log the unacceptable label")
+			}
+			time.Sleep(time.Second)
+			for _, n := range c.Running() {
+				if n == intruder {
+					if got := len(n.Status().Members); got != 1 {
+						t.Fatalf("intruder sees %d members, want only itself", got)
+					}
+					continue
+				}
+				for _, m := range n.Status().Members {
+					if m.Name == intruder.Name {
+						t.Fatalf("%s lists the intruder %s as %s", n.Name, m.Name, m.Gossip)
+					}
+				}
+			}
+		})
 	}
 }
 

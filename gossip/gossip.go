@@ -179,9 +179,14 @@ func (g *Gossip) join(ctx context.Context) error {
 			g.mu.Unlock()
 			return nil
 		}
-		// memberlist's error names the cause, e.g. "No installed keys could
-		// decrypt the message" for a wrong key or a label mismatch.
-		g.log.Warn("gossip_join_failed", "peers", g.cfg.Join, "attempt", attempt, "err", err)
+		// memberlist's error names the cause for a wrong key ("no installed
+		// keys could decrypt the message"); a label mismatch shows here only
+		// as the peer hanging up, so say what that usually means.
+		attrs := []any{"peers", g.cfg.Join, "attempt", attempt, "err", err}
+		if err != nil && strings.Contains(err.Error(), "EOF") {
+			attrs = append(attrs, "hint", fmt.Sprintf("the peer hung up: its gossip.cluster_label (ours is %q) or gossip key may differ; its log says which", g.cfg.ClusterLabel))
+		}
+		g.log.Warn("gossip_join_failed", attrs...)
 		t.Reset(g.cfg.JoinRetryInterval)
 	}
 }

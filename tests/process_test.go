@@ -94,13 +94,22 @@ func TestProcessClusterSurvivesKill9(t *testing.T) {
 		t.Fatalf("a second tls ca overwrote the CA: %v %s", err, out)
 	}
 
-	ports := freePorts(t, 6)
+	ports := freePorts(t, 7)
 	gossipPorts := ports[:3]
+	apiAddr := fmt.Sprintf("127.0.0.1:%d", ports[6])
+	tokenFile := filepath.Join(dir, "api.token")
+	if err := os.WriteFile(tokenFile, []byte("process-test-token-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	var procs []*proc
 	for i := range 3 {
 		name := fmt.Sprintf("node%d", i+1)
 		if out, err := run(t, roostd, "tls", "cert", "--dir", dir, "--name", name, "--host", "127.0.0.1"); err != nil {
 			t.Fatalf("tls cert: %v %s", err, out)
+		}
+		tcpAPI := ""
+		if i == 0 { // node1 also serves the TCP API, for nodectl --addr
+			tcpAPI = fmt.Sprintf("  listen: %s\n  tls: {cert_file: %s/%s.pem, key_file: %s/%s-key.pem}\n  token_file: %s\n", apiAddr, dir, name, dir, name, tokenFile)
 		}
 		cfg := fmt.Sprintf(`node:
   name: %[1]s
@@ -119,7 +128,7 @@ raft:
     key_file: %[3]s/%[1]s-key.pem
 api:
   socket: %[8]s/%[1]s.sock
-`, name, i+1, dir, gossipPorts[i], gossipPorts[(i+1)%3], gossipPorts[(i+2)%3], ports[3+i], sockDir)
+%[9]s`, name, i+1, dir, gossipPorts[i], gossipPorts[(i+1)%3], gossipPorts[(i+2)%3], ports[3+i], sockDir, tcpAPI)
 		path := filepath.Join(dir, name+".yaml")
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
@@ -180,6 +189,20 @@ api:
 	out, err := run(t, nodectl, "--socket", procs[0].socket, "status")
 	if err != nil || !strings.Contains(out, "leader: "+leader) || strings.Count(out, "alive") != 3 {
 		t.Fatalf("nodectl status: %v\n%s", err, out)
+	}
+
+	// The same through the TCP API: TLS checked against the CA, a token.
+	remote := []string{"--addr", apiAddr, "--ca-file", filepath.Join(dir, "ca.pem")}
+	out, err = run(t, nodectl, append(remote, "--token-file", tokenFile, "status")...)
+	if err != nil || !strings.Contains(out, "leader: "+leader) {
+		t.Fatalf("nodectl --addr status: %v\n%s", err, out)
+	}
+	badToken := filepath.Join(dir, "bad.token")
+	if err := os.WriteFile(badToken, []byte("not-the-token-0123456789"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run(t, nodectl, append(remote, "--token-file", badToken, "status")...); err == nil || !strings.Contains(out, "missing or wrong API token") {
+		t.Fatalf("nodectl --addr with a wrong token: %v\n%s", err, out)
 	}
 
 	var rest []*proc
