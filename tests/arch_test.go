@@ -20,7 +20,8 @@ var allowed = map[string][]string{
 	"certs":           {},
 	"api":             {},
 	"gossip":          {},
-	"fsprobe":         {},
+	"faultfs":         {},
+	"fsprobe":         {"faultfs"}, // its tests mount faultfs
 	"health":          {},
 	"routing":         {},
 	"dovecot":         {},
@@ -29,6 +30,7 @@ var allowed = map[string][]string{
 	"agent/agenttest": {"agent", "api", "certs"},
 	"cmd/roostd":      {"agent", "certs", "version"},
 	"cmd/nodectl":     {"api", "certs", "version"},
+	"cmd/faultfs":     {"faultfs", "version"},
 	"tests":           {"*"},
 }
 
@@ -39,6 +41,7 @@ var owners = map[string]string{
 	"github.com/hashicorp/raft-wal":       "failover",
 	"github.com/hashicorp/raft-autopilot": "failover",
 	"github.com/hashicorp/go-hclog":       "failover",
+	"github.com/hanwen/go-fuse/v2":        "faultfs",
 }
 
 type pkg struct {
