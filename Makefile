@@ -12,7 +12,7 @@ all: build
 
 build:
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/roostd ./cmd/nodectl
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/roostd ./cmd/nodectl ./cmd/faultfs
 
 # Everything CI checks: the real services the tests need are installed and
 # started by scripts/test-deps.sh (as root, Debian packages), then lint and
