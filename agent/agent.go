@@ -14,6 +14,7 @@ import (
 
 	"github.com/roost-mail/roost/api"
 	"github.com/roost-mail/roost/failover"
+	"github.com/roost-mail/roost/fsprobe"
 	"github.com/roost-mail/roost/gossip"
 	"github.com/roost-mail/roost/version"
 )
@@ -27,6 +28,7 @@ type Agent struct {
 	gossip  *gossip.Gossip
 	cluster *failover.Cluster
 	api     *apiServer
+	fsprobe *fsprobe.Prober
 }
 
 // New binds every listener (gossip, cluster port, API) so that addresses
@@ -42,8 +44,11 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 		ConstLabels: prometheus.Labels{"version": version.String(), "role": cfg.Node.Role},
 	}, func() float64 { return 1 }))
 
-	members := &membership{}
 	var err error
+	if a.fsprobe, err = fsprobe.New(cfg.FSProbe, cfg.Node.Name, a.log, a.reg); err != nil {
+		return nil, err
+	}
+	members := &membership{}
 	a.cluster, err = failover.NewCluster(cfg.Raft, cfg.Node.Name, filepath.Join(cfg.Node.DataDir, "raft"), members, a.log, level, a.reg)
 	if err != nil {
 		return nil, err
@@ -79,6 +84,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.gossip.Run(ctx, a.cfg.Node.LeaveOnStop) })
 	g.Go(func() error { return a.cluster.Run(ctx) })
 	g.Go(func() error { return a.api.run(ctx) })
+	g.Go(func() error { return a.fsprobe.Run(ctx) })
+	if a.cfg.Node.Role == RoleMail && len(a.cfg.FSProbe.Mounts) == 0 {
+		a.log.Warn("fsprobe_no_mounts", "hint", "fsprobe.mounts is empty: the shared mail filesystem is not watched")
+	}
 	a.log.Info("agent_started", "version", version.String(), "role", a.cfg.Node.Role,
 		"gossip", a.gossip.Addr(), "raft", a.cluster.Addr(), "socket", a.cfg.API.Socket)
 	err := g.Wait()
@@ -102,6 +111,9 @@ func (a *Agent) Status() api.Status {
 	st := api.Status{
 		Node: a.cfg.Node.Name, Version: version.String(), Leader: rs.Leader, Term: rs.Term,
 		ClusterID: rs.ClusterID, FailureTolerance: rs.FailureTolerance,
+	}
+	for _, r := range a.fsprobe.Latest() {
+		st.Mounts = append(st.Mounts, api.Mount{Path: r.Mount, FSType: r.FSType, Class: string(r.Class), Op: r.Op, Reason: r.Err, Total: r.Total, FuseWaiting: r.FuseWaiting, Time: r.Time})
 	}
 	for _, m := range a.gossip.Members() {
 		role := "none"

@@ -17,16 +17,18 @@ import (
 	"github.com/roost-mail/roost/api"
 	"github.com/roost-mail/roost/certs"
 	"github.com/roost-mail/roost/failover"
+	"github.com/roost-mail/roost/fsprobe"
 	"github.com/roost-mail/roost/gossip"
 )
 
 // Config is roostd's configuration file, one section per stage.
 type Config struct {
-	Node   NodeConfig          `yaml:"node"`
-	Log    LogConfig           `yaml:"log"`
-	Gossip gossip.Config       `yaml:"gossip"`
-	Raft   failover.RaftConfig `yaml:"raft"`
-	API    APIConfig           `yaml:"api"`
+	Node    NodeConfig          `yaml:"node"`
+	Log     LogConfig           `yaml:"log"`
+	Gossip  gossip.Config       `yaml:"gossip"`
+	Raft    failover.RaftConfig `yaml:"raft"`
+	API     APIConfig           `yaml:"api"`
+	FSProbe fsprobe.Config      `yaml:"fsprobe"`
 }
 
 // NodeConfig says who this node is.
@@ -72,11 +74,12 @@ type APIConfig struct {
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		Node:   NodeConfig{Name: host, Role: RoleMail, DataDir: "/var/lib/roost"},
-		Log:    LogConfig{Level: "info", Format: "text"},
-		Gossip: gossip.DefaultConfig(),
-		Raft:   failover.DefaultRaftConfig(),
-		API:    APIConfig{Socket: api.DefaultSocket},
+		Node:    NodeConfig{Name: host, Role: RoleMail, DataDir: "/var/lib/roost"},
+		Log:     LogConfig{Level: "info", Format: "text"},
+		Gossip:  gossip.DefaultConfig(),
+		Raft:    failover.DefaultRaftConfig(),
+		API:     APIConfig{Socket: api.DefaultSocket},
+		FSProbe: fsprobe.DefaultConfig(),
 	}
 }
 
@@ -114,6 +117,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.Raft.Validate(); err != nil {
 		return fmt.Errorf("raft.%w", err)
+	}
+	if err := c.FSProbe.Validate(); err != nil {
+		return fmt.Errorf("fsprobe.%w", err)
 	}
 	a := c.API
 	if a.Socket == "" && a.Listen == "" {

@@ -23,6 +23,20 @@ type Status struct {
 	ClusterID        string   `json:"cluster_id"`
 	FailureTolerance int      `json:"failure_tolerance"` // -1 unless asked on the leader
 	Members          []Member `json:"members"`
+	// Mounts are the answering node's own mail filesystem probes.
+	Mounts []Mount `json:"mounts"`
+}
+
+// Mount is the last probe of one mail filesystem mount.
+type Mount struct {
+	Path        string        `json:"path"`
+	FSType      string        `json:"fstype"`
+	Class       string        `json:"class"` // ok, slow, hung, disconnected, not-mounted, read-only, full, io-error, mismatch
+	Op          string        `json:"op,omitempty"`
+	Reason      string        `json:"reason,omitempty"`
+	Total       time.Duration `json:"round_ns"`
+	FuseWaiting int           `json:"fuse_waiting"` // -1: unknown
+	Time        time.Time     `json:"time"`
 }
 
 // Member is one node of the cluster.

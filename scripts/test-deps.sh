@@ -3,8 +3,11 @@
 # A missing component is a failure, never a silent skip.
 set -euo pipefail
 
+fail() { echo "test-deps: $*" >&2; exit 1; }
 need_pkgs=()
-command -v go >/dev/null || { echo "test-deps: go is not on PATH (Go 1.26 expected)" >&2; exit 1; }
+command -v go >/dev/null || fail "go is not on PATH (Go 1.26 expected)"
+[ "$(id -u)" = 0 ] || fail "make test must run as root: the filesystem tests mount FUSE and mount fusectl"
+[ -c /dev/fuse ] || fail "/dev/fuse is missing: load the fuse module (modprobe fuse)"
 command -v git >/dev/null || need_pkgs+=(git)
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -15,4 +18,4 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}"
 fi
-echo "== test dependencies present: $(go version)"
+echo "== test dependencies present: $(go version), root, /dev/fuse"

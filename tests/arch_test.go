@@ -28,7 +28,7 @@ var allowed = map[string][]string{
 	"failover":        {"certs"},
 	"agent":           {"api", "certs", "failover", "gossip", "version", "fsprobe", "health", "routing", "dovecot"},
 	"agent/agenttest": {"agent", "api", "certs"},
-	"cmd/roostd":      {"agent", "certs", "version"},
+	"cmd/roostd":      {"agent", "certs", "fsprobe", "version"},
 	"cmd/nodectl":     {"api", "certs", "version"},
 	"cmd/faultfs":     {"faultfs", "version"},
 	"tests":           {"*"},

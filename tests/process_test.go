@@ -21,7 +21,7 @@ import (
 func buildBinaries(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/roostd", "./cmd/nodectl")
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/roostd", "./cmd/nodectl", "./cmd/faultfs")
 	cmd.Dir = ".."
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)

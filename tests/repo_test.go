@@ -11,7 +11,7 @@ import (
 // NOTICE must name every third-party module the binaries link, at the
 // version they link.
 func TestNoticeListsShippedModules(t *testing.T) {
-	cmd := exec.Command("go", "list", "-deps", "-f", "{{with .Module}}{{if not .Main}}{{.Path}} {{.Version}}{{end}}{{end}}", "./cmd/roostd", "./cmd/nodectl")
+	cmd := exec.Command("go", "list", "-deps", "-f", "{{with .Module}}{{if not .Main}}{{.Path}} {{.Version}}{{end}}{{end}}", "./cmd/roostd", "./cmd/nodectl", "./cmd/faultfs")
 	cmd.Dir = ".."
 	out, err := cmd.Output()
 	if err != nil {

@@ -142,6 +142,15 @@ func printStatus(w io.Writer, st api.Status) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nleader: %s  term: %d  cluster: %s  (* = %s, which answered)\n", dash(st.Leader), st.Term, dash(st.ClusterID), st.Node)
+	if len(st.Mounts) > 0 {
+		fmt.Fprintf(w, "\nmail filesystem on %s:\n", st.Node)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "MOUNT\tFSTYPE\tSTATE\tROUND\tREASON")
+		for _, m := range st.Mounts {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.Path, dash(m.FSType), m.Class, m.Total.Round(100*time.Microsecond), dash(m.Reason))
+		}
+		tw.Flush()
+	}
 }
 
 func dash(s string) string {

@@ -7,9 +7,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"syscall"
 	"time"
@@ -18,14 +20,20 @@ import (
 
 	"github.com/roost-mail/roost/agent"
 	"github.com/roost-mail/roost/certs"
+	"github.com/roost-mail/roost/fsprobe"
 	"github.com/roost-mail/roost/version"
 )
 
 const defaultConfig = "/etc/roost/roost.yaml"
 
+// errUnhealthy makes a probe exit 1 after printing its verdict.
+var errUnhealthy = errors.New("unhealthy")
+
 func main() {
 	if err := newRoot().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "roostd:", err)
+		if !errors.Is(err, errUnhealthy) {
+			fmt.Fprintln(os.Stderr, "roostd:", err)
+		}
 		os.Exit(1)
 	}
 }
@@ -108,7 +116,7 @@ one after it on every node, restart them one by one, then drop the old key.`,
 		},
 	}
 
-	root.AddCommand(runCmd, check, versionCmd, keygen, newTLSCmd())
+	root.AddCommand(runCmd, check, versionCmd, keygen, newTLSCmd(), newProbeCmd())
 	root.SetVersionTemplate("{{.Name}} {{.Version}}\n")
 	return root
 }
@@ -188,4 +196,113 @@ port needs, signed by the CA in --dir. --host adds IP addresses or DNS names.`,
 	cert.Flags().DurationVar(&valid, "valid", 2*365*24*time.Hour, "validity")
 	tlsCmd.AddCommand(ca, cert)
 	return tlsCmd
+}
+
+func newProbeCmd() *cobra.Command {
+	probe := &cobra.Command{
+		Use:   "probe",
+		Short: "Run one check and exit 0 only when healthy",
+	}
+	def := fsprobe.DefaultConfig()
+	var asJSON bool
+	var mc fsprobe.MountConfig
+	var timeout, slow time.Duration
+	var node string
+	fs := &cobra.Command{
+		Use:   "fs PATH",
+		Short: "Probe a mail filesystem mount once: mounted, writable, readable, in time",
+		Long: `fs checks that PATH is a mount of the expected type (from /proc/self/mountinfo,
+so a bare directory is never mistaken for the mount), then writes, fsyncs,
+reads back and removes a canary file in --probe-dir, each step timed, and
+reads the FUSE queue from fusectl. It prints the verdict: ok, slow, hung,
+disconnected, not-mounted, read-only, full, io-error or mismatch, with the
+step and the error. It never waits longer than --timeout, even on a hung
+FUSE daemon. Exit status: 0 only for ok.`,
+		Example: "  roostd probe fs /srv/mail --fstype fuse.objectivefs\n  roostd probe fs /srv/mail --json",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			mc.Path = args[0]
+			cfg := fsprobe.Config{Mounts: []fsprobe.MountConfig{mc}, Interval: time.Second, Timeout: timeout, SlowThreshold: slow}
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			r, err := probeInChild(cmd.Context(), mc, node, timeout, slow)
+			if err != nil {
+				return err
+			}
+			if os.Getenv(probeChildEnv) != "" {
+				return nil // the JSON verdict is written; the parent prints it
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(r); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintln(cmd.OutOrStdout(), r.String())
+			}
+			if os.Getenv(probeChildEnv) != "" {
+				return nil // the parent prints the verdict
+			}
+			if !r.OK() {
+				return errUnhealthy
+			}
+			return nil
+		},
+	}
+	host, _ := os.Hostname()
+	fs.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	fs.Flags().StringVar(&mc.FSType, "fstype", "fuse*", "glob the mount's type must match (fuse.objectivefs, fuse*, nfs*, ...)")
+	fs.Flags().StringVar(&mc.ProbeDir, "probe-dir", ".roost-probe", "directory inside the mount for the canary file")
+	fs.Flags().DurationVar(&timeout, "timeout", def.Timeout, "give up and report hung after this long")
+	fs.Flags().DurationVar(&slow, "slow", def.SlowThreshold, "report slow when the round takes longer")
+	fs.Flags().StringVar(&node, "node", host, "names the canary file (<node>.canary)")
+	probe.AddCommand(fs)
+	return probe
+}
+
+// probeChildEnv marks the child process that runs the probe round.
+const probeChildEnv = "ROOST_PROBE_FS_CHILD"
+
+// probeInChild runs the round in a child copy of roostd and reads its JSON
+// verdict. A thread blocked on a hung FUSE mount cannot be killed until
+// the daemon answers, and a process with such a thread cannot exit: the
+// child takes that fate, so the operator's shell comes back on time.
+func probeInChild(ctx context.Context, mc fsprobe.MountConfig, node string, timeout, slow time.Duration) (fsprobe.Result, error) {
+	if os.Getenv(probeChildEnv) != "" {
+		r := fsprobe.NewMount(mc, node, timeout, slow).Round()
+		err := json.NewEncoder(os.Stdout).Encode(r)
+		return r, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fsprobe.Result{}, err
+	}
+	child := exec.Command(self, os.Args[1:]...)
+	child.Env = append(os.Environ(), probeChildEnv+"=1")
+	// No stderr: a stuck child must not hold the caller's pipes open.
+	child.Stderr = nil
+	out, err := child.StdoutPipe()
+	if err != nil {
+		return fsprobe.Result{}, err
+	}
+	if err := child.Start(); err != nil {
+		return fsprobe.Result{}, err
+	}
+	got := make(chan fsprobe.Result, 1)
+	go func() {
+		var r fsprobe.Result
+		if json.NewDecoder(out).Decode(&r) == nil {
+			got <- r
+		}
+	}()
+	select {
+	case r := <-got:
+		return r, nil // the child exits now, or when the mount lets it
+	case <-time.After(timeout + 3*time.Second):
+		return fsprobe.Result{Mount: mc.Path, Class: fsprobe.ClassHung, Err: "the probe process gave no verdict in time", FuseWaiting: -1}, nil
+	case <-ctx.Done():
+		return fsprobe.Result{}, ctx.Err()
+	}
 }

@@ -1,0 +1,263 @@
+package fsprobe
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roost-mail/roost/faultfs"
+)
+
+const (
+	testTimeout = 500 * time.Millisecond
+	testSlow    = 200 * time.Millisecond
+)
+
+// mountFault mounts a faultfs for one test and returns it with a prober.
+func mountFault(t *testing.T) (*faultfs.FS, *Mount, string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("fsprobe tests need root to mount FUSE (make test runs as root)")
+	}
+	dir := t.TempDir()
+	back, mnt := filepath.Join(dir, "back"), filepath.Join(dir, "mnt")
+	for _, d := range []string{back, mnt} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := faultfs.Mount(back, mnt, faultfs.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Unmount() })
+	return f, NewMount(MountConfig{Path: mnt, FSType: "fuse.faultfs"}, "node1", testTimeout, testSlow), back
+}
+
+// round runs one round and checks it returned within the timeout.
+func round(t *testing.T, m *Mount) Result {
+	t.Helper()
+	start := time.Now()
+	r := m.Round()
+	if d := time.Since(start); d > testTimeout+150*time.Millisecond {
+		t.Fatalf("a round took %v, over the %v timeout", d, testTimeout)
+	}
+	return r
+}
+
+func TestHealthyMountIsOKAndLeavesNoCanary(t *testing.T) {
+	_, m, back := mountFault(t)
+	r := round(t, m)
+	if r.Class != ClassOK {
+		t.Fatalf("got %s, want ok", r)
+	}
+	for _, op := range []string{"stat", "statfs", "create", "write", "fsync", "read", "unlink"} {
+		if _, ok := r.Ops[op]; !ok {
+			t.Errorf("round did not time %s: %v", op, r.Ops)
+		}
+	}
+	if r.FuseWaiting < 0 {
+		t.Errorf("FUSE waiting unknown (%d) on a FUSE mount", r.FuseWaiting)
+	}
+	entries, _ := os.ReadDir(filepath.Join(back, ".roost-probe"))
+	if len(entries) != 0 {
+		t.Fatalf("canary left behind: %v", entries)
+	}
+}
+
+func TestFaultClasses(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		fault faultfs.Fault
+		want  Class
+		op    string
+	}{
+		{"slow", faultfs.Fault{Ops: []string{"Fsync"}, Delay: faultfs.Duration(300 * time.Millisecond)}, ClassSlow, "fsync"},
+		{"hung", faultfs.Fault{Hang: true, Ops: []string{"Write"}}, ClassHung, "write"},
+		{"read-only", faultfs.Fault{Ops: []string{"Create"}, Errno: "EROFS"}, ClassReadOnly, "create"},
+		{"full", faultfs.Fault{Ops: []string{"Write"}, Errno: "ENOSPC"}, ClassFull, "write"},
+		{"io-error", faultfs.Fault{Ops: []string{"Fsync"}, Errno: "EIO"}, ClassIOError, "fsync"},
+		{"mismatch", faultfs.Fault{Corrupt: true}, ClassMismatch, "read"},
+		{"disconnected by errno", faultfs.Fault{Ops: []string{"Create"}, Errno: "ENOTCONN"}, ClassDisconnected, "create"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, m, _ := mountFault(t)
+			if r := round(t, m); r.Class != ClassOK {
+				t.Fatalf("before the fault: %s", r)
+			}
+			if err := f.Set(tc.fault); err != nil {
+				t.Fatal(err)
+			}
+			r := round(t, m)
+			if r.Class != tc.want || r.Op != tc.op {
+				t.Fatalf("got %s (op %s), want %s in %s", r, r.Op, tc.want, tc.op)
+			}
+			if tc.want == ClassHung && r.FuseWaiting < 1 {
+				t.Errorf("hung, but fusectl shows %d requests waiting", r.FuseWaiting)
+			}
+			f.Clear()
+			if !eventuallyOK(m, 3*time.Second) {
+				t.Fatalf("not ok again after clearing the fault: %s", m.Round())
+			}
+		})
+	}
+}
+
+func eventuallyOK(m *Mount, within time.Duration) bool {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if m.Round().Class == ClassOK {
+			return true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return false
+}
+
+func TestCrashedDaemonIsDisconnected(t *testing.T) {
+	f, m, _ := mountFault(t)
+	if err := f.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	if r := round(t, m); r.Class != ClassDisconnected {
+		t.Fatalf("got %s, want disconnected", r)
+	}
+}
+
+// An unmounted filesystem leaves a bare directory: the probe must say
+// not-mounted and must not write its canary there.
+func TestUnmountedIsNotMountedAndNothingIsWritten(t *testing.T) {
+	f, m, _ := mountFault(t)
+	if err := f.Unmount(); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if r := round(t, m); r.Class != ClassNotMounted {
+			t.Fatalf("got %s, want not-mounted", r)
+		}
+	}
+	entries, err := os.ReadDir(m.Path())
+	if err != nil || len(entries) != 0 {
+		t.Fatalf("the bare mountpoint holds %v (%v): the probe wrote to local disk", entries, err)
+	}
+	// Another filesystem type at the path is not the mail filesystem.
+	other := NewMount(MountConfig{Path: "/proc", FSType: "fuse*"}, "n", testTimeout, testSlow)
+	if r := other.Round(); r.Class != ClassNotMounted || !strings.Contains(r.Err, "mounted as proc") {
+		t.Fatalf("got %s, want not-mounted naming the proc fstype", r)
+	}
+}
+
+// A hung mount probed every 100 ms for a long time: at most one syscall
+// (one goroutine, one thread) is ever stuck, and no round waits longer
+// than the timeout.
+func TestHangNeverPilesUp(t *testing.T) {
+	f, m, _ := mountFault(t)
+	round(t, m)
+	goroutines, threads := runtime.NumGoroutine(), threadCount(t)
+	if err := f.Set(faultfs.Fault{Hang: true}); err != nil {
+		t.Fatal(err)
+	}
+	hangFor := 60 * time.Second
+	if testing.Short() {
+		hangFor = 5 * time.Second
+	}
+	var maxG, maxT int
+	for start := time.Now(); time.Since(start) < hangFor; time.Sleep(100 * time.Millisecond) {
+		if r := round(t, m); r.Class != ClassHung {
+			t.Fatalf("got %s during the hang, want hung", r)
+		}
+		maxG = max(maxG, runtime.NumGoroutine()-goroutines)
+		maxT = max(maxT, threadCount(t)-threads)
+	}
+	if maxG > 1 || maxT > 1 {
+		t.Fatalf("during the hang: up to %d extra goroutines and %d extra threads, want at most 1 each", maxG, maxT)
+	}
+	if op, _, stuck := m.Stuck(); !stuck || op == "" {
+		t.Fatal("Stuck does not report the blocked call")
+	}
+	f.Clear()
+	if !eventuallyOK(m, 3*time.Second) {
+		t.Fatal("not ok after the hang was released")
+	}
+}
+
+func threadCount(t *testing.T) int {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	t.Fatal("no Threads line")
+	return 0
+}
+
+// Latency jitter below the slow threshold never reports slow or hung.
+func TestJitterBelowThresholdStaysOK(t *testing.T) {
+	f, m, _ := mountFault(t)
+	if err := f.Set(faultfs.Fault{Delay: faultfs.Duration(2 * time.Millisecond), Jitter: faultfs.Duration(8 * time.Millisecond)}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		if r := round(t, m); r.Class != ClassOK {
+			t.Fatalf("round %d: got %s under jitter well below %v", i, r, testSlow)
+		}
+	}
+}
+
+func TestParseMountinfo(t *testing.T) {
+	text := `22 1 0:21 / /proc rw,nosuid - proc proc rw
+41 26 0:38 / /srv/mail\040box rw,nosuid,nodev,relatime shared:1 - fuse.objectivefs s3://bucket rw,user_id=0
+42 26 8:1 / /srv/ro ro,relatime - ext4 /dev/sda1 rw
+43 41 0:300 / /srv/mail\040box rw - fuse.faultfs /back rw
+`
+	e, err := parseMountinfo(text, "/srv/mail box")
+	if err != nil || e == nil {
+		t.Fatalf("got %v, %v", e, err)
+	}
+	if e.fstype != "fuse.faultfs" || e.major != 0 || e.minor != 300 || e.dev != 300 {
+		t.Fatalf("stacked mount: got %+v, want the top one (fuse.faultfs, 0:300)", e)
+	}
+	if e, _ := parseMountinfo(text, "/srv/ro"); e == nil || !e.readOnly || e.dev != 8<<20|1 {
+		t.Fatalf("read-only ext4: got %+v", e)
+	}
+	if e, _ := parseMountinfo(text, "/srv"); e != nil {
+		t.Fatalf("/srv is not a mountpoint, got %+v", e)
+	}
+	if _, err := parseMountinfo("1 2 x / /a rw - ext4 /dev/x rw\n", "/a"); err == nil {
+		t.Fatal("a malformed device parsed without error")
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	good := DefaultConfig()
+	good.Mounts = []MountConfig{{Path: "/srv/mail"}}
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for want, mutate := range map[string]func(*Config){
+		"mounts[0].path \"srv\"":       func(c *Config) { c.Mounts[0].Path = "srv" },
+		"mounts[0].path \"/\"":         func(c *Config) { c.Mounts[0].Path = "/" },
+		"mounts[0].probe_dir \"../x\"": func(c *Config) { c.Mounts[0].ProbeDir = "../x" },
+		"mounts[0].fstype \"[\"":       func(c *Config) { c.Mounts[0].FSType = "[" },
+		"mounts[1].path \"/srv/mail\"": func(c *Config) { c.Mounts = append(c.Mounts, c.Mounts[0]) },
+		"slow_threshold 3s":            func(c *Config) { c.SlowThreshold = 3 * time.Second },
+		"interval 1ms":                 func(c *Config) { c.Interval = time.Millisecond },
+		"mounts[0].path is empty":      func(c *Config) { c.Mounts[0].Path = "" },
+	} {
+		c := good
+		c.Mounts = append([]MountConfig(nil), good.Mounts...)
+		mutate(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v, want an error containing %q", err, want)
+		}
+	}
+}
