@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 	"github.com/roost-mail/roost/agent"
 	"github.com/roost-mail/roost/certs"
 	"github.com/roost-mail/roost/fsprobe"
+	"github.com/roost-mail/roost/health"
 	"github.com/roost-mail/roost/version"
 )
 
@@ -259,7 +262,106 @@ FUSE daemon. Exit status: 0 only for ok.`,
 	fs.Flags().DurationVar(&slow, "slow", def.SlowThreshold, "report slow when the round takes longer")
 	fs.Flags().StringVar(&node, "node", host, "names the canary file (<node>.canary)")
 	probe.AddCommand(fs)
+	for _, proto := range []string{"imap", "pop3", "lmtp", "submission", "sieve", "doveadm"} {
+		probe.AddCommand(newServiceProbe(proto))
+	}
 	return probe
+}
+
+// newServiceProbe is `roostd probe PROTO ADDR`: one check of a Dovecot
+// service, exit 0 only when healthy.
+func newServiceProbe(proto string) *cobra.Command {
+	var useTLS, startTLS, proxyHeader, insecure bool
+	var user, passwordFile, caFile, apiKeyFile string
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   proto + " ADDR",
+		Short: "Check a Dovecot " + proto + " service once; exit 0 only when healthy",
+		Example: map[string]string{
+			"imap":       "  roostd probe imap 10.0.0.1:143\n  roostd probe imap 10.0.0.1:993 --tls --ca-file /etc/ssl/certs/ca.pem\n  roostd probe imap 10.0.0.1:143 --starttls --login probe@example.com --password-file /etc/roost/probe.pw",
+			"pop3":       "  roostd probe pop3 10.0.0.1:110 --login probe@example.com --password-file /etc/roost/probe.pw",
+			"lmtp":       "  roostd probe lmtp 10.0.0.1:24",
+			"submission": "  roostd probe submission 10.0.0.1:587 --starttls",
+			"sieve":      "  roostd probe sieve 10.0.0.1:4190",
+			"doveadm":    "  roostd probe doveadm http://10.0.0.1:8080 --api-key-file /etc/roost/doveadm.key",
+		}[proto],
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			tc := &tls.Config{InsecureSkipVerify: insecure}
+			if caFile != "" {
+				pool, err := certs.LoadPool(caFile)
+				if err != nil {
+					return err
+				}
+				tc.RootCAs = pool
+			}
+			d := health.Dialogue{Addr: args[0], TLSConfig: tc, ProxyHeader: proxyHeader}
+			switch {
+			case useTLS && startTLS:
+				return errors.New("--tls and --starttls: choose one")
+			case useTLS:
+				d.TLS = health.TLSImplicit
+			case startTLS:
+				d.TLS = health.TLSStart
+			}
+			var login *health.Login
+			if user != "" {
+				if passwordFile == "" {
+					return errors.New("--login needs --password-file")
+				}
+				pw, err := os.ReadFile(passwordFile)
+				if err != nil {
+					return err
+				}
+				login = &health.Login{User: user, Password: strings.TrimRight(string(pw), "\r\n")}
+			}
+			var check health.Check
+			switch proto {
+			case "imap":
+				check = health.IMAP(d, login)
+			case "pop3":
+				check = health.POP3(d, login)
+			case "lmtp":
+				check = health.LMTP(d)
+			case "submission":
+				check = health.Submission(d)
+			case "sieve":
+				check = health.ManageSieve(d)
+			case "doveadm":
+				key, err := os.ReadFile(apiKeyFile)
+				if err != nil {
+					return fmt.Errorf("--api-key-file: %w", err)
+				}
+				check = health.Doveadm(args[0], strings.TrimSpace(string(key)), tc)
+			}
+			start := time.Now()
+			err := health.WithTimeout(check, timeout)(cmd.Context())
+			took := time.Since(start).Round(100 * time.Microsecond)
+			if err != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s: critical after %s: %v\n", proto, args[0], took, err)
+				return errUnhealthy
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s: passing (%s)\n", proto, args[0], took)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.DurationVar(&timeout, "timeout", time.Second, "give up after this long")
+	f.StringVar(&caFile, "ca-file", "", "CA bundle for the server's certificate (default: the system's)")
+	f.BoolVar(&insecure, "insecure-skip-verify", false, "do not check the server's certificate")
+	if proto == "doveadm" {
+		f.StringVar(&apiKeyFile, "api-key-file", "", "file holding doveadm_api_key (required)")
+		_ = cmd.MarkFlagRequired("api-key-file")
+		return cmd
+	}
+	f.BoolVar(&useTLS, "tls", false, "TLS from the first byte (imaps, pop3s)")
+	f.BoolVar(&startTLS, "starttls", false, "upgrade with STARTTLS")
+	f.BoolVar(&proxyHeader, "proxy-header", false, "send a PROXY protocol v2 header first (Dovecot listener with haproxy = yes)")
+	if proto == "imap" || proto == "pop3" {
+		f.StringVar(&user, "login", "", "log in as this test account")
+		f.StringVar(&passwordFile, "password-file", "", "file holding the test account's password")
+	}
+	return cmd
 }
 
 // probeChildEnv marks the child process that runs the probe round.
