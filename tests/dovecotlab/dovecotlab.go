@@ -1,0 +1,299 @@
+// Package dovecotlab runs real Dovecot 2.3 instances on loopback for
+// Roost's tests, as ../shared/lab does by shell: a self-contained config
+// per instance (no /etc/dovecot includes), its own base_dir, logs and
+// ports, TLS with a generated CA, the doveadm HTTP API, and a PROXY
+// protocol listener. It starts and ends only its own processes, by pid.
+package dovecotlab
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"text/template"
+	"time"
+
+	"github.com/roost-mail/roost/certs"
+)
+
+// Instance is one running Dovecot.
+type Instance struct {
+	t       testing.TB
+	Name    string // instance_name, also in every process title
+	Dir     string
+	Conf    string
+	IP      string
+	IMAP    string // host:port, plain with STARTTLS
+	IMAPS   string // implicit TLS
+	IMAPPP  string // PROXY protocol (haproxy = yes)
+	POP3    string
+	LMTP    string
+	HTTP    string // doveadm HTTP API, http://host:port
+	APIKey  string
+	CAFile  string // the CA that signed the server certificate
+	User    string // a test account
+	Pass    string
+	pidFile string
+}
+
+var confTmpl = template.Must(template.New("conf").Parse(`# rendered by tests/dovecotlab
+instance_name = {{.Name}}
+base_dir = {{.Dir}}/run
+state_dir = {{.Dir}}/state
+log_path = {{.Dir}}/dovecot.log
+protocols = imap pop3 lmtp
+listen = {{.IP}}
+ssl = yes
+ssl_cert = <{{.Dir}}/server.pem
+ssl_key = <{{.Dir}}/server-key.pem
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+default_internal_user = dovecot
+default_login_user = dovenull
+first_valid_uid = 100
+mail_location = maildir:{{.Dir}}/mail/%u/Maildir:INDEX={{.Dir}}/index/%u
+haproxy_trusted_networks = 127.0.0.0/8
+login_trusted_networks = 127.0.0.0/8
+auth_cache_size = 0
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {{.Dir}}/users
+}
+userdb {
+  driver = static
+  args = uid=vmail gid=vmail home={{.Dir}}/mail/%u
+}
+service imap-login {
+  inet_listener imap {
+    port = {{.P.imap}}
+  }
+  inet_listener imaps {
+    port = {{.P.imaps}}
+    ssl = yes
+  }
+  inet_listener imap_haproxy {
+    port = {{.P.imappp}}
+    haproxy = yes
+  }
+}
+service pop3-login {
+  inet_listener pop3 {
+    port = {{.P.pop3}}
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+service lmtp {
+  inet_listener lmtp {
+    port = {{.P.lmtp}}
+  }
+}
+doveadm_api_key = {{.APIKey}}
+service doveadm {
+  inet_listener http {
+    port = {{.P.http}}
+  }
+}
+`))
+
+// Start renders a config and starts Dovecot on 127.0.0.1 with fresh ports.
+// It fails the test when Dovecot is missing: never a silent skip.
+func Start(t testing.TB, name string) *Instance {
+	t.Helper()
+	if _, err := exec.LookPath("dovecot"); err != nil {
+		t.Fatal("dovecot is not installed: run scripts/test-deps.sh as root")
+	}
+	// Dovecot's unprivileged processes must traverse the directory: not
+	// t.TempDir(), which is 0700.
+	dir, err := os.MkdirTemp("/tmp", "roost-dovecot-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	i := &Instance{t: t, Name: "roosttest-" + name + "-" + filepath.Base(dir)[len("roost-dovecot-"):], Dir: dir, IP: "127.0.0.1",
+		APIKey: "test-api-key-" + name, User: "probe@example.test", Pass: `pa"ss\word`}
+	i.Conf = filepath.Join(dir, "dovecot.conf")
+	i.pidFile = filepath.Join(dir, "run", "master.pid")
+	t.Cleanup(i.cleanup)
+
+	ca, err := certs.CreateCA(dir, "dovecotlab CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, kp, err := ca.Issue(dir, "server", []string{"127.0.0.1", "localhost"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = cp
+	if err := os.Chmod(kp, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	i.CAFile = filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(filepath.Join(dir, "users"), []byte(i.User+":{PLAIN}"+i.Pass+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"mail", "index"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := exec.Command("chown", "vmail:vmail", filepath.Join(dir, d)).Run(); err != nil {
+			t.Fatalf("chown vmail: %v (is the vmail user there? scripts/test-deps.sh makes it)", err)
+		}
+	}
+	ports := freePorts(t, 6)
+	p := map[string]int{"imap": ports[0], "imaps": ports[1], "imappp": ports[2], "pop3": ports[3], "lmtp": ports[4], "http": ports[5]}
+	addr := func(k string) string { return net.JoinHostPort(i.IP, strconv.Itoa(p[k])) }
+	i.IMAP, i.IMAPS, i.IMAPPP, i.POP3, i.LMTP, i.HTTP = addr("imap"), addr("imaps"), addr("imappp"), addr("pop3"), addr("lmtp"), "http://"+addr("http")
+	f, err := os.Create(i.Conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = confTmpl.Execute(f, struct {
+		*Instance
+		P map[string]int
+	}{i, p})
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	i.Start()
+	return i
+}
+
+// Start starts (or restarts) the instance and waits until IMAP greets.
+func (i *Instance) Start() {
+	i.t.Helper()
+	if pid := i.masterPID(); pid > 0 && !alive(pid) {
+		os.Remove(i.pidFile) // a dead (or zombie) master's pid file blocks a restart
+	}
+	// Dovecot keeps the caller's stdout and stderr open after it forks
+	// (lab gotcha 8): give it a file, never a pipe we would wait on.
+	out, err := os.OpenFile(filepath.Join(i.Dir, "start.out"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		i.t.Fatal(err)
+	}
+	cmd := exec.Command("dovecot", "-c", i.Conf)
+	cmd.Stdout, cmd.Stderr = out, out
+	err = cmd.Run()
+	out.Close()
+	if err != nil {
+		b, _ := os.ReadFile(filepath.Join(i.Dir, "start.out"))
+		i.t.Fatalf("dovecot -c %s: %v\n%s\n%s", i.Conf, err, b, i.Log())
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.DialTimeout("tcp", i.IMAP, time.Second); err == nil {
+			_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			c.Close()
+			if strings.HasPrefix(line, "* OK") {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	i.t.Fatalf("dovecot %s did not greet on %s within 15s\n%s", i.Name, i.IMAP, i.Log())
+}
+
+// Kill9 kills the master with SIGKILL, as a crash: its children that
+// serve sessions live on for a while as orphans (lab step 6).
+func (i *Instance) Kill9() {
+	i.t.Helper()
+	pid := i.masterPID()
+	if pid <= 0 {
+		i.t.Fatal("no master pid")
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		i.t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && alive(pid); {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Log returns the instance's log.
+func (i *Instance) Log() string {
+	b, _ := os.ReadFile(filepath.Join(i.Dir, "dovecot.log"))
+	return string(b)
+}
+
+func (i *Instance) masterPID() int {
+	b, err := os.ReadFile(i.pidFile)
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+// cleanup ends the master and every process of this instance (found by
+// the instance name in its title), and removes the directory.
+func (i *Instance) cleanup() {
+	if pid := i.masterPID(); pid > 0 && alive(pid) {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && alive(pid); {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	for _, pid := range i.pids() {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	os.RemoveAll(i.Dir)
+}
+
+// pids lists the processes whose title names this instance.
+func (i *Instance) pids() []int {
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.HasPrefix(string(b), i.Name+"/") || strings.Contains(string(b), i.Conf) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// alive reports whether pid runs and is not a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(fields) > 0 && fields[0] != "Z"
+}
+
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	out := make([]int, n)
+	for k := range out {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		out[k] = l.Addr().(*net.TCPAddr).Port
+	}
+	return out
+}
