@@ -3,10 +3,14 @@ package tests
 import (
 	"context"
 	"crypto/tls"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/roost-mail/roost/agent/agenttest"
 	"github.com/roost-mail/roost/certs"
 	"github.com/roost-mail/roost/health"
 	"github.com/roost-mail/roost/tests/dovecotlab"
@@ -53,8 +57,8 @@ func TestHealthChecksAgainstDovecot(t *testing.T) {
 		c    health.Check
 		want string
 	}{
-		"wrong password": {health.IMAP(health.Dialogue{Addr: d.IMAP}, &health.Login{User: d.User, Password: "wrong"}), "LOGIN (credentials): refused"},
-		"unknown CA":     {health.IMAP(health.Dialogue{Addr: d.IMAPS, TLS: health.TLSImplicit, TLSConfig: &tls.Config{}}, nil), "TLS handshake"},
+		"wrong password":                {health.IMAP(health.Dialogue{Addr: d.IMAP}, &health.Login{User: d.User, Password: "wrong"}), "LOGIN (credentials): refused"},
+		"unknown CA":                    {health.IMAP(health.Dialogue{Addr: d.IMAPS, TLS: health.TLSImplicit, TLSConfig: &tls.Config{}}, nil), "TLS handshake"},
 		"PROXY listener without header": {health.IMAP(health.Dialogue{Addr: d.IMAPPP}, nil), "greeting"},
 		"doveadm wrong key":             {health.Doveadm(d.HTTP, "wrong-key", nil), "refused the key"},
 	} {
@@ -65,5 +69,60 @@ func TestHealthChecksAgainstDovecot(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("dovecot log:\n%s", d.Log())
+	}
+}
+
+// Dovecot killed with SIGKILL: the node is critical after fall rounds of
+// the check; restarted: passing again after rise rounds. Transitions are
+// published and logged once each.
+func TestHealthRunnerSeesDovecotDieAndReturn(t *testing.T) {
+	d := dovecotlab.Start(t, "runner")
+	const interval, fall, rise = 200 * time.Millisecond, 3, 5
+	logs := &agenttest.SyncBuffer{}
+	r, err := health.NewRunner([]health.Spec{{
+		Name: "imap", Severity: health.SeverityCritical, Interval: interval, Timeout: interval,
+		Check: health.IMAP(health.Dialogue{Addr: d.IMAP}, &health.Login{User: d.User, Password: d.Pass}),
+	}}, fall, rise, slog.New(slog.NewTextHandler(logs, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	// Let it settle on passing (it starts passing and stays there).
+	time.Sleep(3 * interval)
+	if rep := r.Report(); rep.Status != health.Passing {
+		t.Fatalf("before the kill: %+v", rep)
+	}
+	waitStatus := func(want health.Status, within time.Duration) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for time.Since(start) < within {
+			select {
+			case rep := <-r.Updates():
+				if rep.Status == want {
+					return time.Since(start)
+				}
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		t.Fatalf("not %s within %v: %+v\n%s", want, within, r.Report(), d.Log())
+		return 0
+	}
+	d.Kill9()
+	// fall failing rounds, with up to one interval (+10% jitter) each and a
+	// round in progress.
+	took := waitStatus(health.Critical, time.Duration(fall+2)*interval*11/10)
+	t.Logf("critical %v after kill -9 (fall %d × interval %v)", took, fall, interval)
+	if rep := r.Report(); len(rep.Reasons) != 1 || !strings.Contains(rep.Reasons[0], "imap: connect") {
+		t.Fatalf("reason: %+v", rep.Reasons)
+	}
+	d.Start()
+	took = waitStatus(health.Passing, time.Duration(rise+2)*interval*11/10)
+	t.Logf("passing %v after restart (rise %d × interval %v)", took, rise, interval)
+	if n := strings.Count(logs.String(), "health_check_changed"); n != 2 {
+		t.Fatalf("%d transition log lines, want 2 (critical, passing):\n%s", n, logs.String())
 	}
 }

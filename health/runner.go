@@ -1,0 +1,164 @@
+package health
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Spec schedules one check.
+type Spec struct {
+	Name     string
+	Check    Check
+	Severity Severity
+	Interval time.Duration
+	Timeout  time.Duration
+}
+
+// Report is the node's health: its status, why, and every check.
+type Report struct {
+	Status  Status       `json:"status"`
+	Reasons []string     `json:"reasons,omitempty"`
+	Checks  []CheckState `json:"checks"`
+	Time    time.Time    `json:"time"`
+}
+
+// Runner runs each check on its own interval (with jitter, so nodes do
+// not probe in lockstep), applies fall/rise hysteresis, and publishes the
+// node's report only when a check changes state.
+type Runner struct {
+	specs []Spec
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	tracker *Tracker
+	updates chan Report
+
+	seconds     *prometheus.HistogramVec
+	state       *prometheus.GaugeVec
+	transitions *prometheus.CounterVec
+}
+
+// NewRunner makes a runner; fall and rise are HAProxy's counts.
+func NewRunner(specs []Spec, fall, rise int, log *slog.Logger, reg prometheus.Registerer) (*Runner, error) {
+	if fall < 1 || rise < 1 {
+		return nil, fmt.Errorf("fall %d and rise %d: both must be at least 1", fall, rise)
+	}
+	for _, s := range specs {
+		if s.Interval <= 0 || s.Timeout <= 0 || s.Timeout > s.Interval {
+			return nil, fmt.Errorf("check %s: interval %v and timeout %v: want 0 < timeout <= interval", s.Name, s.Interval, s.Timeout)
+		}
+	}
+	r := &Runner{
+		specs: specs, log: log, tracker: NewTracker(fall, rise), updates: make(chan Report, 1),
+		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "roost_health_check_duration_seconds", Help: "How long each health check took.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"check"}),
+		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "roost_health_check_status", Help: "1 for each check's current status (after fall/rise), 0 for the others.",
+		}, []string{"check", "status"}),
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roost_health_check_transitions_total", Help: "Status changes of each check.",
+		}, []string{"check", "to"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{r.seconds, r.state, r.transitions} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("registering health metrics: %w", err)
+			}
+		}
+	}
+	return r, nil
+}
+
+// Run runs every check until ctx ends.
+func (r *Runner) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, s := range r.specs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.loop(ctx, s)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (r *Runner) loop(ctx context.Context, s Spec) {
+	// Start somewhere in the first interval, then tick with ±10% jitter.
+	t := time.NewTimer(time.Duration(rand.Int64N(int64(s.Interval))))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		start := time.Now()
+		err := WithTimeout(s.Check, s.Timeout)(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		r.seconds.WithLabelValues(s.Name).Observe(time.Since(start).Seconds())
+		r.Observe(s.Name, s.Severity, err, false)
+		jitter := time.Duration(rand.Int64N(int64(s.Interval)/5+1)) - s.Interval/10
+		t.Reset(s.Interval + jitter)
+	}
+}
+
+// Observe feeds one result of a check run elsewhere (the filesystem
+// probe); immediate skips the fall count, for a mount that is gone.
+func (r *Runner) Observe(name string, sev Severity, err error, immediate bool) {
+	r.mu.Lock()
+	changed := r.tracker.Observe(name, sev, err, immediate, time.Now())
+	var st CheckState
+	for _, c := range r.tracker.Checks() {
+		if c.Name == name {
+			st = c
+		}
+	}
+	report := r.reportLocked()
+	if changed {
+		select { // latest state only: drop a stale report
+		case <-r.updates:
+		default:
+		}
+		r.updates <- report
+	}
+	r.mu.Unlock()
+	for _, s := range []Status{Passing, Warning, Critical} {
+		v := 0.0
+		if s == st.Status {
+			v = 1
+		}
+		r.state.WithLabelValues(name, string(s)).Set(v)
+	}
+	if changed {
+		r.transitions.WithLabelValues(name, string(st.Status)).Inc()
+		r.log.Info("health_check_changed", "check", name, "status", string(st.Status), "reason", st.Reason, "node_status", string(report.Status))
+	}
+}
+
+func (r *Runner) reportLocked() Report {
+	st, reasons := r.tracker.Node()
+	return Report{Status: st, Reasons: reasons, Checks: r.tracker.Checks(), Time: time.Now()}
+}
+
+// Report returns the node's current health.
+func (r *Runner) Report() Report {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.reportLocked()
+}
+
+// Updates delivers the node's report after each change of a check. It has
+// a buffer of one and keeps only the newest report: a slow reader skips
+// stale ones and never blocks the checks.
+func (r *Runner) Updates() <-chan Report { return r.updates }
