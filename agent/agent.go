@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -16,6 +17,7 @@ import (
 	"github.com/roost-mail/roost/failover"
 	"github.com/roost-mail/roost/fsprobe"
 	"github.com/roost-mail/roost/gossip"
+	"github.com/roost-mail/roost/health"
 	"github.com/roost-mail/roost/version"
 )
 
@@ -29,6 +31,7 @@ type Agent struct {
 	cluster *failover.Cluster
 	api     *apiServer
 	fsprobe *fsprobe.Prober
+	health  *health.Runner
 }
 
 // New binds every listener (gossip, cluster port, API) so that addresses
@@ -46,6 +49,13 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 
 	var err error
 	if a.fsprobe, err = fsprobe.New(cfg.FSProbe, cfg.Node.Name, a.log, a.reg); err != nil {
+		return nil, err
+	}
+	specs, err := cfg.Health.Specs()
+	if err != nil {
+		return nil, fmt.Errorf("health.%w", err)
+	}
+	if a.health, err = health.NewRunner(specs, cfg.Health.Fall, cfg.Health.Rise, a.log, a.reg); err != nil {
 		return nil, err
 	}
 	members := &membership{}
@@ -85,6 +95,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.cluster.Run(ctx) })
 	g.Go(func() error { return a.api.run(ctx) })
 	g.Go(func() error { return a.fsprobe.Run(ctx) })
+	g.Go(func() error { return a.health.Run(ctx) })
+	g.Go(func() error { a.watch(ctx); return nil })
 	if a.cfg.Node.Role == RoleMail && len(a.cfg.FSProbe.Mounts) == 0 {
 		a.log.Warn("fsprobe_no_mounts", "hint", "fsprobe.mounts is empty: the shared mail filesystem is not watched")
 	}
@@ -112,6 +124,11 @@ func (a *Agent) Status() api.Status {
 		Node: a.cfg.Node.Name, Version: version.String(), Leader: rs.Leader, Term: rs.Term,
 		ClusterID: rs.ClusterID, FailureTolerance: rs.FailureTolerance,
 	}
+	rep := a.health.Report()
+	st.Health = api.Health{Status: string(rep.Status), Reasons: rep.Reasons}
+	for _, c := range rep.Checks {
+		st.Health.Checks = append(st.Health.Checks, api.Check{Name: c.Name, Status: string(c.Status), Severity: string(c.Severity), Reason: c.Reason, Since: c.Since})
+	}
 	for _, r := range a.fsprobe.Latest() {
 		st.Mounts = append(st.Mounts, api.Mount{Path: r.Mount, FSType: r.FSType, Class: string(r.Class), Op: r.Op, Reason: r.Err, Total: r.Total, FuseWaiting: r.FuseWaiting, Time: r.Time})
 	}
@@ -126,6 +143,7 @@ func (a *Agent) Status() api.Status {
 		st.Members = append(st.Members, api.Member{
 			Name: m.Name, Role: m.Meta.Role, ProxyHost: m.Meta.ProxyHost, Gossip: string(m.State),
 			Addr: m.Addr, RaftAddr: m.Meta.Raft, Raft: role, Version: m.Meta.Version,
+			Health: m.Meta.Health, HealthReason: m.Meta.HealthReason,
 			Self: m.Name == a.cfg.Node.Name,
 		})
 	}
@@ -165,3 +183,55 @@ func (a *Agent) Snapshot() error { return a.cluster.Snapshot() }
 
 // APIAddr is the TCP API's address, or "" when it is off.
 func (a *Agent) APIAddr() string { return a.api.tcpAddr() }
+
+// watch feeds the filesystem probe's verdicts into the health runner and
+// gossips the node's health when it changes, until ctx ends.
+func (a *Agent) watch(ctx context.Context) {
+	publish := func(rep health.Report) {
+		summary := strings.Join(rep.Reasons, "; ")
+		if len(summary) > maxGossipReason {
+			summary = summary[:maxGossipReason] + "…"
+		}
+		if err := a.gossip.SetMeta(func(m *gossip.Meta) { m.Health, m.HealthReason = string(rep.Status), summary }); err != nil {
+			a.log.Warn("gossip_meta_update_failed", "err", err)
+		}
+	}
+	publish(a.health.Report())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case results := <-a.fsprobe.Updates():
+			for _, r := range results {
+				a.health.Observe("mount "+r.Mount, mountSeverity(r.Class), mountErr(r), mountImmediate(r.Class))
+			}
+		case rep := <-a.health.Updates():
+			publish(rep)
+		}
+	}
+}
+
+// maxGossipReason keeps the health summary inside memberlist's 512-byte
+// metadata.
+const maxGossipReason = 200
+
+func mountErr(r fsprobe.Result) error {
+	if r.OK() {
+		return nil
+	}
+	return fmt.Errorf("%s: %s", r.Class, r.Err)
+}
+
+// A slow mount warns; anything else that is not ok is critical.
+func mountSeverity(c fsprobe.Class) health.Severity {
+	if c == fsprobe.ClassSlow {
+		return health.SeverityWarning
+	}
+	return health.SeverityCritical
+}
+
+// A missing, hung or disconnected mount is critical at once (DESIGN.md,
+// invariant 7); other failures wait for the fall count.
+func mountImmediate(c fsprobe.Class) bool {
+	return c == fsprobe.ClassHung || c == fsprobe.ClassNotMounted || c == fsprobe.ClassDisconnected
+}

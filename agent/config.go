@@ -19,6 +19,7 @@ import (
 	"github.com/roost-mail/roost/failover"
 	"github.com/roost-mail/roost/fsprobe"
 	"github.com/roost-mail/roost/gossip"
+	"github.com/roost-mail/roost/health"
 )
 
 // Config is roostd's configuration file, one section per stage.
@@ -29,6 +30,7 @@ type Config struct {
 	Raft    failover.RaftConfig `yaml:"raft"`
 	API     APIConfig           `yaml:"api"`
 	FSProbe fsprobe.Config      `yaml:"fsprobe"`
+	Health  health.Config       `yaml:"health"`
 }
 
 // NodeConfig says who this node is.
@@ -80,6 +82,7 @@ func DefaultConfig() Config {
 		Raft:    failover.DefaultRaftConfig(),
 		API:     APIConfig{Socket: api.DefaultSocket},
 		FSProbe: fsprobe.DefaultConfig(),
+		Health:  health.DefaultConfig(),
 	}
 }
 
@@ -121,6 +124,9 @@ func (c Config) Validate() error {
 	if err := c.FSProbe.Validate(); err != nil {
 		return fmt.Errorf("fsprobe.%w", err)
 	}
+	if err := c.Health.Validate(); err != nil {
+		return fmt.Errorf("health.%w", err)
+	}
 	a := c.API
 	if a.Socket == "" && a.Listen == "" {
 		return errors.New("api.socket and api.listen are both empty: nodectl could not reach the agent")
@@ -147,6 +153,9 @@ func (c Config) CheckFiles() error {
 		if _, err := gossip.LoadKeyring(c.Gossip.KeyFile); err != nil {
 			return fmt.Errorf("gossip.key_file: %w", err)
 		}
+	}
+	if _, err := c.Health.Specs(); err != nil {
+		return fmt.Errorf("health.%w", err)
 	}
 	if !c.Raft.InsecurePlaintext {
 		if _, _, err := c.Raft.TLS.MutualConfigs(); err != nil {

@@ -23,8 +23,25 @@ type Status struct {
 	ClusterID        string   `json:"cluster_id"`
 	FailureTolerance int      `json:"failure_tolerance"` // -1 unless asked on the leader
 	Members          []Member `json:"members"`
-	// Mounts are the answering node's own mail filesystem probes.
+	// Health and Mounts are the answering node's own checks.
+	Health Health  `json:"health"`
 	Mounts []Mount `json:"mounts"`
+}
+
+// Health is a node's own health: its status, why, and every check.
+type Health struct {
+	Status  string   `json:"status"` // passing, warning, critical
+	Reasons []string `json:"reasons,omitempty"`
+	Checks  []Check  `json:"checks"`
+}
+
+// Check is one health check after fall/rise.
+type Check struct {
+	Name     string    `json:"name"`
+	Status   string    `json:"status"`
+	Severity string    `json:"severity"`
+	Reason   string    `json:"reason,omitempty"`
+	Since    time.Time `json:"since"`
 }
 
 // Mount is the last probe of one mail filesystem mount.
@@ -50,6 +67,9 @@ type Member struct {
 	Raft      string `json:"raft"` // leader, voter, nonvoter, none
 	Version   string `json:"version"`
 	Self      bool   `json:"self"`
+	// Health is what the node reports about itself (gossiped).
+	Health       string `json:"health"`
+	HealthReason string `json:"health_reason,omitempty"`
 }
 
 // Error is the body of every non-2xx answer.

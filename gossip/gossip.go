@@ -36,6 +36,10 @@ type Meta struct {
 	// bootstrapped or was added): a node that sees such a peer never
 	// bootstraps a cluster of its own.
 	RaftState bool `json:"rs,omitempty"`
+	// Health is the node's own status (passing, warning, critical) and
+	// HealthReason why, in short.
+	Health       string `json:"h,omitempty"`
+	HealthReason string `json:"hr,omitempty"`
 }
 
 // State is a member's gossip state.
@@ -64,6 +68,7 @@ type Gossip struct {
 	name string
 	log  *slog.Logger
 	ml   *memberlist.Memberlist
+	addr string
 
 	mu      sync.Mutex
 	meta    Meta
@@ -130,14 +135,14 @@ func New(cfg Config, name string, meta Meta, log *slog.Logger, reg prometheus.Re
 		return nil, fmt.Errorf("starting gossip on %s: %w", cfg.Bind, err)
 	}
 	g.ml = ml
+	// Read once: memberlist's LocalNode is rewritten in place by UpdateNode.
+	n := ml.LocalNode()
+	g.addr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 	return g, nil
 }
 
 // Addr is the address peers use to reach this node's gossip port.
-func (g *Gossip) Addr() string {
-	n := g.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-}
+func (g *Gossip) Addr() string { return g.addr }
 
 // Run joins the configured peers, retrying until one answers or ctx ends,
 // then keeps the membership until ctx ends. With leave set it announces a

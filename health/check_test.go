@@ -310,6 +310,20 @@ func TestTracker(t *testing.T) {
 			}
 		}
 	}
+	// A mount that is slow (warning), then hung (critical, immediate), then
+	// slow again: it escalates at once and comes back to warning at once.
+	esc := NewTracker(3, 2)
+	for i, o := range []struct {
+		sev       Severity
+		immediate bool
+		want      Status
+	}{{SeverityWarning, false, Passing}, {SeverityWarning, false, Passing}, {SeverityWarning, false, Warning}, {SeverityCritical, true, Critical}, {SeverityWarning, false, Warning}} {
+		esc.Observe("mount", o.sev, boom, o.immediate, now)
+		if got := esc.Checks()[0].Status; got != o.want {
+			t.Fatalf("escalation step %d: got %s, want %s", i, got, o.want)
+		}
+	}
+
 	tr := NewTracker(1, 1)
 	tr.Observe("imap", SeverityCritical, nil, false, now)
 	tr.Observe("login", SeverityWarning, boom, false, now)

@@ -117,6 +117,7 @@ func (r *Runner) loop(ctx context.Context, s Spec) {
 // probe); immediate skips the fall count, for a mount that is gone.
 func (r *Runner) Observe(name string, sev Severity, err error, immediate bool) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	changed := r.tracker.Observe(name, sev, err, immediate, time.Now())
 	var st CheckState
 	for _, c := range r.tracker.Checks() {
@@ -124,15 +125,6 @@ func (r *Runner) Observe(name string, sev Severity, err error, immediate bool) {
 			st = c
 		}
 	}
-	report := r.reportLocked()
-	if changed {
-		select { // latest state only: drop a stale report
-		case <-r.updates:
-		default:
-		}
-		r.updates <- report
-	}
-	r.mu.Unlock()
 	for _, s := range []Status{Passing, Warning, Critical} {
 		v := 0.0
 		if s == st.Status {
@@ -140,10 +132,17 @@ func (r *Runner) Observe(name string, sev Severity, err error, immediate bool) {
 		}
 		r.state.WithLabelValues(name, string(s)).Set(v)
 	}
-	if changed {
-		r.transitions.WithLabelValues(name, string(st.Status)).Inc()
-		r.log.Info("health_check_changed", "check", name, "status", string(st.Status), "reason", st.Reason, "node_status", string(report.Status))
+	if !changed {
+		return
 	}
+	report := r.reportLocked()
+	r.transitions.WithLabelValues(name, string(st.Status)).Inc()
+	r.log.Info("health_check_changed", "check", name, "status", string(st.Status), "reason", st.Reason, "node_status", string(report.Status))
+	select { // latest state only: drop a stale report
+	case <-r.updates:
+	default:
+	}
+	r.updates <- report
 }
 
 func (r *Runner) reportLocked() Report {

@@ -72,11 +72,14 @@ func (t *Tracker) Observe(name string, sev Severity, err error, immediate bool, 
 		return false
 	}
 	c.okRun, c.failRun = 0, c.failRun+1
-	if c.Status != Passing {
+	if c.Status == failing {
 		c.Reason = err.Error() // keep the reason current while failing
 		return false
 	}
-	if c.failRun >= t.fall || immediate {
+	// A passing check fails after fall rounds (or at once when immediate);
+	// one already failing at the other severity (slow, then hung) switches
+	// at once.
+	if c.failRun >= t.fall || immediate || c.Status != Passing {
 		c.Status, c.Reason, c.Since = failing, err.Error(), now
 		return true
 	}

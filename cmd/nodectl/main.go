@@ -132,16 +132,30 @@ func (g globals) client() (*api.Client, error) {
 
 func printStatus(w io.Writer, st api.Status) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tROLE\tPROXY_HOST\tGOSSIP\tRAFT\tADDRESS\tVERSION")
+	fmt.Fprintln(tw, "NODE\tROLE\tPROXY_HOST\tHEALTH\tGOSSIP\tRAFT\tADDRESS\tVERSION")
 	for _, m := range st.Members {
 		name := m.Name
 		if m.Self {
 			name += " *"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, m.Role, dash(m.ProxyHost), m.Gossip, m.Raft, m.Addr, m.Version)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, m.Role, dash(m.ProxyHost), dash(m.Health), m.Gossip, m.Raft, m.Addr, m.Version)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nleader: %s  term: %d  cluster: %s  (* = %s, which answered)\n", dash(st.Leader), st.Term, dash(st.ClusterID), st.Node)
+	for _, m := range st.Members {
+		if m.HealthReason != "" {
+			fmt.Fprintf(w, "%s is %s: %s\n", m.Name, m.Health, m.HealthReason)
+		}
+	}
+	if len(st.Health.Checks) > 0 {
+		fmt.Fprintf(w, "\nchecks on %s (%s):\n", st.Node, st.Health.Status)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "CHECK\tSTATUS\tSEVERITY\tSINCE\tREASON")
+		for _, c := range st.Health.Checks {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Name, c.Status, c.Severity, c.Since.Format(time.TimeOnly), dash(c.Reason))
+		}
+		tw.Flush()
+	}
 	if len(st.Mounts) > 0 {
 		fmt.Fprintf(w, "\nmail filesystem on %s:\n", st.Node)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -181,12 +181,22 @@ func (i *Instance) Start() {
 	if err != nil {
 		i.t.Fatal(err)
 	}
-	cmd := exec.Command("dovecot", "-c", i.Conf)
-	cmd.Stdout, cmd.Stderr = out, out
-	err = cmd.Run()
-	out.Close()
-	if err != nil {
+	defer out.Close()
+	// After a kill -9 the old instance's login processes hold the listening
+	// sockets for a moment: retry while the ports are still taken.
+	for attempt := 0; ; attempt++ {
+		before, _ := os.ReadFile(filepath.Join(i.Dir, "start.out"))
+		cmd := exec.Command("dovecot", "-c", i.Conf)
+		cmd.Stdout, cmd.Stderr = out, out
+		err := cmd.Run()
+		if err == nil {
+			break
+		}
 		b, _ := os.ReadFile(filepath.Join(i.Dir, "start.out"))
+		if attempt < 50 && strings.Contains(string(b[len(before):]), "Address already in use") {
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
 		i.t.Fatalf("dovecot -c %s: %v\n%s\n%s", i.Conf, err, b, i.Log())
 	}
 	deadline := time.Now().Add(15 * time.Second)
