@@ -32,8 +32,10 @@ func etcRoost(t *testing.T) string {
 		}
 	}
 	files := map[string]string{
-		"gossip.key": agenttest.NewKey() + "\n",
-		"api.token":  "0123456789abcdef0123456789abcdef\n",
+		"gossip.key":  agenttest.NewKey() + "\n",
+		"api.token":   "0123456789abcdef0123456789abcdef\n",
+		"probe.pw":    "probe-password\n",
+		"doveadm.key": "doveadm-api-key\n",
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
@@ -163,6 +165,12 @@ func TestBadConfigsNameTheKey(t *testing.T) {
 		{"not yaml", "node: [\n", "not valid YAML"},
 		{"two documents", minimal + "---\nnode: {}\n", "more than one YAML document"},
 		{"empty file", "", "node.proxy_host is empty"},
+		{"bad health protocol", minimal + "health:\n  checks: [{protocol: smtp, addr: 1.2.3.4:25}]\n", `health.checks[0].protocol "smtp"`},
+		{"login without password", minimal + "health:\n  checks: [{protocol: imap, addr: 1.2.3.4:143, login: x}]\n", "health.checks[0].login and password_file go together"},
+		{"doveadm without key", minimal + "health:\n  checks: [{protocol: doveadm, addr: http://1.2.3.4:8080}]\n", "health.checks[0].api_key_file is empty"},
+		{"same check twice", minimal + "health:\n  checks: [{protocol: lmtp, addr: 1.2.3.4:24}, {protocol: lmtp, addr: 1.2.3.4:24}]\n", `health.checks[1].name "lmtp": used twice`},
+		{"health timeout over interval", minimal + "health:\n  timeout: 5s\n", "health.timeout 5s"},
+		{"bad fsprobe mount", minimal + "fsprobe:\n  mounts: [{path: relative}]\n", `fsprobe.mounts[0].path "relative"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
