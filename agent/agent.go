@@ -6,7 +6,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +34,7 @@ type Agent struct {
 	api     *apiServer
 	fsprobe *fsprobe.Prober
 	health  *health.Runner
+	peers   *health.Peers
 }
 
 // New binds every listener (gossip, cluster port, API) so that addresses
@@ -77,6 +80,7 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 		Raft:      a.cluster.Addr(),
 		API:       a.api.tcpAddr(),
 		Version:   version.String(),
+		PeerAddr:  cfg.Health.PeerAddr,
 	}
 	a.gossip, err = gossip.New(cfg.Gossip, cfg.Node.Name, meta, a.log, a.reg)
 	if err != nil {
@@ -84,6 +88,7 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 		return fail(err)
 	}
 	members.g = a.gossip
+	a.peers = health.NewPeers(cfg.Health.PeerInterval, cfg.Health.PeerTimeout, cfg.Health.Fall, cfg.Health.Rise, probeSource(a.gossip.Addr()), a.peerTargets)
 	return a, nil
 }
 
@@ -96,6 +101,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.api.run(ctx) })
 	g.Go(func() error { return a.fsprobe.Run(ctx) })
 	g.Go(func() error { return a.health.Run(ctx) })
+	g.Go(func() error { return a.peers.Run(ctx) })
 	g.Go(func() error { a.watch(ctx); return nil })
 	if a.cfg.Node.Role == RoleMail && len(a.cfg.FSProbe.Mounts) == 0 {
 		a.log.Warn("fsprobe_no_mounts", "hint", "fsprobe.mounts is empty: the shared mail filesystem is not watched")
@@ -132,7 +138,8 @@ func (a *Agent) Status() api.Status {
 	for _, r := range a.fsprobe.Latest() {
 		st.Mounts = append(st.Mounts, api.Mount{Path: r.Mount, FSType: r.FSType, Class: string(r.Class), Op: r.Op, Reason: r.Err, Total: r.Total, FuseWaiting: r.FuseWaiting, Time: r.Time})
 	}
-	for _, m := range a.gossip.Members() {
+	members := a.gossip.Members()
+	for _, m := range members {
 		role := "none"
 		if s, ok := inRaft[m.Name]; ok {
 			role = s.Suffrage
@@ -146,6 +153,18 @@ func (a *Agent) Status() api.Status {
 			Health: m.Meta.Health, HealthReason: m.Meta.HealthReason,
 			Self: m.Name == a.cfg.Node.Name,
 		})
+		// What the alive peers see of m's Dovecot.
+		mb := &st.Members[len(st.Members)-1]
+		for _, p := range members {
+			if p.Name == m.Name || (p.State != gossip.StateAlive && p.State != gossip.StateSuspect) || m.Meta.PeerAddr == "" {
+				continue
+			}
+			if slices.Contains(p.Meta.Unreachable, m.Name) {
+				mb.PeersCannot = append(mb.PeersCannot, p.Name)
+			} else {
+				mb.PeersReach++
+			}
+		}
 	}
 	return st
 }
@@ -207,6 +226,11 @@ func (a *Agent) watch(ctx context.Context) {
 			}
 		case rep := <-a.health.Updates():
 			publish(rep)
+		case down := <-a.peers.Updates():
+			if err := a.gossip.SetMeta(func(m *gossip.Meta) { m.Unreachable = down }); err != nil {
+				a.log.Warn("gossip_meta_update_failed", "err", err)
+			}
+			a.log.Info("peers_unreachable_changed", "peers", down)
 		}
 	}
 }
@@ -234,4 +258,24 @@ func mountSeverity(c fsprobe.Class) health.Severity {
 // invariant 7); other failures wait for the fall count.
 func mountImmediate(c fsprobe.Class) bool {
 	return c == fsprobe.ClassHung || c == fsprobe.ClassNotMounted || c == fsprobe.ClassDisconnected
+}
+
+// peerTargets are the alive peers that ask to be probed.
+func (a *Agent) peerTargets() []health.PeerTarget {
+	var out []health.PeerTarget
+	for _, m := range a.gossip.Members() {
+		if m.Name != a.cfg.Node.Name && m.Meta.PeerAddr != "" && (m.State == gossip.StateAlive || m.State == gossip.StateSuspect) {
+			out = append(out, health.PeerTarget{Name: m.Name, Addr: m.Meta.PeerAddr})
+		}
+	}
+	return out
+}
+
+// probeSource is the IP peers are probed from: this node's gossip address.
+func probeSource(gossipAddr string) string {
+	host, _, err := net.SplitHostPort(gossipAddr)
+	if err != nil {
+		return ""
+	}
+	return host
 }

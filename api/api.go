@@ -70,6 +70,10 @@ type Member struct {
 	// Health is what the node reports about itself (gossiped).
 	Health       string `json:"health"`
 	HealthReason string `json:"health_reason,omitempty"`
+	// What the peers see: how many alive peers reach its Dovecot, and
+	// which do not.
+	PeersReach  int      `json:"peers_reach"`
+	PeersCannot []string `json:"peers_cannot,omitempty"`
 }
 
 // Error is the body of every non-2xx answer.

@@ -40,6 +40,10 @@ type Meta struct {
 	// HealthReason why, in short.
 	Health       string `json:"h,omitempty"`
 	HealthReason string `json:"hr,omitempty"`
+	// PeerAddr is where peers probe this node's Dovecot; Unreachable the
+	// peers this node cannot reach there.
+	PeerAddr    string   `json:"pa,omitempty"`
+	Unreachable []string `json:"pu,omitempty"`
 }
 
 // State is a member's gossip state.

@@ -23,6 +23,13 @@ type Config struct {
 	Timeout  time.Duration `yaml:"timeout"`
 	// Checks are this node's Dovecot services.
 	Checks []CheckConfig `yaml:"checks"`
+	// PeerAddr is the host:port of this node's main IMAP listener that the
+	// other agents probe (a greeting), so the cluster knows who can reach
+	// it. Empty: peers do not probe this node (a witness).
+	PeerAddr string `yaml:"peer_addr"`
+	// PeerInterval and PeerTimeout pace the probes of every peer.
+	PeerInterval time.Duration `yaml:"peer_interval"`
+	PeerTimeout  time.Duration `yaml:"peer_timeout"`
 }
 
 // CheckConfig is one check of a local Dovecot service.
@@ -58,7 +65,7 @@ type CheckConfig struct {
 
 // DefaultConfig: every second, one-second timeout, fall 3, rise 5.
 func DefaultConfig() Config {
-	return Config{Fall: 3, Rise: 5, Interval: time.Second, Timeout: time.Second}
+	return Config{Fall: 3, Rise: 5, Interval: time.Second, Timeout: time.Second, PeerInterval: 5 * time.Second, PeerTimeout: 2 * time.Second}
 }
 
 var protocols = map[string]bool{"imap": true, "pop3": true, "lmtp": true, "submission": true, "sieve": true, "doveadm": true, "command": true}
@@ -75,6 +82,14 @@ func (c Config) Validate() error {
 		return fmt.Errorf("interval %v: must be at least 10ms", c.Interval)
 	case c.Timeout <= 0 || c.Timeout > c.Interval:
 		return fmt.Errorf("timeout %v: must be positive and at most interval (%v)", c.Timeout, c.Interval)
+	}
+	if c.PeerAddr != "" {
+		if _, _, err := net.SplitHostPort(c.PeerAddr); err != nil {
+			return fmt.Errorf("peer_addr %q: %w", c.PeerAddr, err)
+		}
+	}
+	if c.PeerInterval < 10*time.Millisecond || c.PeerTimeout <= 0 || c.PeerTimeout > c.PeerInterval {
+		return fmt.Errorf("peer_interval %v and peer_timeout %v: want 0 < peer_timeout <= peer_interval", c.PeerInterval, c.PeerTimeout)
 	}
 	names := map[string]bool{}
 	for i, cc := range c.Checks {

@@ -46,8 +46,10 @@ func TestNodeHealthIsGossiped(t *testing.T) {
 			return
 		}
 		cfg.FSProbe = fsprobe.Config{Mounts: []fsprobe.MountConfig{{Path: mnt, FSType: "fuse.faultfs"}}, Interval: 200 * time.Millisecond, Timeout: 500 * time.Millisecond, SlowThreshold: 300 * time.Millisecond}
-		cfg.Health = health.Config{Fall: 3, Rise: 3, Interval: 200 * time.Millisecond, Timeout: 200 * time.Millisecond,
-			Checks: []health.CheckConfig{{Protocol: "imap", Addr: d.IMAP, Login: d.User, PasswordFile: pwFile}}}
+		cfg.Health = health.DefaultConfig()
+		cfg.Health.Fall, cfg.Health.Rise = 3, 3
+		cfg.Health.Interval, cfg.Health.Timeout = 200*time.Millisecond, 200*time.Millisecond
+		cfg.Health.Checks = []health.CheckConfig{{Protocol: "imap", Addr: d.IMAP, Login: d.User, PasswordFile: pwFile}}
 	}
 	c.Add(3)
 	c.WaitLeader(20 * time.Second)

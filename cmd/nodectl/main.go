@@ -132,19 +132,26 @@ func (g globals) client() (*api.Client, error) {
 
 func printStatus(w io.Writer, st api.Status) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tROLE\tPROXY_HOST\tHEALTH\tGOSSIP\tRAFT\tADDRESS\tVERSION")
+	fmt.Fprintln(tw, "NODE\tROLE\tPROXY_HOST\tHEALTH\tPEERS_REACH\tGOSSIP\tRAFT\tADDRESS\tVERSION")
 	for _, m := range st.Members {
 		name := m.Name
 		if m.Self {
 			name += " *"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, m.Role, dash(m.ProxyHost), dash(m.Health), m.Gossip, m.Raft, m.Addr, m.Version)
+		peers := "-"
+		if total := m.PeersReach + len(m.PeersCannot); total > 0 {
+			peers = fmt.Sprintf("%d/%d", m.PeersReach, total)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, m.Role, dash(m.ProxyHost), dash(m.Health), peers, m.Gossip, m.Raft, m.Addr, m.Version)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nleader: %s  term: %d  cluster: %s  (* = %s, which answered)\n", dash(st.Leader), st.Term, dash(st.ClusterID), st.Node)
 	for _, m := range st.Members {
 		if m.HealthReason != "" {
 			fmt.Fprintf(w, "%s is %s: %s\n", m.Name, m.Health, m.HealthReason)
+		}
+		if len(m.PeersCannot) > 0 {
+			fmt.Fprintf(w, "%s's Dovecot is unreachable from %s\n", m.Name, strings.Join(m.PeersCannot, ", "))
 		}
 	}
 	if len(st.Health.Checks) > 0 {
