@@ -89,6 +89,10 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 	}
 	members.g = a.gossip
 	a.peers = health.NewPeers(cfg.Health.PeerInterval, cfg.Health.PeerTimeout, cfg.Health.Fall, cfg.Health.Rise, probeSource(a.gossip.Addr()), a.peerTargets)
+	if err := a.peers.Register(a.reg); err != nil {
+		a.api.close()
+		return fail(err)
+	}
 	return a, nil
 }
 

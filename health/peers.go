@@ -6,6 +6,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // PeerTarget is a peer's Dovecot address to probe.
@@ -28,12 +30,22 @@ type Peers struct {
 	tracker *Tracker
 	down    []string
 	updates chan []string
+
+	reachable *prometheus.GaugeVec
+}
+
+// Register adds the peer metrics to reg.
+func (p *Peers) Register(reg prometheus.Registerer) error {
+	return reg.Register(p.reachable)
 }
 
 // NewPeers makes a peer prober.
 func NewPeers(interval, timeout time.Duration, fall, rise int, source string, targets func() []PeerTarget) *Peers {
 	return &Peers{Interval: interval, Timeout: timeout, Source: source, Targets: targets,
-		tracker: NewTracker(fall, rise), updates: make(chan []string, 1)}
+		tracker: NewTracker(fall, rise), updates: make(chan []string, 1),
+		reachable: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "roost_health_peer_reachable", Help: "1 when this node reaches the peer's Dovecot (after fall/rise), 0 when not.",
+		}, []string{"peer"})}
 }
 
 // Run probes every interval until ctx ends.
@@ -77,10 +89,14 @@ func (p *Peers) round(ctx context.Context) {
 	for _, c := range p.tracker.Checks() {
 		if !current[c.Name] {
 			delete(p.tracker.checks, c.Name) // a peer that left is no longer judged
+			p.reachable.DeleteLabelValues(c.Name)
 			continue
 		}
 		if c.Status != Passing {
 			down = append(down, c.Name)
+			p.reachable.WithLabelValues(c.Name).Set(0)
+		} else {
+			p.reachable.WithLabelValues(c.Name).Set(1)
 		}
 	}
 	sort.Strings(down)

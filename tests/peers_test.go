@@ -1,9 +1,13 @@
 package tests
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -80,4 +84,21 @@ func TestPeersViewOfANodesDovecot(t *testing.T) {
 
 	ln.Close()
 	c.WaitFor(10*time.Second, "every agent to see node1 unreachable from both peers", view(0, "node2", "node3"))
+	req, _ := http.NewRequest(http.MethodGet, "http://roostd/metrics", nil)
+	resp, err := unixClient(c.Nodes()[2].Config.API.Socket).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `roost_health_peer_reachable{peer="node1"} 0`) {
+		t.Fatalf("node3's metrics lack node1 unreachable:\n%s", body)
+	}
+}
+
+func unixClient(path string) *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}}
 }
