@@ -10,7 +10,7 @@ command -v go >/dev/null || fail "go is not on PATH (Go 1.26 expected)"
 [ -c /dev/fuse ] || fail "/dev/fuse is missing: load the fuse module (modprobe fuse)"
 command -v git >/dev/null || need_pkgs+=(git)
 # Real Dovecot 2.3 for the health checks (and later routing and end-to-end).
-for p in dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd; do
+for p in dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-submissiond dovecot-managesieved dovecot-sieve; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 

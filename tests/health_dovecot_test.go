@@ -47,6 +47,10 @@ func TestHealthChecksAgainstDovecot(t *testing.T) {
 		"pop3 login and STAT":    health.POP3(health.Dialogue{Addr: d.POP3}, login),
 		"pop3 STLS":              health.POP3(health.Dialogue{Addr: d.POP3, TLS: health.TLSStart, TLSConfig: tc}, login),
 		"lmtp LHLO":              health.LMTP(health.Dialogue{Addr: d.LMTP}),
+		"submission EHLO":        health.Submission(health.Dialogue{Addr: d.Sub}),
+		"submission STARTTLS":    health.Submission(health.Dialogue{Addr: d.Sub, TLS: health.TLSStart, TLSConfig: tc}),
+		"managesieve greeting":   health.ManageSieve(health.Dialogue{Addr: d.Sieve}),
+		"managesieve STARTTLS":   health.ManageSieve(health.Dialogue{Addr: d.Sieve, TLS: health.TLSStart, TLSConfig: tc}),
 		"doveadm API":            health.Doveadm(d.HTTP, d.APIKey, nil),
 	} {
 		if err := check(t, c); err != nil {

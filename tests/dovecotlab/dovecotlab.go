@@ -34,6 +34,8 @@ type Instance struct {
 	IMAPPP  string // PROXY protocol (haproxy = yes)
 	POP3    string
 	LMTP    string
+	Sub     string // submission (STARTTLS)
+	Sieve   string // ManageSieve
 	HTTP    string // doveadm HTTP API, http://host:port
 	APIKey  string
 	CAFile  string // the CA that signed the server certificate
@@ -47,8 +49,10 @@ instance_name = {{.Name}}
 base_dir = {{.Dir}}/run
 state_dir = {{.Dir}}/state
 log_path = {{.Dir}}/dovecot.log
-protocols = imap pop3 lmtp
+protocols = imap pop3 lmtp submission sieve
 listen = {{.IP}}
+submission_relay_host = 127.0.0.1
+submission_relay_port = 1
 ssl = yes
 ssl_cert = <{{.Dir}}/server.pem
 ssl_key = <{{.Dir}}/server-key.pem
@@ -93,6 +97,16 @@ service pop3-login {
 service lmtp {
   inet_listener lmtp {
     port = {{.P.lmtp}}
+  }
+}
+service submission-login {
+  inet_listener submission {
+    port = {{.P.sub}}
+  }
+}
+service managesieve-login {
+  inet_listener sieve {
+    port = {{.P.sieve}}
   }
 }
 doveadm_api_key = {{.APIKey}}
@@ -149,10 +163,11 @@ func Start(t testing.TB, name string) *Instance {
 			t.Fatalf("chown vmail: %v (is the vmail user there? scripts/test-deps.sh makes it)", err)
 		}
 	}
-	ports := freePorts(t, 6)
-	p := map[string]int{"imap": ports[0], "imaps": ports[1], "imappp": ports[2], "pop3": ports[3], "lmtp": ports[4], "http": ports[5]}
+	ports := freePorts(t, 8)
+	p := map[string]int{"imap": ports[0], "imaps": ports[1], "imappp": ports[2], "pop3": ports[3], "lmtp": ports[4], "http": ports[5], "sub": ports[6], "sieve": ports[7]}
 	addr := func(k string) string { return net.JoinHostPort(i.IP, strconv.Itoa(p[k])) }
 	i.IMAP, i.IMAPS, i.IMAPPP, i.POP3, i.LMTP, i.HTTP = addr("imap"), addr("imaps"), addr("imappp"), addr("pop3"), addr("lmtp"), "http://"+addr("http")
+	i.Sub, i.Sieve = addr("sub"), addr("sieve")
 	f, err := os.Create(i.Conf)
 	if err != nil {
 		t.Fatal(err)
