@@ -30,7 +30,7 @@ func TestProbeFSCommandAgainstFaultfs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	control := fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1)[0])
+	control := fmt.Sprintf("127.0.0.1:%d", agenttest.FreePorts(t, 1)[0])
 	daemon := exec.Command(faultfs, "mount", "--backing", back, "--mountpoint", mnt, "--control", control)
 	logs := &agenttest.SyncBuffer{}
 	daemon.Stdout, daemon.Stderr = logs, logs

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,28 +35,6 @@ func run(t *testing.T, bin string, args ...string) (string, error) {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
 	return out.String(), err
-}
-
-// freePorts returns n distinct free TCP ports on 127.0.0.1: it holds every
-// listener open until all are chosen, so no port is handed out twice.
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	ports := make([]int, n)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-	}
-	return ports
 }
 
 type proc struct {
@@ -94,7 +71,7 @@ func TestProcessClusterSurvivesKill9(t *testing.T) {
 		t.Fatalf("a second tls ca overwrote the CA: %v %s", err, out)
 	}
 
-	ports := freePorts(t, 7)
+	ports := agenttest.FreePorts(t, 7)
 	gossipPorts := ports[:3]
 	apiAddr := fmt.Sprintf("127.0.0.1:%d", ports[6])
 	tokenFile := filepath.Join(dir, "api.token")

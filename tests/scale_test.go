@@ -42,7 +42,7 @@ func BenchmarkScale50(b *testing.B) {
 	if err := os.WriteFile(filepath.Join(dir, "gossip.key"), []byte(agenttest.NewKey()), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	free := freePorts(b, 2*n)
+	free := agenttest.FreePorts(b, 2*n)
 	ports := make([][2]int, n)
 	for i := range ports {
 		ports[i] = [2]int{free[2*i], free[2*i+1]}

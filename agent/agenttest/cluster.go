@@ -9,7 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
-	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -294,5 +294,24 @@ func RaftRoles(st api.Status) map[string]string {
 	return out
 }
 
-// Silence discards a logger's output; for helpers that need one.
-func Silence() *slog.Logger { return slog.New(slog.DiscardHandler) }
+// FreePorts returns n distinct free TCP ports on 127.0.0.1: it holds every
+// listener open until all are chosen, so no port is handed out twice.
+func FreePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	ports := make([]int, n)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+	}
+	return ports
+}

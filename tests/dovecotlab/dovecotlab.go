@@ -19,6 +19,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/roost-mail/roost/agent/agenttest"
 	"github.com/roost-mail/roost/certs"
 )
 
@@ -163,7 +164,7 @@ func Start(t testing.TB, name string) *Instance {
 			t.Fatalf("chown vmail: %v (is the vmail user there? scripts/test-deps.sh makes it)", err)
 		}
 	}
-	ports := freePorts(t, 8)
+	ports := agenttest.FreePorts(t, 8)
 	p := map[string]int{"imap": ports[0], "imaps": ports[1], "imappp": ports[2], "pop3": ports[3], "lmtp": ports[4], "http": ports[5], "sub": ports[6], "sieve": ports[7]}
 	addr := func(k string) string { return net.JoinHostPort(i.IP, strconv.Itoa(p[k])) }
 	i.IMAP, i.IMAPS, i.IMAPPP, i.POP3, i.LMTP, i.HTTP = addr("imap"), addr("imaps"), addr("imappp"), addr("pop3"), addr("lmtp"), "http://"+addr("http")
@@ -301,24 +302,4 @@ func alive(pid int) bool {
 	s := string(b)
 	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 	return len(fields) > 0 && fields[0] != "Z"
-}
-
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	out := make([]int, n)
-	for k := range out {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		out[k] = l.Addr().(*net.TCPAddr).Port
-	}
-	return out
 }
