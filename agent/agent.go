@@ -61,6 +61,10 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 	if a.health, err = health.NewRunner(specs, cfg.Health.Fall, cfg.Health.Rise, a.log, a.reg); err != nil {
 		return nil, err
 	}
+	a.peers = health.NewPeers(cfg.Health.PeerInterval, cfg.Health.PeerTimeout, cfg.Health.Fall, cfg.Health.Rise, "", a.peerTargets)
+	if err := a.peers.Register(a.reg); err != nil {
+		return nil, err
+	}
 	members := &membership{}
 	a.cluster, err = failover.NewCluster(cfg.Raft, cfg.Node.Name, filepath.Join(cfg.Node.DataDir, "raft"), members, a.log, level, a.reg)
 	if err != nil {
@@ -88,11 +92,8 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 		return fail(err)
 	}
 	members.g = a.gossip
-	a.peers = health.NewPeers(cfg.Health.PeerInterval, cfg.Health.PeerTimeout, cfg.Health.Fall, cfg.Health.Rise, probeSource(a.gossip.Addr()), a.peerTargets)
-	if err := a.peers.Register(a.reg); err != nil {
-		a.api.close()
-		return fail(err)
-	}
+	// Peers are probed from this node's gossip address, known only now.
+	a.peers.Source = probeSource(a.gossip.Addr())
 	return a, nil
 }
 
