@@ -214,7 +214,7 @@ func (a *Agent) watch(ctx context.Context) {
 	publish := func(rep health.Report) {
 		summary := strings.Join(rep.Reasons, "; ")
 		if len(summary) > maxGossipReason {
-			summary = summary[:maxGossipReason] + "…"
+			summary = strings.ToValidUTF8(summary[:maxGossipReason], "") + "…" // never half a rune
 		}
 		if err := a.gossip.SetMeta(func(m *gossip.Meta) { m.Health, m.HealthReason = string(rep.Status), summary }); err != nil {
 			a.log.Warn("gossip_meta_update_failed", "err", err)
@@ -232,6 +232,12 @@ func (a *Agent) watch(ctx context.Context) {
 		case rep := <-a.health.Updates():
 			publish(rep)
 		case down := <-a.peers.Updates():
+			if len(down) > maxGossipUnreachable {
+				// Metadata over 512 bytes would be dropped whole; a node that
+				// reaches none of many peers is mostly telling about itself.
+				a.log.Warn("peers_unreachable_truncated", "count", len(down), "gossiped", maxGossipUnreachable)
+				down = down[:maxGossipUnreachable]
+			}
 			if err := a.gossip.SetMeta(func(m *gossip.Meta) { m.Unreachable = down }); err != nil {
 				a.log.Warn("gossip_meta_update_failed", "err", err)
 			}
@@ -240,9 +246,14 @@ func (a *Agent) watch(ctx context.Context) {
 	}
 }
 
-// maxGossipReason keeps the health summary inside memberlist's 512-byte
-// metadata.
-const maxGossipReason = 200
+// maxGossipReason and maxGossipUnreachable keep the health summary and the
+// unreachable peers inside memberlist's 512-byte node metadata (with node
+// names of up to 12 bytes; longer names need the list moved to gossip
+// messages, a known limit).
+const (
+	maxGossipReason      = 120
+	maxGossipUnreachable = 10
+)
 
 func mountErr(r fsprobe.Result) error {
 	if r.OK() {
