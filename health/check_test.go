@@ -120,7 +120,7 @@ func TestHostileListeners(t *testing.T) {
 		{"greets with garbage", listen(t, func(c net.Conn) { c.Write([]byte("SSH-2.0-OpenSSH\r\n")) }), nil, `greeting: unexpected "SSH-2.0-OpenSSH", then the connection ended`},
 		{"says BYE", listen(t, func(c net.Conn) { c.Write([]byte("* BYE Too many connections\r\n")) }), nil, `greeting: refused: "* BYE Too many connections"`},
 		{"wrong password", listen(t, imapServer(0, "other", nil)), login, "LOGIN (credentials): refused"},
-		{"slow greeting under the timeout", listen(t, imapServer(350*time.Millisecond, "right", nil)), nil, ""},
+		{"slow greeting under the timeout", listen(t, imapServer(250*time.Millisecond, "right", nil)), nil, ""},
 		{"slow greeting over the timeout", listen(t, imapServer(650*time.Millisecond, "right", nil)), nil, "greeting: timed out"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
