@@ -73,17 +73,16 @@ type Cluster struct {
 	obs    chan raft.Observation
 	obsReg *raft.Observer
 
-	closeOnce    sync.Once
-	raftOnce     sync.Once
-	raftDown     raft.Future
-	mu           sync.Mutex
-	hasState     bool
-	announced    bool
-	settleKey    string
-	settleSince  time.Time
-	apState      *autopilot.State
-	statsConns   map[string]*statsConn
-	leadingSince time.Time
+	closeOnce   sync.Once
+	raftOnce    sync.Once
+	raftDown    raft.Future
+	mu          sync.Mutex
+	hasState    bool
+	announced   bool
+	settleKey   string
+	settleSince time.Time
+	apState     *autopilot.State
+	statsConns  map[string]*statsConn
 
 	roleGauge   prometheus.Gauge
 	termGauge   prometheus.GaugeFunc
@@ -250,9 +249,6 @@ func (c *Cluster) step(ctx context.Context, apCancel *context.CancelFunc) {
 		c.log.Info("raft_leadership_gained", "term", c.raft.CurrentTerm())
 		c.roleGauge.Set(1)
 		c.leaderCount.Inc()
-		c.mu.Lock()
-		c.leadingSince = time.Now()
-		c.mu.Unlock()
 		apCtx, cancel := context.WithCancel(ctx)
 		*apCancel = cancel
 		c.ap.Start(apCtx)

@@ -78,7 +78,6 @@ type Gossip struct {
 	meta    Meta
 	members map[string]Member // every node ever seen, with its last state
 	subs    []chan struct{}
-	joined  bool
 
 	membersGauge *prometheus.GaugeVec
 }
@@ -183,9 +182,6 @@ func (g *Gossip) join(ctx context.Context) error {
 		n, err := g.ml.Join(g.cfg.Join)
 		if n > 0 {
 			g.log.Info("gossip_joined", "peers", n, "attempt", attempt)
-			g.mu.Lock()
-			g.joined = true
-			g.mu.Unlock()
 			return nil
 		}
 		// memberlist's error names the cause for a wrong key ("no installed

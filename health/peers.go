@@ -110,13 +110,6 @@ func (p *Peers) round(ctx context.Context) {
 	}
 }
 
-// Down returns the peers this node cannot reach now.
-func (p *Peers) Down() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]string(nil), p.down...)
-}
-
 // Updates delivers the list of unreachable peers when it changes; a
 // buffer of one that keeps only the newest list.
 func (p *Peers) Updates() <-chan []string { return p.updates }

@@ -3,7 +3,6 @@ package health
 import (
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 )
 
@@ -115,12 +114,4 @@ func (t *Tracker) Node() (Status, []string) {
 		reasons = append(reasons, fmt.Sprintf("%s: %s", c.Name, c.Reason))
 	}
 	return status, reasons
-}
-
-// String summarises the node status in one line.
-func Summary(status Status, reasons []string) string {
-	if len(reasons) == 0 {
-		return string(status)
-	}
-	return string(status) + ": " + strings.Join(reasons, "; ")
 }
