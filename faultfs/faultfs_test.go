@@ -116,7 +116,7 @@ func TestHangUntilRelease(t *testing.T) {
 	}
 }
 
-func TestCorruptReadsBypassNothing(t *testing.T) {
+func TestCorruptReadsReachTheReaderPastThePageCache(t *testing.T) {
 	f, _, mnt := mountT(t)
 	p := filepath.Join(mnt, "c")
 	if err := os.WriteFile(p, []byte("canary"), 0o644); err != nil {

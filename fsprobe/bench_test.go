@@ -3,13 +3,12 @@ package fsprobe
 import (
 	"context"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"sort"
 	"testing"
 	"time"
 
 	"github.com/roost-mail/roost/faultfs"
+	"github.com/roost-mail/roost/faultfs/faultfstest"
 )
 
 // BenchmarkHealthyRound is the cost of one probe round on a healthy FUSE
@@ -27,18 +26,7 @@ func BenchmarkHealthyRound(b *testing.B) {
 
 func benchMount(b *testing.B) (*faultfs.FS, *Mount) {
 	b.Helper()
-	dir := b.TempDir()
-	back, mnt := filepath.Join(dir, "back"), filepath.Join(dir, "mnt")
-	for _, d := range []string{back, mnt} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			b.Fatal(err)
-		}
-	}
-	f, err := faultfs.Mount(back, mnt, faultfs.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = f.Unmount() })
+	f, _, mnt := faultfstest.Mount(b)
 	def := DefaultConfig()
 	return f, NewMount(MountConfig{Path: mnt}, "bench", def.Timeout, def.SlowThreshold)
 }
@@ -67,9 +55,13 @@ func BenchmarkDetection(b *testing.B) {
 	for _, tc := range cases {
 		var ds []time.Duration
 		for range b.N {
-			f, m := benchMount(b)
-			p := &Prober{cfg: DefaultConfig(), log: slog.New(slog.DiscardHandler), latest: map[string]Result{}, updates: make(chan []Result, 1), mounts: []*Mount{m}}
-			p.initMetrics()
+			f, _, mnt := faultfstest.Mount(b)
+			cfg := DefaultConfig()
+			cfg.Mounts = []MountConfig{{Path: mnt}}
+			p, err := New(cfg, "bench", slog.New(slog.DiscardHandler), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan struct{})
 			go func() { p.Run(ctx); close(done) }()

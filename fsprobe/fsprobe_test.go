@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/roost-mail/roost/faultfs"
+	"github.com/roost-mail/roost/faultfs/faultfstest"
 )
 
 const (
@@ -20,21 +21,7 @@ const (
 // mountFault mounts a faultfs for one test and returns it with a prober.
 func mountFault(t *testing.T) (*faultfs.FS, *Mount, string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("fsprobe tests need root to mount FUSE (make test runs as root)")
-	}
-	dir := t.TempDir()
-	back, mnt := filepath.Join(dir, "back"), filepath.Join(dir, "mnt")
-	for _, d := range []string{back, mnt} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f, err := faultfs.Mount(back, mnt, faultfs.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = f.Unmount() })
+	f, back, mnt := faultfstest.Mount(t)
 	return f, NewMount(MountConfig{Path: mnt, FSType: "fuse.faultfs"}, "node1", testTimeout, testSlow), back
 }
 

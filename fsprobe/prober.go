@@ -34,21 +34,6 @@ func New(cfg Config, node string, log *slog.Logger, reg prometheus.Registerer) (
 		return nil, err
 	}
 	p := &Prober{cfg: cfg, log: log, latest: map[string]Result{}, updates: make(chan []Result, 1)}
-	p.initMetrics()
-	if reg != nil {
-		for _, c := range []prometheus.Collector{p.opSeconds, p.class, p.rounds, p.waiting, p.stuck} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("registering fsprobe metrics: %w", err)
-			}
-		}
-	}
-	for _, mc := range cfg.Mounts {
-		p.mounts = append(p.mounts, NewMount(mc, node, cfg.Timeout, cfg.SlowThreshold))
-	}
-	return p, nil
-}
-
-func (p *Prober) initMetrics() {
 	p.opSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "roost_fsprobe_op_duration_seconds",
 		Help:    "Latency of each filesystem operation of a probe round (op=round for the whole round).",
@@ -66,6 +51,17 @@ func (p *Prober) initMetrics() {
 	p.stuck = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "roost_fsprobe_stuck_calls", Help: "1 while a probe syscall has been blocked past the timeout.",
 	}, []string{"mount"})
+	if reg != nil {
+		for _, c := range []prometheus.Collector{p.opSeconds, p.class, p.rounds, p.waiting, p.stuck} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("registering fsprobe metrics: %w", err)
+			}
+		}
+	}
+	for _, mc := range cfg.Mounts {
+		p.mounts = append(p.mounts, NewMount(mc, node, cfg.Timeout, cfg.SlowThreshold))
+	}
+	return p, nil
 }
 
 // Run probes until ctx ends. A worker stuck in a syscall is left behind

@@ -10,6 +10,7 @@ import (
 	"github.com/roost-mail/roost/agent"
 	"github.com/roost-mail/roost/agent/agenttest"
 	"github.com/roost-mail/roost/faultfs"
+	"github.com/roost-mail/roost/faultfs/faultfstest"
 	"github.com/roost-mail/roost/fsprobe"
 	"github.com/roost-mail/roost/health"
 	"github.com/roost-mail/roost/tests/dovecotlab"
@@ -19,22 +20,9 @@ import (
 // through gossip: a hung mount makes it critical at once, a dead Dovecot
 // after fall rounds, and it recovers after rise rounds.
 func TestNodeHealthIsGossiped(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("needs root to mount FUSE (make test runs as root)")
-	}
 	d := dovecotlab.Start(t, "agenthealth")
+	fs, _, mnt := faultfstest.Mount(t)
 	dir := t.TempDir()
-	back, mnt := filepath.Join(dir, "back"), filepath.Join(dir, "mnt")
-	for _, p := range []string{back, mnt} {
-		if err := os.Mkdir(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	fs, err := faultfs.Mount(back, mnt, faultfs.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = fs.Unmount() })
 	pwFile := filepath.Join(dir, "probe.pw")
 	if err := os.WriteFile(pwFile, []byte(d.Pass+"\n"), 0o600); err != nil {
 		t.Fatal(err)

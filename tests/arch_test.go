@@ -16,22 +16,23 @@ const module = "github.com/roost-mail/roost"
 // The stages are leaves that reach each other only through interfaces the
 // consumer declares; only agent wires several together (DESIGN.md).
 var allowed = map[string][]string{
-	"version":         {},
-	"certs":           {},
-	"api":             {},
-	"gossip":          {},
-	"faultfs":         {},
-	"fsprobe":         {"faultfs"}, // its tests mount faultfs
-	"health":          {"certs"},   // its tests make certificates
-	"routing":         {},
-	"dovecot":         {},
-	"failover":        {"certs"},
-	"agent":           {"api", "certs", "failover", "gossip", "version", "fsprobe", "health", "routing", "dovecot"},
-	"agent/agenttest": {"agent", "api", "certs"},
-	"cmd/roostd":      {"agent", "certs", "fsprobe", "health", "version"},
-	"cmd/nodectl":     {"api", "certs", "version"},
-	"cmd/faultfs":     {"faultfs", "version"},
-	"tests":           {"*"},
+	"version":             {},
+	"certs":               {},
+	"api":                 {},
+	"gossip":              {},
+	"faultfs":             {},
+	"faultfs/faultfstest": {"faultfs"},
+	"fsprobe":             {"faultfs", "faultfs/faultfstest"}, // its tests mount faultfs
+	"health":              {"certs"},                          // its tests make certificates
+	"routing":             {},
+	"dovecot":             {},
+	"failover":            {"certs"},
+	"agent":               {"api", "certs", "failover", "gossip", "version", "fsprobe", "health", "routing", "dovecot"},
+	"agent/agenttest":     {"agent", "api", "certs"},
+	"cmd/roostd":          {"agent", "certs", "fsprobe", "health", "version"},
+	"cmd/nodectl":         {"api", "certs", "version"},
+	"cmd/faultfs":         {"faultfs", "version"},
+	"tests":               {"*"},
 }
 
 // owners: third-party packages that only one of our packages may import.

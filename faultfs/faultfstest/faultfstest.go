@@ -1,0 +1,35 @@
+// Package faultfstest mounts a faultfs for a test, as httptest starts a
+// server: a backing directory and a mountpoint in a temporary directory,
+// unmounted when the test ends.
+package faultfstest
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/roost-mail/roost/faultfs"
+)
+
+// Mount mounts a fresh faultfs and returns it with its backing directory
+// and mountpoint. It fails the test when it cannot mount (FUSE needs
+// root: make test runs as root).
+func Mount(tb testing.TB) (fs *faultfs.FS, backing, mountpoint string) {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Fatal("mounting FUSE needs root (make test runs as root)")
+	}
+	dir := tb.TempDir()
+	backing, mountpoint = filepath.Join(dir, "back"), filepath.Join(dir, "mnt")
+	for _, d := range []string{backing, mountpoint} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	fs, err := faultfs.Mount(backing, mountpoint, faultfs.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = fs.Unmount() })
+	return fs, backing, mountpoint
+}
