@@ -9,19 +9,19 @@ import (
 	"regexp"
 	"strings"
 	"time"
-
-	_ "modernc.org/sqlite" // the embedded driver
 )
 
 // Config is the routing part of the agent's configuration: where the
 // users table is and what its columns are called. The table is the
 // operator's; Roost changes only the host column, and only under its fence.
 type Config struct {
-	// Driver is sqlite (embedded, one host and the demo); postgres and
-	// mysql follow.
+	// Driver is sqlite (embedded: one host and the demo), postgres or
+	// mysql (MySQL and MariaDB).
 	Driver string `yaml:"driver"`
-	// DSNFile holds the data source name (for sqlite, the database path),
-	// so a password never sits in this file.
+	// DSNFile holds the data source name, so a password never sits in
+	// this file: for sqlite the database path, for postgres a libpq
+	// connection string or URL, for mysql go-sql-driver's
+	// user:password@tcp(host:3306)/mail.
 	DSNFile string `yaml:"dsn_file"`
 	// Table, UserColumn and HostColumn name the passdb's users table, its
 	// user name column and its proxy_host column.
@@ -43,12 +43,8 @@ var ident = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
 // Validate reports the first problem, naming the key (relative to the
 // routing section) and its value.
 func (c Config) Validate() error {
-	switch c.Driver {
-	case "sqlite":
-	case "postgres", "mysql":
-		return fmt.Errorf("driver %q: not in this version yet; sqlite is", c.Driver)
-	default:
-		return fmt.Errorf("driver %q: want sqlite", c.Driver)
+	if _, ok := dialects[c.Driver]; !ok {
+		return fmt.Errorf("driver %q: want sqlite, postgres or mysql", c.Driver)
 	}
 	if c.DSNFile == "" {
 		return errors.New("dsn_file is empty")
@@ -77,13 +73,19 @@ var (
 // methods are safe for concurrent use; they block on the database.
 type Store struct {
 	cfg Config
+	d   *dialect
 	db  *sql.DB
-	q   queries
+	// table, user and host are the operator's names, quoted.
+	table, user, host string
 }
 
-type queries struct {
-	usersOn, count, lookup, move string
-}
+// batchSize bounds the users per statement: placeholders stay far below
+// every driver's limit (SQLite 32766, PostgreSQL and MySQL 65535).
+const batchSize = 1000
+
+// testHookBeforeCommit, when set, runs after a batch is written and
+// before it commits: tests kill the writer there.
+var testHookBeforeCommit func()
 
 // Open connects, and creates or migrates Roost's own tables.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
@@ -94,13 +96,18 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("routing dsn_file: %w", err)
 	}
-	dsn := strings.TrimSpace(string(b))
-	db, err := sql.Open("sqlite", dsn+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_txlock=immediate")
+	d := dialects[cfg.Driver]
+	dsn, err := d.dsn(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, fmt.Errorf("routing dsn_file %s: not a %s data source name: %w", cfg.DSNFile, cfg.Driver, err)
+	}
+	db, err := sql.Open(d.sqlDriver, dsn)
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{cfg: cfg, db: db}
-	s.q = s.buildQueries()
+	db.SetMaxOpenConns(8)
+	db.SetConnMaxIdleTime(time.Minute)
+	s := &Store{cfg: cfg, d: &d, db: db, table: d.quote(cfg.Table), user: d.quote(cfg.UserColumn), host: d.quote(cfg.HostColumn)}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -111,52 +118,64 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
-func quote(id string) string { return `"` + id + `"` }
-
-func (s *Store) where() string {
+func (s *Store) filter() string {
 	if s.cfg.Filter == "" {
 		return ""
 	}
 	return " AND (" + s.cfg.Filter + ")"
 }
 
-func (s *Store) buildQueries() queries {
-	t, u, h := quote(s.cfg.Table), quote(s.cfg.UserColumn), quote(s.cfg.HostColumn)
-	return queries{
-		usersOn: fmt.Sprintf(`SELECT %s FROM %s WHERE %s = ?%s ORDER BY %s`, u, t, h, s.where(), u),
-		count:   fmt.Sprintf(`SELECT %s, COUNT(*) FROM %s WHERE 1=1%s GROUP BY %s`, h, t, s.where(), h),
-		lookup:  fmt.Sprintf(`SELECT %s FROM %s WHERE %s = ?%s`, h, t, u, s.where()),
-		move:    fmt.Sprintf(`UPDATE %s SET %s = ? WHERE %s = ? AND %s = ?%s`, t, h, u, h, s.where()),
-	}
-}
-
 // schemaVersion is the version of Roost's own tables.
 const schemaVersion = 1
 
-var migrations = []string{
-	`CREATE TABLE IF NOT EXISTS roost_schema (version INTEGER NOT NULL)`,
-	`CREATE TABLE IF NOT EXISTS roost_fence (id INTEGER PRIMARY KEY CHECK (id = 1), term BIGINT NOT NULL, leader TEXT NOT NULL, updated TIMESTAMP NOT NULL)`,
-	`CREATE TABLE IF NOT EXISTS roost_journal (id INTEGER PRIMARY KEY AUTOINCREMENT, username TEXT NOT NULL, from_host TEXT NOT NULL,
-		to_host TEXT NOT NULL, home TEXT NOT NULL, reason TEXT NOT NULL, plan TEXT NOT NULL, term BIGINT NOT NULL, at TIMESTAMP NOT NULL)`,
-	`CREATE INDEX IF NOT EXISTS roost_journal_user ON roost_journal (username, id)`,
-	`INSERT INTO roost_fence (id, term, leader, updated) SELECT 1, 0, '', CURRENT_TIMESTAMP WHERE NOT EXISTS (SELECT 1 FROM roost_fence)`,
+// conn is what *sql.Conn and *sql.Tx share.
+type conn interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
 func (s *Store) migrate(ctx context.Context) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+	c, err := s.db.Conn(ctx)
 	if err != nil {
+		return fmt.Errorf("connecting to the routing database: %w", err)
+	}
+	defer c.Close()
+	var x conn = c
+	if s.d.lock != "" {
+		if _, err := c.ExecContext(ctx, s.d.lock); err != nil {
+			return fmt.Errorf("migrating routing tables: %w", err)
+		}
+		defer c.ExecContext(context.Background(), s.d.unlock)
+	} else {
+		tx, err := c.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("migrating routing tables: %w", err)
+		}
+		defer tx.Rollback()
+		x = tx
+		defer tx.Commit()
+	}
+	for _, m := range s.d.ddl {
+		if _, err := x.ExecContext(ctx, m); err != nil {
+			return fmt.Errorf("migrating routing tables: %w", err)
+		}
+	}
+	var n int
+	if err := x.QueryRowContext(ctx, `SELECT COUNT(*) FROM roost_fence`).Scan(&n); err != nil {
 		return fmt.Errorf("migrating routing tables: %w", err)
 	}
-	defer tx.Rollback()
-	for _, m := range migrations {
-		if _, err := tx.ExecContext(ctx, m); err != nil {
+	if n == 0 {
+		q := s.d.query(`INSERT INTO roost_fence (id, term, leader, updated) VALUES (1, 0, '', `).arg(time.Now().UTC()).w(`)`)
+		if _, err := x.ExecContext(ctx, q.String(), q.args...); err != nil {
 			return fmt.Errorf("migrating routing tables: %w", err)
 		}
 	}
 	var v int
-	switch err := tx.QueryRowContext(ctx, `SELECT version FROM roost_schema`).Scan(&v); {
+	switch err := x.QueryRowContext(ctx, `SELECT version FROM roost_schema`).Scan(&v); {
 	case errors.Is(err, sql.ErrNoRows):
-		if _, err := tx.ExecContext(ctx, `INSERT INTO roost_schema (version) VALUES (?)`, schemaVersion); err != nil {
+		q := s.d.query(`INSERT INTO roost_schema (version) VALUES (`).arg(schemaVersion).w(`)`)
+		if _, err := x.ExecContext(ctx, q.String(), q.args...); err != nil {
 			return err
 		}
 	case err != nil:
@@ -164,17 +183,19 @@ func (s *Store) migrate(ctx context.Context) error {
 	case v > schemaVersion:
 		return fmt.Errorf("routing tables are at schema version %d, newer than this roostd's %d: upgrade roostd", v, schemaVersion)
 	}
-	rows, err := tx.QueryContext(ctx, s.q.lookup, "")
+	q := s.lookup("")
+	rows, err := x.QueryContext(ctx, q.String(), q.args...)
 	if err != nil {
 		return fmt.Errorf("reading the users table (routing.table, user_column, host_column, filter): %w", err)
 	}
-	rows.Close()
-	return tx.Commit()
+	return rows.Close()
 }
 
-// UsersOn calls fn with each user whose host is host, in name order.
+// UsersOn calls fn with each user whose host is host, in name order,
+// streaming the rows.
 func (s *Store) UsersOn(ctx context.Context, host string, fn func(user string) error) error {
-	rows, err := s.db.QueryContext(ctx, s.q.usersOn, host)
+	q := s.d.query(`SELECT `, s.user, ` FROM `, s.table, ` WHERE `, s.host, ` = `).arg(host).w(s.filter(), ` ORDER BY `, s.user)
+	rows, err := s.db.QueryContext(ctx, q.String(), q.args...)
 	if err != nil {
 		return fmt.Errorf("listing users on %s: %w", host, err)
 	}
@@ -193,7 +214,8 @@ func (s *Store) UsersOn(ctx context.Context, host string, fn func(user string) e
 
 // Counts returns the number of users per host.
 func (s *Store) Counts(ctx context.Context) (map[string]int, error) {
-	rows, err := s.db.QueryContext(ctx, s.q.count)
+	q := s.d.query(`SELECT `, s.host, `, COUNT(*) FROM `, s.table, ` WHERE 1=1`, s.filter(), ` GROUP BY `, s.host)
+	rows, err := s.db.QueryContext(ctx, q.String())
 	if err != nil {
 		return nil, fmt.Errorf("counting users per host: %w", err)
 	}
@@ -210,10 +232,15 @@ func (s *Store) Counts(ctx context.Context) (map[string]int, error) {
 	return out, rows.Err()
 }
 
+func (s *Store) lookup(user string) *query {
+	return s.d.query(`SELECT `, s.host, ` FROM `, s.table, ` WHERE `, s.user, ` = `).arg(user).w(s.filter())
+}
+
 // Lookup returns a user's host.
 func (s *Store) Lookup(ctx context.Context, user string) (string, error) {
 	var h sql.NullString
-	err := s.db.QueryRowContext(ctx, s.q.lookup, user).Scan(&h)
+	q := s.lookup(user)
+	err := s.db.QueryRowContext(ctx, q.String(), q.args...).Scan(&h)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", ErrNoUser
 	}
@@ -226,16 +253,25 @@ type Fence struct {
 	Leader string
 }
 
+// CurrentFence returns the stored fence: the newest writer.
+func (s *Store) CurrentFence(ctx context.Context) (Fence, time.Time, error) {
+	var f Fence
+	var at time.Time
+	err := s.db.QueryRowContext(ctx, `SELECT term, leader, updated FROM roost_fence WHERE id = 1`).Scan(&f.Term, &f.Leader, &at)
+	return f, at, err
+}
+
 // Move is one user's move from one host to another.
 type Move struct {
 	User, From, To string
 }
 
 // MoveBatch moves a batch in one transaction: it first advances the fence
-// (and fails with ErrFenced, writing nothing, when a newer term has
-// written), then updates each user only if it is still on From, and
-// journals each row that changed. Running the same batch again changes
-// nothing. It returns how many users moved.
+// (and fails with ErrFenced, writing nothing, when a newer term, or
+// another leader of the same term, has written), then updates each user
+// only if it is still on From, and journals each row that changed.
+// Running the same batch again changes nothing. It returns how many users
+// moved.
 func (s *Store) MoveBatch(ctx context.Context, f Fence, plan, reason string, moves []Move) (int, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -243,48 +279,135 @@ func (s *Store) MoveBatch(ctx context.Context, f Fence, plan, reason string, mov
 	}
 	defer tx.Rollback()
 	now := time.Now().UTC()
-	res, err := tx.ExecContext(ctx, `UPDATE roost_fence SET term = ?, leader = ?, updated = ? WHERE id = 1 AND term <= ?`, f.Term, f.Leader, now, f.Term)
+	term := int64(f.Term)
+	q := s.d.query(`UPDATE roost_fence SET term = `).arg(term).w(`, leader = `).arg(f.Leader).w(`, updated = `).arg(now).
+		w(` WHERE id = 1 AND (term < `).arg(term).w(` OR (term = `).arg(term).w(` AND leader = `).arg(f.Leader).w(`))`)
+	res, err := tx.ExecContext(ctx, q.String(), q.args...)
 	if err != nil {
 		return 0, fmt.Errorf("advancing the fence: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n != 1 {
-		var term uint64
-		var leader string
-		_ = tx.QueryRowContext(ctx, `SELECT term, leader FROM roost_fence WHERE id = 1`).Scan(&term, &leader)
-		return 0, fmt.Errorf("%w (stored term %d by %s, ours %d by %s)", ErrFenced, term, leader, f.Term, f.Leader)
+		var stored Fence
+		_ = tx.QueryRowContext(ctx, `SELECT term, leader FROM roost_fence WHERE id = 1`).Scan(&stored.Term, &stored.Leader)
+		return 0, fmt.Errorf("%w (stored term %d by %s, ours %d by %s)", ErrFenced, stored.Term, stored.Leader, f.Term, f.Leader)
 	}
-	update, err := tx.PrepareContext(ctx, s.q.move)
-	if err != nil {
-		return 0, err
-	}
-	defer update.Close()
-	moved := 0
+	// One UPDATE per source host and chunk: a batch has one source host in
+	// a failover or drain, several in a failback.
+	bySource := map[string][]Move{}
+	var sources []string
 	for _, m := range moves {
-		res, err := update.ExecContext(ctx, m.To, m.User, m.From)
-		if err != nil {
-			return 0, fmt.Errorf("moving %q: %w", m.User, err)
+		if m.To == m.From {
+			continue
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			continue // already moved, or moved by hand meanwhile: leave it
+		if _, ok := bySource[m.From]; !ok {
+			sources = append(sources, m.From)
 		}
-		home := m.From
-		var prev string
-		switch err := tx.QueryRowContext(ctx, `SELECT home FROM roost_journal WHERE username = ? ORDER BY id DESC LIMIT 1`, m.User).Scan(&prev); {
-		case err == nil:
-			home = prev
-		case !errors.Is(err, sql.ErrNoRows):
-			return 0, err
+		bySource[m.From] = append(bySource[m.From], m)
+	}
+	moved := 0
+	for _, from := range sources {
+		ms := bySource[from]
+		for i := 0; i < len(ms); i += batchSize {
+			n, err := s.moveChunk(ctx, tx, f, plan, reason, now, from, ms[i:min(i+batchSize, len(ms))])
+			if err != nil {
+				return 0, err
+			}
+			moved += n
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO roost_journal (username, from_host, to_host, home, reason, plan, term, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			m.User, m.From, m.To, home, reason, plan, f.Term, now); err != nil {
-			return 0, fmt.Errorf("journaling %q: %w", m.User, err)
-		}
-		moved++
+	}
+	if testHookBeforeCommit != nil {
+		testHookBeforeCommit()
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("committing routing batch: %w", err)
 	}
 	return moved, nil
+}
+
+// moveChunk moves users that all come from one host: it locks their rows,
+// keeps those still on from, rewrites them in one UPDATE and journals
+// them in one INSERT.
+func (s *Store) moveChunk(ctx context.Context, tx *sql.Tx, f Fence, plan, reason string, now time.Time, from string, ms []Move) (int, error) {
+	names := make([]string, len(ms))
+	for i, m := range ms {
+		names[i] = m.User
+	}
+	q := s.d.query(`SELECT `, s.user, `, `, s.host, ` FROM `, s.table, ` WHERE `, s.user, ` IN (SELECT roost_u FROM `)
+	s.d.rows(q, []string{"roost_u"}, [][]string{names})
+	q.w(`)`, s.filter(), s.d.forUpdate)
+	current := map[string]string{}
+	if err := s.each(ctx, tx, q, func(u, h string) { current[u] = h }); err != nil {
+		return 0, fmt.Errorf("reading users on %s: %w", from, err)
+	}
+	names = names[:0]
+	var tos []string
+	for _, m := range ms {
+		if h, ok := current[m.User]; ok && h == from {
+			names, tos = append(names, m.User), append(tos, m.To)
+			delete(current, m.User) // a user listed twice moves once
+		}
+	}
+	if len(names) == 0 {
+		return 0, nil // already moved, or moved by hand meanwhile: leave them
+	}
+	// The rows are locked; the UPDATE still checks the host, so a move
+	// never lands on a user that is no longer on from.
+	q = s.d.query(`UPDATE `, s.table)
+	if s.d.updateJoin {
+		q.w(` JOIN `)
+		s.d.rows(q, []string{"roost_u", "roost_to"}, [][]string{names, tos})
+		q.w(` ON `, s.table, `.`, s.user, ` = roost_v.roost_u SET `, s.table, `.`, s.host, ` = roost_v.roost_to`)
+	} else {
+		q.w(` SET `, s.host, ` = roost_v.roost_to FROM `)
+		s.d.rows(q, []string{"roost_u", "roost_to"}, [][]string{names, tos})
+	}
+	q.w(` WHERE `, s.table, `.`, s.user, ` = roost_v.roost_u AND `, s.table, `.`, s.host, ` = `).arg(from).w(s.filter())
+	res, err := tx.ExecContext(ctx, q.String(), q.args...)
+	if err != nil {
+		return 0, fmt.Errorf("moving users off %s: %w", from, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || int(n) != len(names) {
+		return 0, fmt.Errorf("moving users off %s: %d rows changed of %d locked (%v); nothing written", from, n, len(names), err)
+	}
+	// A user's home is where they lived before Roost first moved them.
+	homes := map[string]string{}
+	q = s.d.query(`SELECT username, home FROM roost_journal WHERE username IN (SELECT roost_u FROM `)
+	s.d.rows(q, []string{"roost_u"}, [][]string{names})
+	q.w(`) ORDER BY id`)
+	if err := s.each(ctx, tx, q, func(u, h string) { homes[u] = h }); err != nil {
+		return 0, fmt.Errorf("reading the journal: %w", err)
+	}
+	home := make([]string, len(names))
+	for i, u := range names {
+		if home[i] = homes[u]; home[i] == "" {
+			home[i] = from
+		}
+	}
+	q = s.d.query(`INSERT INTO roost_journal (username, from_host, to_host, home, reason, plan, term, at) SELECT roost_u, `).argAs(from, "text").
+		w(`, roost_to, roost_home, `).argAs(reason, "text").w(`, `).argAs(plan, "text").w(`, `).argAs(int64(f.Term), "bigint").w(`, `).argAs(now, "timestamptz").w(` FROM `)
+	s.d.rows(q, []string{"roost_u", "roost_to", "roost_home"}, [][]string{names, tos, home})
+	if _, err := tx.ExecContext(ctx, q.String(), q.args...); err != nil {
+		return 0, fmt.Errorf("journaling moves off %s: %w", from, err)
+	}
+	return len(names), nil
+}
+
+// each runs a two-column string query, calling fn per row.
+func (s *Store) each(ctx context.Context, c conn, q *query, fn func(a, b string)) error {
+	rows, err := c.QueryContext(ctx, q.String(), q.args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var a string
+		var b sql.NullString
+		if err := rows.Scan(&a, &b); err != nil {
+			return err
+		}
+		fn(a, b.String)
+	}
+	return rows.Err()
 }
 
 // Entry is one journaled move.
@@ -296,7 +419,8 @@ type Entry struct {
 
 // Journal returns a user's moves, oldest first.
 func (s *Store) Journal(ctx context.Context, user string) ([]Entry, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT username, from_host, to_host, home, reason, plan, term, at FROM roost_journal WHERE username = ? ORDER BY id`, user)
+	q := s.d.query(`SELECT username, from_host, to_host, home, reason, plan, term, at FROM roost_journal WHERE username = `).arg(user).w(` ORDER BY id`)
+	rows, err := s.db.QueryContext(ctx, q.String(), q.args...)
 	if err != nil {
 		return nil, err
 	}
@@ -316,22 +440,17 @@ func (s *Store) Journal(ctx context.Context, user string) ([]Entry, error) {
 // Roost first moved them) is host and who lives elsewhere now: the users a
 // failback brings back.
 func (s *Store) HomedOn(ctx context.Context, host string, fn func(user, now string) error) error {
-	q := fmt.Sprintf(`SELECT j.username, u.%[1]s FROM roost_journal j JOIN %[2]s u ON u.%[3]s = j.username
-		WHERE j.id = (SELECT MAX(id) FROM roost_journal WHERE username = j.username) AND j.home = ? AND u.%[1]s <> ? ORDER BY j.username`,
-		quote(s.cfg.HostColumn), quote(s.cfg.Table), quote(s.cfg.UserColumn))
-	rows, err := s.db.QueryContext(ctx, q, host, host)
-	if err != nil {
+	q := s.d.query(`SELECT j.username, u.`, s.host, ` FROM roost_journal j JOIN `, s.table, ` u ON u.`, s.user, ` = j.username
+		WHERE j.home = `).arg(host).w(` AND j.id = (SELECT MAX(j2.id) FROM roost_journal j2 WHERE j2.username = j.username) AND u.`, s.host, ` <> `).arg(host).
+		w(s.filter(), ` ORDER BY j.username`)
+	var users, hosts []string
+	if err := s.each(ctx, s.db, q, func(u, h string) { users, hosts = append(users, u), append(hosts, h) }); err != nil {
 		return fmt.Errorf("listing users homed on %s: %w", host, err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var u, h string
-		if err := rows.Scan(&u, &h); err != nil {
-			return err
-		}
-		if err := fn(u, h); err != nil {
+	for i, u := range users {
+		if err := fn(u, hosts[i]); err != nil {
 			return err
 		}
 	}
-	return rows.Err()
+	return nil
 }

@@ -1,65 +1,81 @@
 package routing
 
 import (
+	"bufio"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/roost-mail/roost/routing/routingtest"
 )
+
+func TestMain(m *testing.M) {
+	if os.Getenv(killMeEnv) != "" {
+		os.Exit(moveAndHang())
+	}
+	os.Exit(routingtest.Main(m))
+}
 
 // odd user names: quotes, backslashes, unicode, SQL, 255 bytes.
 var oddUsers = []string{
-	`o'brien@example.com`, `back\slash@example.com`, `"quoted"@example.com`,
+	`o'brien@example.com`, `back\slash@example.com`, `"quoted"@example.com`, "`tick`@example.com",
 	"jürgen.müller@exämple.de", "用户@例子.中国", `x'; DROP TABLE users; --`,
 	strings.Repeat("a", 243) + "@example.com",
 }
 
-func newStore(t *testing.T, n int) (*Store, *sql.DB) {
+// forEachDriver runs the test on SQLite, PostgreSQL and MariaDB.
+func forEachDriver(t *testing.T, fn func(t *testing.T, driver string)) {
+	for _, d := range routingtest.Drivers {
+		t.Run(d, func(t *testing.T) { fn(t, d) })
+	}
+}
+
+// newStore makes users(username, password, proxy_host, active) with n
+// users spread over 10.0.0.1–5 plus the odd users on 10.0.0.1, and opens
+// a Store on it.
+func newStore(t testing.TB, driver string, n int) (*Store, *routingtest.DB) {
 	t.Helper()
-	dir := t.TempDir()
-	dbPath := filepath.Join(dir, "mail.db")
-	db, err := sql.Open("sqlite", dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := db.Exec(`CREATE TABLE users (username TEXT PRIMARY KEY, password TEXT, proxy_host TEXT, active INTEGER DEFAULT 1)`); err != nil {
-		t.Fatal(err)
-	}
-	tx, _ := db.Begin()
-	for i := range n {
-		if _, err := tx.Exec(`INSERT INTO users (username, proxy_host) VALUES (?, ?)`, fmt.Sprintf("user%05d", i), fmt.Sprintf("10.0.0.%d", i%5+1)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	db := routingtest.Open(t, driver)
+	db.CreateUsers(t, n, 5)
 	for _, u := range oddUsers {
-		if _, err := tx.Exec(`INSERT INTO users (username, proxy_host) VALUES (?, '10.0.0.1')`, u); err != nil {
-			t.Fatal(err)
-		}
+		db.Exec(t, `INSERT INTO users (username, proxy_host) VALUES (?, '10.0.0.1')`, u)
 	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
-	dsn := filepath.Join(dir, "dsn")
-	if err := os.WriteFile(dsn, []byte(dbPath+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	return openStore(t, db, ""), db
+}
+
+func openStore(t testing.TB, db *routingtest.DB, filter string) *Store {
+	t.Helper()
 	cfg := DefaultConfig()
-	cfg.DSNFile = dsn
+	cfg.Driver, cfg.Filter = db.Driver, filter
+	cfg.DSNFile = filepath.Join(t.TempDir(), "dsn")
+	if err := os.WriteFile(cfg.DSNFile, []byte(db.DSN+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	s, err := Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return s, db
+	return s
 }
 
-func movesOff(t *testing.T, s *Store, from string, to []Target) []Move {
+func count(t testing.TB, db *routingtest.DB, q string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := db.Admin.QueryRow(db.Rebind(q), args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return n
+}
+
+func movesOff(t testing.TB, s *Store, from string, to []Target) []Move {
 	t.Helper()
 	var moves []Move
 	err := s.UsersOn(context.Background(), from, func(u string) error {
@@ -73,170 +89,208 @@ func movesOff(t *testing.T, s *Store, from string, to []Target) []Move {
 	return moves
 }
 
+var fourTargets = []Target{{Node: "n2", Host: "10.0.0.2", Weight: 1}, {Node: "n3", Host: "10.0.0.3", Weight: 1}, {Node: "n4", Host: "10.0.0.4", Weight: 1}, {Node: "n5", Host: "10.0.0.5", Weight: 1}}
+
+// checkJournalMatchesTable: every journaled user's last move ends where
+// the table says it is, and each moved user was journaled exactly once.
+func checkJournalMatchesTable(t *testing.T, db *routingtest.DB, moved int) {
+	t.Helper()
+	if n := count(t, db, `SELECT COUNT(*) FROM roost_journal`); n != moved {
+		t.Errorf("journal has %d rows, %d users moved", n, moved)
+	}
+	if n := count(t, db, `SELECT COUNT(DISTINCT username) FROM roost_journal`); n != moved {
+		t.Errorf("journal names %d users, %d moved", n, moved)
+	}
+	if n := count(t, db, `SELECT COUNT(*) FROM roost_journal j JOIN users u ON u.username = j.username WHERE u.proxy_host <> j.to_host`); n != 0 {
+		t.Errorf("%d journal rows disagree with the table", n)
+	}
+}
+
 func TestMoveOneHostsUsersBalancedAndJournaled(t *testing.T) {
-	ctx := context.Background()
-	s, _ := newStore(t, 50000)
-	before, err := s.Counts(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	to := []Target{{Node: "n2", Host: "10.0.0.2", Weight: 1}, {Node: "n3", Host: "10.0.0.3", Weight: 1}, {Node: "n4", Host: "10.0.0.4", Weight: 1}, {Node: "n5", Host: "10.0.0.5", Weight: 1}}
-	moves := movesOff(t, s, "10.0.0.1", to)
-	if len(moves) != before["10.0.0.1"] {
-		t.Fatalf("listed %d users on the host, counted %d", len(moves), before["10.0.0.1"])
-	}
-	total := 0
-	for i := 0; i < len(moves); i += 500 {
-		n, err := s.MoveBatch(ctx, Fence{Term: 3, Leader: "n2"}, "plan-1", "node failed", moves[i:min(i+500, len(moves))])
+	forEachDriver(t, func(t *testing.T, driver string) {
+		ctx := context.Background()
+		s, db := newStore(t, driver, 50000)
+		before, err := s.Counts(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		total += n
-	}
-	if total != len(moves) {
-		t.Fatalf("moved %d of %d", total, len(moves))
-	}
-	after, _ := s.Counts(ctx)
-	if after["10.0.0.1"] != 0 {
-		t.Fatalf("%d users left on the failed host", after["10.0.0.1"])
-	}
-	gained := map[string]int{}
-	for _, m := range moves {
-		gained[m.To]++
-	}
-	mean := float64(len(moves)) / 4
-	for h, g := range gained {
-		if d := float64(g) - mean; d > 0.05*mean || d < -0.05*mean {
-			t.Errorf("%s gained %d, over 5%% from the mean %.0f", h, g, mean)
+		moves := movesOff(t, s, "10.0.0.1", fourTargets)
+		if len(moves) != before["10.0.0.1"] || len(moves) != 10000+len(oddUsers) {
+			t.Fatalf("listed %d users on the host, counted %d", len(moves), before["10.0.0.1"])
 		}
-	}
-	// Each moved user: journaled once, matching the table.
-	for _, m := range moves[:200] {
-		j, err := s.Journal(ctx, m.User)
-		if err != nil || len(j) != 1 || j[0].From != m.From || j[0].To != m.To || j[0].Home != m.From || j[0].Term != 3 || j[0].Plan != "plan-1" {
-			t.Fatalf("journal of %q: %+v %v", m.User, j, err)
+		total := 0
+		for i := 0; i < len(moves); i += 2000 {
+			n, err := s.MoveBatch(ctx, Fence{Term: 3, Leader: "n2"}, "plan-1", "node failed", moves[i:min(i+2000, len(moves))])
+			if err != nil {
+				t.Fatal(err)
+			}
+			total += n
 		}
-		if h, _ := s.Lookup(ctx, m.User); h != m.To {
-			t.Fatalf("%q is on %s, journal says %s", m.User, h, m.To)
+		if total != len(moves) {
+			t.Fatalf("moved %d of %d", total, len(moves))
 		}
-	}
-	// Running the same batch again changes nothing.
-	if n, err := s.MoveBatch(ctx, Fence{Term: 3, Leader: "n2"}, "plan-1", "node failed", moves); err != nil || n != 0 {
-		t.Fatalf("re-run moved %d (%v), want 0", n, err)
-	}
+		after, _ := s.Counts(ctx)
+		if after["10.0.0.1"] != 0 {
+			t.Fatalf("%d users left on the failed host", after["10.0.0.1"])
+		}
+		mean := float64(len(moves)) / 4
+		for _, tg := range fourTargets {
+			g := after[tg.Host] - before[tg.Host]
+			if d := float64(g) - mean; d > 0.05*mean || d < -0.05*mean {
+				t.Errorf("%s gained %d, over 5%% from the mean %.0f", tg.Host, g, mean)
+			}
+		}
+		checkJournalMatchesTable(t, db, len(moves))
+		for _, m := range moves[:50] {
+			j, err := s.Journal(ctx, m.User)
+			if err != nil || len(j) != 1 || j[0].From != m.From || j[0].To != m.To || j[0].Home != m.From || j[0].Term != 3 ||
+				j[0].Plan != "plan-1" || j[0].Reason != "node failed" || time.Since(j[0].At) > time.Hour || time.Since(j[0].At) < -time.Hour {
+				t.Fatalf("journal of %q: %+v %v", m.User, j, err)
+			}
+		}
+		// Running the same batch again changes nothing.
+		if n, err := s.MoveBatch(ctx, Fence{Term: 3, Leader: "n2"}, "plan-1", "node failed", moves); err != nil || n != 0 {
+			t.Fatalf("re-run moved %d (%v), want 0", n, err)
+		}
+		checkJournalMatchesTable(t, db, len(moves))
+	})
 }
 
 func TestOddUserNamesMoveLikeAnyOther(t *testing.T) {
-	ctx := context.Background()
-	s, db := newStore(t, 10)
-	var moves []Move
-	for _, u := range oddUsers {
-		moves = append(moves, Move{User: u, From: "10.0.0.1", To: "10.0.0.2"})
-	}
-	n, err := s.MoveBatch(ctx, Fence{Term: 1, Leader: "a"}, "p", "drain", moves)
-	if err != nil || n != len(oddUsers) {
-		t.Fatalf("moved %d of %d: %v", n, len(oddUsers), err)
-	}
-	for _, u := range oddUsers {
-		if h, err := s.Lookup(ctx, u); err != nil || h != "10.0.0.2" {
-			t.Fatalf("%q: %s %v", u, h, err)
+	forEachDriver(t, func(t *testing.T, driver string) {
+		ctx := context.Background()
+		s, db := newStore(t, driver, 10)
+		var moves []Move
+		for _, u := range oddUsers {
+			moves = append(moves, Move{User: u, From: "10.0.0.1", To: "10.0.0.2"})
 		}
-	}
-	var count int
-	if err := db.QueryRow(`SELECT COUNT(*) FROM users`).Scan(&count); err != nil || count != 10+len(oddUsers) {
-		t.Fatalf("the users table has %d rows (%v): the injection did something", count, err)
-	}
-	if _, err := s.Lookup(ctx, "nobody"); !errors.Is(err, ErrNoUser) {
-		t.Fatalf("lookup of a missing user: %v", err)
-	}
+		n, err := s.MoveBatch(ctx, Fence{Term: 1, Leader: "a"}, "p", "drain", moves)
+		if err != nil || n != len(oddUsers) {
+			t.Fatalf("moved %d of %d: %v", n, len(oddUsers), err)
+		}
+		for _, u := range oddUsers {
+			if h, err := s.Lookup(ctx, u); err != nil || h != "10.0.0.2" {
+				t.Fatalf("%q: %s %v", u, h, err)
+			}
+			if j, err := s.Journal(ctx, u); err != nil || len(j) != 1 || j[0].User != u {
+				t.Fatalf("journal of %q: %+v %v", u, j, err)
+			}
+		}
+		if c := count(t, db, `SELECT COUNT(*) FROM users`); c != 10+len(oddUsers) {
+			t.Fatalf("the users table has %d rows: the injection did something", c)
+		}
+		checkJournalMatchesTable(t, db, len(oddUsers))
+		if _, err := s.Lookup(ctx, "nobody"); !errors.Is(err, ErrNoUser) {
+			t.Fatalf("lookup of a missing user: %v", err)
+		}
+	})
 }
 
 func TestStaleTermIsFencedAndWritesNothing(t *testing.T) {
-	ctx := context.Background()
-	s, _ := newStore(t, 100)
-	if _, err := s.MoveBatch(ctx, Fence{Term: 7, Leader: "new"}, "p7", "failover", []Move{{User: "user00000", From: "10.0.0.1", To: "10.0.0.2"}}); err != nil {
-		t.Fatal(err)
-	}
-	// A deposed leader (term 6) tries to move someone: the database refuses.
-	n, err := s.MoveBatch(ctx, Fence{Term: 6, Leader: "old"}, "p6", "failover", []Move{{User: "user00005", From: "10.0.0.1", To: "10.0.0.3"}})
-	if !errors.Is(err, ErrFenced) || n != 0 || !strings.Contains(err.Error(), "stored term 7 by new") {
-		t.Fatalf("stale writer: moved %d, %v; want ErrFenced", n, err)
-	}
-	if h, _ := s.Lookup(ctx, "user00005"); h != "10.0.0.1" {
-		t.Fatalf("the stale writer's move landed: %s", h)
-	}
-	if j, _ := s.Journal(ctx, "user00005"); len(j) != 0 {
-		t.Fatalf("the stale writer journaled: %+v", j)
-	}
+	forEachDriver(t, func(t *testing.T, driver string) {
+		ctx := context.Background()
+		s, db := newStore(t, driver, 100)
+		if _, err := s.MoveBatch(ctx, Fence{Term: 7, Leader: "new"}, "p7", "failover", []Move{{User: "user0000000", From: "10.0.0.1", To: "10.0.0.2"}}); err != nil {
+			t.Fatal(err)
+		}
+		// A deposed leader (term 6) tries to move someone: the database refuses.
+		n, err := s.MoveBatch(ctx, Fence{Term: 6, Leader: "old"}, "p6", "failover", []Move{{User: "user0000005", From: "10.0.0.1", To: "10.0.0.3"}})
+		if !errors.Is(err, ErrFenced) || n != 0 || !strings.Contains(err.Error(), "stored term 7 by new") {
+			t.Fatalf("stale writer: moved %d, %v; want ErrFenced", n, err)
+		}
+		// So does another leader claiming the same term.
+		if _, err := s.MoveBatch(ctx, Fence{Term: 7, Leader: "impostor"}, "p7", "failover", []Move{{User: "user0000005", From: "10.0.0.1", To: "10.0.0.3"}}); !errors.Is(err, ErrFenced) {
+			t.Fatalf("a second leader of term 7 wrote: %v", err)
+		}
+		if h, _ := s.Lookup(ctx, "user0000005"); h != "10.0.0.1" {
+			t.Fatalf("the stale writer's move landed: %s", h)
+		}
+		checkJournalMatchesTable(t, db, 1)
+		if f, _, err := s.CurrentFence(ctx); err != nil || f != (Fence{Term: 7, Leader: "new"}) {
+			t.Fatalf("fence %+v %v", f, err)
+		}
+	})
 }
 
 // Two writers race for the same users: the database lets one term win;
 // every user ends on exactly one host with exactly one journal entry.
 func TestRacingWritersNeverBothWin(t *testing.T) {
-	ctx := context.Background()
-	s, _ := newStore(t, 2000)
-	moves := func(to string) []Move {
-		var ms []Move
-		_ = s.UsersOn(ctx, "10.0.0.1", func(u string) error { ms = append(ms, Move{User: u, From: "10.0.0.1", To: to}); return nil })
-		return ms
-	}
-	a, b := moves("10.0.0.2"), moves("10.0.0.3")
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	for i, w := range []struct {
-		f  Fence
-		ms []Move
-	}{{Fence{Term: 5, Leader: "a"}, a}, {Fence{Term: 4, Leader: "b"}, b}} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, errs[i] = s.MoveBatch(ctx, w.f, "race", "test", w.ms)
-		}()
-	}
-	wg.Wait()
-	if errs[0] != nil {
-		t.Fatalf("the newer term failed: %v", errs[0])
-	}
-	for _, m := range a {
-		j, _ := s.Journal(ctx, m.User)
-		h, _ := s.Lookup(ctx, m.User)
-		if len(j) != 1 || j[0].To != h {
-			t.Fatalf("%s: on %s, journal %+v", m.User, h, j)
+	forEachDriver(t, func(t *testing.T, driver string) {
+		for round := range 3 {
+			ctx := context.Background()
+			s, db := newStore(t, driver, 5000)
+			a := movesOff(t, s, "10.0.0.1", []Target{{Node: "n2", Host: "10.0.0.2", Weight: 1}})
+			b := movesOff(t, s, "10.0.0.1", []Target{{Node: "n3", Host: "10.0.0.3", Weight: 1}})
+			fences := []Fence{{Term: 5, Leader: "a"}, {Term: 4, Leader: "b"}}
+			if round == 2 {
+				fences[1] = Fence{Term: 5, Leader: "b"} // two leaders claim one term
+			}
+			var wg sync.WaitGroup
+			errs, moved := make([]error, 2), make([]int, 2)
+			for i, ms := range [][]Move{a, b} {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					moved[i], errs[i] = s.MoveBatch(ctx, fences[i], "race", "test", ms)
+				}()
+			}
+			wg.Wait()
+			wins := 0
+			for i := range 2 {
+				if errs[i] != nil && !errors.Is(errs[i], ErrFenced) {
+					t.Fatalf("writer %d: %v", i, errs[i])
+				}
+				if moved[i] > 0 {
+					wins++
+				}
+			}
+			if wins != 1 || moved[0]+moved[1] != len(a) {
+				t.Fatalf("round %d: moved %v (errors %v): want exactly one writer to move all %d", round, moved, errs, len(a))
+			}
+			checkJournalMatchesTable(t, db, len(a))
 		}
-	}
+	})
 }
-
 func TestHomedOnForFailback(t *testing.T) {
-	ctx := context.Background()
-	s, _ := newStore(t, 50)
-	ms := movesOff(t, s, "10.0.0.1", []Target{{Node: "n2", Host: "10.0.0.2", Weight: 1}})
-	if _, err := s.MoveBatch(ctx, Fence{Term: 1, Leader: "x"}, "p1", "failover", ms); err != nil {
-		t.Fatal(err)
-	}
-	// Moved on again (10.0.0.2 failed too): home stays 10.0.0.1.
-	var again []Move
-	for _, m := range ms[:3] {
-		again = append(again, Move{User: m.User, From: "10.0.0.2", To: "10.0.0.3"})
-	}
-	if _, err := s.MoveBatch(ctx, Fence{Term: 2, Leader: "x"}, "p2", "failover", again); err != nil {
-		t.Fatal(err)
-	}
-	var homed []string
-	if err := s.HomedOn(ctx, "10.0.0.1", func(u, now string) error { homed = append(homed, u); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if len(homed) != len(ms) {
-		t.Fatalf("%d users homed on 10.0.0.1, want %d", len(homed), len(ms))
-	}
-	if j, _ := s.Journal(ctx, again[0].User); len(j) != 2 || j[1].Home != "10.0.0.1" {
-		t.Fatalf("second move's home: %+v", j)
-	}
+	forEachDriver(t, func(t *testing.T, driver string) {
+		ctx := context.Background()
+		s, _ := newStore(t, driver, 50)
+		ms := movesOff(t, s, "10.0.0.1", []Target{{Node: "n2", Host: "10.0.0.2", Weight: 1}})
+		if _, err := s.MoveBatch(ctx, Fence{Term: 1, Leader: "x"}, "p1", "failover", ms); err != nil {
+			t.Fatal(err)
+		}
+		// Moved on again (10.0.0.2 failed too): home stays 10.0.0.1.
+		var again []Move
+		for _, m := range ms[:3] {
+			again = append(again, Move{User: m.User, From: "10.0.0.2", To: "10.0.0.3"})
+		}
+		if _, err := s.MoveBatch(ctx, Fence{Term: 2, Leader: "x"}, "p2", "failover", again); err != nil {
+			t.Fatal(err)
+		}
+		// One came home by hand already: not listed.
+		home := []Move{{User: ms[5].User, From: "10.0.0.2", To: "10.0.0.1"}}
+		if _, err := s.MoveBatch(ctx, Fence{Term: 2, Leader: "x"}, "p3", "failback", home); err != nil {
+			t.Fatal(err)
+		}
+		homed := map[string]string{}
+		if err := s.HomedOn(ctx, "10.0.0.1", func(u, now string) error { homed[u] = now; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if len(homed) != len(ms)-1 || homed[again[0].User] != "10.0.0.3" || homed[ms[4].User] != "10.0.0.2" {
+			t.Fatalf("%d users homed on 10.0.0.1, want %d: %v", len(homed), len(ms)-1, homed)
+		}
+		if _, ok := homed[ms[5].User]; ok {
+			t.Fatalf("a user already home is listed")
+		}
+		if j, _ := s.Journal(ctx, again[0].User); len(j) != 2 || j[1].Home != "10.0.0.1" {
+			t.Fatalf("second move's home: %+v", j)
+		}
+	})
 }
 
 func TestConfigValidate(t *testing.T) {
 	for want, mutate := range map[string]func(*Config){
-		`driver "oracle"`:                    func(c *Config) { c.Driver = "oracle" },
-		`driver "postgres": not in this`:     func(c *Config) { c.Driver = "postgres" },
+		`driver "oracle": want sqlite, postgres or mysql`: func(c *Config) { c.Driver = "oracle" },
 		"dsn_file is empty":                  func(c *Config) { c.DSNFile = "" },
 		`table "users; drop"`:                func(c *Config) { c.Table = "users; drop" },
 		`host_column "proxy-host"`:           func(c *Config) { c.HostColumn = "proxy-host" },
@@ -251,32 +305,134 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
+func TestOpenNamesABadDSN(t *testing.T) {
+	for driver, dsn := range map[string]string{"postgres": "host=127.0.0.1 port=notaport", "mysql": "root@tcp(127.0.0.1:3306", "sqlite": "/x.db?mode=ro"} {
+		cfg := DefaultConfig()
+		cfg.Driver, cfg.DSNFile = driver, filepath.Join(t.TempDir(), "dsn")
+		os.WriteFile(cfg.DSNFile, []byte(dsn), 0o600)
+		_, err := Open(context.Background(), cfg)
+		if err == nil || !strings.Contains(err.Error(), "not a "+driver+" data source name") || !strings.Contains(err.Error(), cfg.DSNFile) {
+			t.Errorf("%s: %v", driver, err)
+		}
+	}
+}
+
 // The operator's filter keeps Roost's hands off the users it excludes.
 func TestFilterExcludesUsers(t *testing.T) {
-	ctx := context.Background()
-	s, db := newStore(t, 20)
-	if _, err := db.Exec(`UPDATE users SET active = 0 WHERE username = 'user00000'`); err != nil {
-		t.Fatal(err)
-	}
-	cfg := s.cfg
-	cfg.Filter = "active = 1"
-	f, err := Open(ctx, cfg)
+	forEachDriver(t, func(t *testing.T, driver string) {
+		ctx := context.Background()
+		s, db := newStore(t, driver, 20)
+		db.Exec(t, `UPDATE users SET active = 0 WHERE username = 'user0000000'`)
+		f := openStore(t, db, "active = 1")
+		if _, err := f.Lookup(ctx, "user0000000"); !errors.Is(err, ErrNoUser) {
+			t.Fatalf("an inactive user was visible: %v", err)
+		}
+		n, err := f.MoveBatch(ctx, Fence{Term: 1, Leader: "x"}, "p", "drain", []Move{{User: "user0000000", From: "10.0.0.1", To: "10.0.0.2"}, {User: "user0000005", From: "10.0.0.1", To: "10.0.0.2"}})
+		if err != nil || n != 1 {
+			t.Fatalf("moved %d (%v), want only the active user", n, err)
+		}
+		if h, _ := s.Lookup(ctx, "user0000000"); h != "10.0.0.1" {
+			t.Fatalf("the inactive user moved to %s", h)
+		}
+		cfg := f.cfg
+		cfg.Filter = "no_such_column = 1"
+		if _, err := Open(ctx, cfg); err == nil || !strings.Contains(err.Error(), "routing.table, user_column, host_column, filter") {
+			t.Fatalf("a broken filter opened: %v", err)
+		}
+	})
+}
+
+// A writer killed in the middle of a batch leaves nothing of it: not a
+// user moved, not a journal row, not the fence advanced. Twice over: the
+// roostd process dies (SIGKILL), and the database ends its session.
+const killMeEnv = "ROOST_ROUTING_TEST_KILLME"
+
+// moveAndHang is the killed writer: it moves users off 10.0.0.1 and,
+// with the batch written but not committed, says so and waits to die.
+func moveAndHang() int {
+	var cfg Config
+	cfg = DefaultConfig()
+	cfg.Driver, cfg.DSNFile = os.Getenv("DRIVER"), os.Getenv("DSN_FILE")
+	s, err := Open(context.Background(), cfg)
 	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	testHookBeforeCommit = func() {
+		fmt.Println("midway")
+		time.Sleep(time.Minute)
+	}
+	ms := []Move{}
+	_ = s.UsersOn(context.Background(), "10.0.0.1", func(u string) error {
+		ms = append(ms, Move{User: u, From: "10.0.0.1", To: "10.0.0.2"})
+		return nil
+	})
+	_, err = s.MoveBatch(context.Background(), Fence{Term: 9, Leader: "doomed"}, "p", "test", ms)
+	fmt.Println("committed?", err)
+	return 0
+}
+
+func TestKilledWriterLeavesNoPartialBatch(t *testing.T) {
+	forEachDriver(t, func(t *testing.T, driver string) {
+		ctx := context.Background()
+		s, db := newStore(t, driver, 3000)
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), killMeEnv+"=1", "DRIVER="+driver, "DSN_FILE="+s.cfg.DSNFile)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		if line != "midway\n" {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("the writer said %q", line)
+		}
+		// The batch is written, uncommitted, and its rows are locked.
+		cmd.Process.Kill()
+		cmd.Wait()
+		checkUntouched(t, s, db)
+
+		if driver == "sqlite" {
+			return // an embedded database has no session to end
+		}
+		testHookBeforeCommit = func() {
+			if n := db.Kill(t); n == 0 {
+				t.Errorf("no session to kill")
+			}
+		}
+		defer func() { testHookBeforeCommit = nil }()
+		ms := movesOff(t, s, "10.0.0.1", fourTargets)
+		if n, err := s.MoveBatch(ctx, Fence{Term: 9, Leader: "doomed"}, "p", "test", ms); err == nil {
+			t.Fatalf("moved %d in a killed session", n)
+		}
+		testHookBeforeCommit = nil
+		checkUntouched(t, s, db)
+	})
+}
+
+func checkUntouched(t *testing.T, s *Store, db *routingtest.DB) {
+	t.Helper()
+	// The server rolls the dead session back; a new writer gets its locks.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if c, err := s.Counts(ctx); err != nil || c["10.0.0.1"] != 600+len(oddUsers) {
+		t.Fatalf("after the kill: %v %v", c, err)
+	}
+	if n := count(t, db, `SELECT COUNT(*) FROM roost_journal`); n != 0 {
+		t.Fatalf("%d journal rows of a killed batch", n)
+	}
+	if n := count(t, db, `SELECT COUNT(*) FROM roost_fence WHERE term = 9`); n != 0 {
+		t.Fatalf("a killed batch advanced the fence")
+	}
+	if n, err := s.MoveBatch(ctx, Fence{Term: 2, Leader: "next"}, "p", "test", []Move{{User: "user0000000", From: "10.0.0.1", To: "10.0.0.3"}}); err != nil || n != 1 {
+		t.Fatalf("after the kill a writer moved %d: %v", n, err)
+	}
+	if _, err := s.MoveBatch(ctx, Fence{Term: 2, Leader: "next"}, "p", "test", []Move{{User: "user0000000", From: "10.0.0.3", To: "10.0.0.1"}}); err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	if _, err := f.Lookup(ctx, "user00000"); !errors.Is(err, ErrNoUser) {
-		t.Fatalf("an inactive user was visible: %v", err)
-	}
-	n, err := f.MoveBatch(ctx, Fence{Term: 1, Leader: "x"}, "p", "drain", []Move{{User: "user00000", From: "10.0.0.1", To: "10.0.0.2"}, {User: "user00005", From: "10.0.0.1", To: "10.0.0.2"}})
-	if err != nil || n != 1 {
-		t.Fatalf("moved %d (%v), want only the active user", n, err)
-	}
-	if h, _ := s.Lookup(ctx, "user00000"); h != "10.0.0.1" {
-		t.Fatalf("the inactive user moved to %s", h)
-	}
-	cfg.Filter = "no_such_column = 1"
-	if _, err := Open(ctx, cfg); err == nil || !strings.Contains(err.Error(), "routing.table, user_column, host_column, filter") {
-		t.Fatalf("a broken filter opened: %v", err)
-	}
+	db.Exec(t, `DELETE FROM roost_journal`)
 }

@@ -25,6 +25,7 @@ var allowed = map[string][]string{
 	"fsprobe":             {"faultfs", "faultfs/faultfstest"}, // its tests mount faultfs
 	"health":              {"certs"},                          // its tests make certificates
 	"routing":             {},
+	"routing/routingtest": {},
 	"dovecot":             {},
 	"failover":            {"certs"},
 	"agent":               {"api", "certs", "failover", "gossip", "version", "fsprobe", "health", "routing", "dovecot"},

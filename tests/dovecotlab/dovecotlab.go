@@ -42,7 +42,24 @@ type Instance struct {
 	CAFile  string // the CA that signed the server certificate
 	User    string // a test account
 	Pass    string
+	Opts    Options
 	pidFile string
+	short   string
+}
+
+// Options make an instance one node of a proxy_maybe cluster.
+type Options struct {
+	// IP to listen on (default 127.0.0.1); Ports reused from another node
+	// (proxy_maybe proxies to the same port on the user's host).
+	IP    string
+	Ports map[string]int
+	// SQLite is a database with users(username, password, proxy_host):
+	// the passdb then answers host=proxy_host, proxy_maybe=y.
+	SQLite string
+	// Shared is the maildir root all nodes serve (default per instance).
+	Shared string
+	// AuthCache turns Dovecot's passdb cache on (1 hour).
+	AuthCache bool
 }
 
 var confTmpl = template.Must(template.New("conf").Parse(`# rendered by tests/dovecotlab
@@ -59,20 +76,35 @@ ssl_cert = <{{.Dir}}/server.pem
 ssl_key = <{{.Dir}}/server-key.pem
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+auth_username_chars =
 default_internal_user = dovecot
 default_login_user = dovenull
 first_valid_uid = 100
-mail_location = maildir:{{.Dir}}/mail/%u/Maildir:INDEX={{.Dir}}/index/%u
+mail_location = maildir:{{.Opts.Shared}}/%u/Maildir:INDEX={{.Dir}}/index/%u
 haproxy_trusted_networks = 127.0.0.0/8
 login_trusted_networks = 127.0.0.0/8
-auth_cache_size = 0
+{{if .Opts.AuthCache}}auth_cache_size = 1M
+auth_cache_ttl = 1 hour
+auth_cache_negative_ttl = 0{{else}}auth_cache_size = 0{{end}}
+{{if .Opts.SQLite}}auth_proxy_self = {{.IP}}
+login_proxy_timeout = 5s
+lmtp_proxy = yes
+imap_id_send = name * x-roost-node {{.Short}}
 passdb {
+  driver = sql
+  args = {{.Dir}}/sql.conf
+}{{else}}passdb {
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {{.Dir}}/users
-}
+}{{end}}
 userdb {
   driver = static
-  args = uid=vmail gid=vmail home={{.Dir}}/mail/%u
+  args = uid=vmail gid=vmail home={{.Opts.Shared}}/%u
+}
+default_process_limit = 2000
+default_client_limit = 4000
+service anvil {
+  client_limit = 8000
 }
 service imap-login {
   inet_listener imap {
@@ -118,9 +150,49 @@ service doveadm {
 }
 `))
 
+var sqlTmpl = template.Must(template.New("sql").Parse(`# rendered by tests/dovecotlab
+driver = sqlite
+connect = {{.Opts.SQLite}}
+default_pass_scheme = PLAIN
+password_query = SELECT username AS user, password, proxy_host AS host, 'y' AS proxy_maybe, \
+  CASE '%s' WHEN 'pop3' THEN {{.P.pop3}} WHEN 'lmtp' THEN {{.P.lmtp}} ELSE {{.P.imap}} END AS port \
+  FROM users WHERE username = '%u'
+`))
+
 // Start renders a config and starts Dovecot on 127.0.0.1 with fresh ports.
 // It fails the test when Dovecot is missing: never a silent skip.
 func Start(t testing.TB, name string) *Instance {
+	t.Helper()
+	return StartWith(t, name, Options{})
+}
+
+// StartCluster starts n nodes on 127.0.1.1…n with the same ports, an SQL
+// passdb with proxy_maybe on db and one shared maildir root: any node
+// takes any login and proxies it to the user's proxy_host.
+func StartCluster(t testing.TB, n int, db string, authCache bool) []*Instance {
+	t.Helper()
+	shared, err := os.MkdirTemp("/tmp", "roost-shared-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(shared) })
+	if err := exec.Command("chown", "vmail:vmail", shared).Run(); err != nil {
+		t.Fatalf("chown vmail: %v", err)
+	}
+	ports := agenttest.FreePorts(t, 8)
+	p := map[string]int{"imap": ports[0], "imaps": ports[1], "imappp": ports[2], "pop3": ports[3], "lmtp": ports[4], "http": ports[5], "sub": ports[6], "sieve": ports[7]}
+	var out []*Instance
+	for k := range n {
+		out = append(out, StartWith(t, string(rune('a'+k)), Options{IP: fmt.Sprintf("127.0.1.%d", k+1), Ports: p, SQLite: db, Shared: shared, AuthCache: authCache}))
+	}
+	return out
+}
+
+// Short is the name given to Start: what x-roost-node in the IMAP ID says.
+func (i *Instance) Short() string { return i.short }
+
+// StartWith starts an instance with options.
+func StartWith(t testing.TB, name string, o Options) *Instance {
 	t.Helper()
 	if _, err := exec.LookPath("dovecot"); err != nil {
 		t.Fatal("dovecot is not installed: run scripts/test-deps.sh as root")
@@ -134,8 +206,14 @@ func Start(t testing.TB, name string) *Instance {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	i := &Instance{t: t, Name: "roosttest-" + name + "-" + filepath.Base(dir)[len("roost-dovecot-"):], Dir: dir, IP: "127.0.0.1",
-		APIKey: "test-api-key-" + name, User: "probe@example.test", Pass: `pa"ss\word`}
+	if o.IP == "" {
+		o.IP = "127.0.0.1"
+	}
+	if o.Shared == "" {
+		o.Shared = filepath.Join(dir, "mail")
+	}
+	i := &Instance{t: t, Name: "roosttest-" + name + "-" + filepath.Base(dir)[len("roost-dovecot-"):], Dir: dir, IP: o.IP,
+		APIKey: "test-api-key", User: "probe@example.test", Pass: `pa"ss\word`, Opts: o, short: name}
 	i.Conf = filepath.Join(dir, "dovecot.conf")
 	i.pidFile = filepath.Join(dir, "run", "master.pid")
 	t.Cleanup(i.cleanup)
@@ -144,7 +222,7 @@ func Start(t testing.TB, name string) *Instance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp, kp, err := ca.Issue(dir, "server", []string{"127.0.0.1", "localhost"}, time.Hour)
+	cp, kp, err := ca.Issue(dir, "server", []string{i.IP, "localhost"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,25 +242,37 @@ func Start(t testing.TB, name string) *Instance {
 			t.Fatalf("chown vmail: %v (is the vmail user there? scripts/test-deps.sh makes it)", err)
 		}
 	}
-	ports := agenttest.FreePorts(t, 8)
-	p := map[string]int{"imap": ports[0], "imaps": ports[1], "imappp": ports[2], "pop3": ports[3], "lmtp": ports[4], "http": ports[5], "sub": ports[6], "sieve": ports[7]}
+	p := o.Ports
+	if p == nil {
+		ports := agenttest.FreePorts(t, 8)
+		p = map[string]int{"imap": ports[0], "imaps": ports[1], "imappp": ports[2], "pop3": ports[3], "lmtp": ports[4], "http": ports[5], "sub": ports[6], "sieve": ports[7]}
+	}
 	addr := func(k string) string { return net.JoinHostPort(i.IP, strconv.Itoa(p[k])) }
 	i.IMAP, i.IMAPS, i.IMAPPP, i.POP3, i.LMTP, i.HTTP = addr("imap"), addr("imaps"), addr("imappp"), addr("pop3"), addr("lmtp"), "http://"+addr("http")
 	i.Sub, i.Sieve = addr("sub"), addr("sieve")
-	f, err := os.Create(i.Conf)
+	data := struct {
+		*Instance
+		P map[string]int
+	}{i, p}
+	render(t, confTmpl, i.Conf, data)
+	if o.SQLite != "" {
+		render(t, sqlTmpl, filepath.Join(dir, "sql.conf"), data)
+	}
+	i.Start()
+	return i
+}
+
+func render(t testing.TB, tmpl *template.Template, path string, data any) {
+	t.Helper()
+	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = confTmpl.Execute(f, struct {
-		*Instance
-		P map[string]int
-	}{i, p})
+	err = tmpl.Execute(f, data)
 	f.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
-	i.Start()
-	return i
 }
 
 // Start starts (or restarts) the instance and waits until IMAP greets.

@@ -1,0 +1,161 @@
+// Package dovecot drops and lists mail sessions through doveadm: the HTTP
+// API of a Dovecot (many commands in one request), or the local doveadm
+// command where no API is configured. Kicks are asynchronous in Dovecot:
+// a kicked session may still be listed for a moment, so callers that
+// must see a node empty poll Who or ProxyList (see WaitGone).
+package dovecot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Admin is what Roost does to a Dovecot's sessions.
+type Admin interface {
+	// Kick ends the sessions of users on this Dovecot as their backend
+	// (their mail processes), and returns how many users had some. Users
+	// without sessions are not an error: kicks are idempotent.
+	Kick(ctx context.Context, users []string) (int, error)
+	// ProxyKick ends the sessions this Dovecot proxies for users, and
+	// returns how many connections it closed.
+	ProxyKick(ctx context.Context, users []string) (int, error)
+	// ProxyKickHost ends every session this Dovecot proxies to host: for
+	// a dead or hung backend.
+	ProxyKickHost(ctx context.Context, host string) (int, error)
+	// Who lists the sessions this Dovecot serves as backend.
+	Who(ctx context.Context) ([]Session, error)
+	// ProxyList lists the sessions this Dovecot proxies.
+	ProxyList(ctx context.Context) ([]ProxySession, error)
+	// FlushAuthCache drops users' cached passdb answers (which hold their
+	// old proxy host), or the whole cache when users is empty, and
+	// returns how many entries went.
+	FlushAuthCache(ctx context.Context, users []string) (int, error)
+}
+
+// Session is one user's sessions of one service on a backend.
+type Session struct {
+	User        string
+	Service     string
+	Connections int
+	PIDs        []int
+	IPs         []string
+}
+
+// ProxySession is one proxied connection.
+type ProxySession struct {
+	User, Service, SourceIP, DestIP, DestPort string
+}
+
+// headerRow is what Dovecot 2.3's proxy list prints between its rows, in
+// text and in the HTTP API alike.
+var headerRow = ProxySession{User: "username", Service: "service", SourceIP: "src-ip", DestIP: "dest-ip", DestPort: "dest-port"}
+
+// Config says how to reach a Dovecot's doveadm.
+type Config struct {
+	// URL of the doveadm HTTP API, e.g. http://127.0.0.1:8080/doveadm/v1
+	// (https with ca_file for TLS). Empty: run the local doveadm command.
+	URL string `yaml:"url"`
+	// APIKeyFile holds doveadm_api_key; PasswordFile doveadm_password (for
+	// basic auth as user doveadm). One of them with url.
+	APIKeyFile   string `yaml:"api_key_file"`
+	PasswordFile string `yaml:"password_file"`
+	// CAFile verifies an https URL's certificate (system roots if empty).
+	CAFile string `yaml:"ca_file"`
+	// Timeout bounds one request or command.
+	Timeout time.Duration `yaml:"timeout"`
+	// Doveadm and DovecotConfig are the local command and its -c file,
+	// for the fallback.
+	Doveadm       string `yaml:"doveadm"`
+	DovecotConfig string `yaml:"dovecot_config"`
+	// BatchSize is the kick commands per HTTP request; Parallel the
+	// requests (or local commands) in flight at once.
+	BatchSize int `yaml:"batch_size"`
+	Parallel  int `yaml:"parallel"`
+}
+
+// DefaultConfig is the local doveadm with Dovecot's own configuration.
+func DefaultConfig() Config {
+	return Config{Timeout: 30 * time.Second, Doveadm: "doveadm", BatchSize: 100, Parallel: 4}
+}
+
+// Validate reports the first problem, naming the key.
+func (c Config) Validate() error {
+	switch {
+	case c.URL != "" && !strings.HasPrefix(c.URL, "http://") && !strings.HasPrefix(c.URL, "https://"):
+		return fmt.Errorf("url %q: want http:// or https://", c.URL)
+	case c.URL != "" && c.APIKeyFile == "" && c.PasswordFile == "":
+		return errors.New("url is set: set api_key_file (doveadm_api_key) or password_file (doveadm_password)")
+	case c.APIKeyFile != "" && c.PasswordFile != "":
+		return errors.New("api_key_file and password_file: set one")
+	case c.URL == "" && c.Doveadm == "":
+		return errors.New("neither url nor doveadm is set")
+	case c.Timeout <= 0:
+		return fmt.Errorf("timeout %s: want > 0", c.Timeout)
+	case c.BatchSize < 1 || c.BatchSize > 10000:
+		return fmt.Errorf("batch_size %d: want 1..10000", c.BatchSize)
+	case c.Parallel < 1 || c.Parallel > 64:
+		return fmt.Errorf("parallel %d: want 1..64", c.Parallel)
+	}
+	return nil
+}
+
+// New returns the HTTP client when a URL is configured, else the local
+// command.
+func New(c Config) (Admin, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	if c.URL != "" {
+		return NewHTTP(c)
+	}
+	return NewLocal(c), nil
+}
+
+// exitNobody is doveadm's EX_NOUSER: the kick matched nobody.
+const exitNobody = 68
+
+// WaitGone polls until none of users has a session on a, as backend and
+// as proxy, or ctx ends; it returns the users still there then.
+func WaitGone(ctx context.Context, a Admin, users []string, every time.Duration) ([]string, error) {
+	want := make(map[string]bool, len(users))
+	for _, u := range users {
+		want[u] = true
+	}
+	for {
+		left := map[string]bool{}
+		ss, err := a.Who(ctx)
+		if err == nil {
+			for _, s := range ss {
+				if want[s.User] {
+					left[s.User] = true
+				}
+			}
+			var ps []ProxySession
+			if ps, err = a.ProxyList(ctx); err == nil {
+				for _, p := range ps {
+					if want[p.User] {
+						left[p.User] = true
+					}
+				}
+			}
+		}
+		if err == nil && len(left) == 0 {
+			return nil, nil
+		}
+		select {
+		case <-ctx.Done():
+			var out []string
+			for u := range left {
+				out = append(out, u)
+			}
+			if err == nil {
+				err = ctx.Err()
+			}
+			return out, err
+		case <-time.After(every):
+		}
+	}
+}

@@ -1,0 +1,169 @@
+package dovecot
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// Local runs the doveadm command on this node: the fallback when no HTTP
+// API is configured. A kick is one process per user (Dovecot takes one
+// user mask per kick), parallel at once.
+type Local struct {
+	cfg Config
+}
+
+// NewLocal returns the local doveadm client.
+func NewLocal(c Config) *Local { return &Local{cfg: c} }
+
+// run runs doveadm with args and returns its stdout and exit code; a
+// code other than 0 and ok is an error that quotes stderr.
+func (l *Local) run(ctx context.Context, ok int, args ...string) (string, int, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
+	defer cancel()
+	if l.cfg.DovecotConfig != "" {
+		args = append([]string{"-c", l.cfg.DovecotConfig}, args...)
+	}
+	var out, errb bytes.Buffer
+	cmd := exec.CommandContext(ctx, l.cfg.Doveadm, args...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+		if code != ok {
+			return "", code, fmt.Errorf("%s %s: exit %d: %s", l.cfg.Doveadm, strings.Join(args, " "), code, strings.TrimSpace(errb.String()))
+		}
+	case err != nil:
+		return "", 0, fmt.Errorf("%s: %w", l.cfg.Doveadm, err)
+	}
+	return out.String(), code, nil
+}
+
+// Kick ends users' sessions on this backend.
+func (l *Local) Kick(ctx context.Context, users []string) (int, error) {
+	kicked := make([]int, len(users))
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(l.cfg.Parallel)
+	for i, u := range users {
+		g.Go(func() error {
+			_, code, err := l.run(ctx, exitNobody, "kick", "--", u)
+			if err == nil && code == 0 {
+				kicked[i] = 1
+			}
+			return err
+		})
+	}
+	err := g.Wait()
+	return sum(kicked), err
+}
+
+// ProxyKick ends the connections this node proxies for users.
+func (l *Local) ProxyKick(ctx context.Context, users []string) (int, error) {
+	n := 0
+	for _, b := range chunks(users, proxyKickUsers) {
+		out, _, err := l.run(ctx, 0, append([]string{"proxy", "kick", "--"}, b...)...)
+		if err != nil {
+			return n, err
+		}
+		c, err := leadingInt(out)
+		if err != nil {
+			return n, err
+		}
+		n += c
+	}
+	return n, nil
+}
+
+// ProxyKickHost ends every connection this node proxies to host.
+func (l *Local) ProxyKickHost(ctx context.Context, host string) (int, error) {
+	out, _, err := l.run(ctx, 0, "proxy", "kick", "-h", host)
+	if err != nil {
+		return 0, err
+	}
+	return leadingInt(out)
+}
+
+// FlushAuthCache drops users' cached passdb answers, or all of them.
+func (l *Local) FlushAuthCache(ctx context.Context, users []string) (int, error) {
+	out, _, err := l.run(ctx, 0, append([]string{"auth", "cache", "flush", "--"}, users...)...)
+	if err != nil {
+		return 0, err
+	}
+	return leadingInt(out)
+}
+
+// Who lists the sessions this node serves.
+func (l *Local) Who(ctx context.Context) ([]Session, error) {
+	rows, err := l.table(ctx, 5, "who")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Session, 0, len(rows))
+	for _, f := range rows {
+		out = append(out, parseSession(f[0], f[2], f[1], f[3], f[4]))
+	}
+	return out, nil
+}
+
+// ProxyList lists the connections this node proxies.
+func (l *Local) ProxyList(ctx context.Context) ([]ProxySession, error) {
+	rows, err := l.table(ctx, 5, "proxy", "list")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ProxySession, 0, len(rows))
+	for _, f := range rows {
+		if p := (ProxySession{User: f[0], Service: f[1], SourceIP: f[2], DestIP: f[3], DestPort: f[4]}); p != headerRow {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// table runs a listing with -f tab and returns its rows without the
+// header, each with at least cols fields.
+func (l *Local) table(ctx context.Context, cols int, args ...string) ([][]string, error) {
+	out, _, err := l.run(ctx, 0, append([]string{"-f", "tab"}, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	var rows [][]string
+	for _, line := range lines[1:] {
+		if line == lines[0] {
+			continue // 2.3 repeats the header
+		}
+		f := strings.Split(line, "\t")
+		if len(f) < cols {
+			return nil, fmt.Errorf("doveadm %s: line %q has %d fields, want %d", strings.Join(args, " "), line, len(f), cols)
+		}
+		rows = append(rows, f)
+	}
+	return rows, nil
+}
+
+// leadingInt reads "3 connections kicked" and the like ("(null)
+// connections kicked" is 2.3's zero).
+func leadingInt(out string) (int, error) {
+	f := strings.Fields(out)
+	if len(f) > 0 && f[0] == "(null)" {
+		return 0, nil
+	}
+	if len(f) == 0 {
+		return 0, fmt.Errorf("doveadm printed %q, want a count", out)
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 0, fmt.Errorf("doveadm printed %q, want a count", out)
+	}
+	return n, nil
+}
