@@ -34,7 +34,7 @@ unit:
 
 # Benchmarks and long measurements; not part of make test.
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 10x -timeout 60m ./...
+	$(GO) test -run '^$$' -bench . -benchtime 5x -timeout 180m ./...
 
 # A three-agent cluster on loopback; Ctrl-C stops it.
 demo:

@@ -70,15 +70,19 @@ type Config struct {
 	// for the fallback.
 	Doveadm       string `yaml:"doveadm"`
 	DovecotConfig string `yaml:"dovecot_config"`
+	// InstanceName is the Dovecot's instance_name, the prefix of its
+	// processes' titles ("dovecot" by default): a local kick signals only
+	// processes that carry it.
+	InstanceName string `yaml:"instance_name"`
 	// BatchSize is the kick commands per HTTP request; Parallel the
-	// requests (or local commands) in flight at once.
+	// requests in flight at once.
 	BatchSize int `yaml:"batch_size"`
 	Parallel  int `yaml:"parallel"`
 }
 
 // DefaultConfig is the local doveadm with Dovecot's own configuration.
 func DefaultConfig() Config {
-	return Config{Timeout: 30 * time.Second, Doveadm: "doveadm", BatchSize: 100, Parallel: 4}
+	return Config{Timeout: 30 * time.Second, Doveadm: "doveadm", InstanceName: "dovecot", BatchSize: 100, Parallel: 4}
 }
 
 // Validate reports the first problem, naming the key.
@@ -92,6 +96,8 @@ func (c Config) Validate() error {
 		return errors.New("api_key_file and password_file: set one")
 	case c.URL == "" && c.Doveadm == "":
 		return errors.New("neither url nor doveadm is set")
+	case c.InstanceName == "" || strings.ContainsAny(c.InstanceName, "/\x00"):
+		return fmt.Errorf("instance_name %q: want Dovecot's instance_name (default dovecot)", c.InstanceName)
 	case c.Timeout <= 0:
 		return fmt.Errorf("timeout %s: want > 0", c.Timeout)
 	case c.BatchSize < 1 || c.BatchSize > 10000:

@@ -8,13 +8,10 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-
-	"golang.org/x/sync/errgroup"
 )
 
 // Local runs the doveadm command on this node: the fallback when no HTTP
-// API is configured. A kick is one process per user (Dovecot takes one
-// user mask per kick), parallel at once.
+// API is configured.
 type Local struct {
 	cfg Config
 }
@@ -48,22 +45,11 @@ func (l *Local) run(ctx context.Context, ok int, args ...string) (string, int, e
 	return out.String(), code, nil
 }
 
-// Kick ends users' sessions on this backend.
+// Kick ends users' sessions on this node: it lists the sessions once and
+// signals their mail processes, as doveadm kick does, instead of one
+// doveadm kick per user (each of which lists every session: O(n²)).
 func (l *Local) Kick(ctx context.Context, users []string) (int, error) {
-	kicked := make([]int, len(users))
-	g, ctx := errgroup.WithContext(ctx)
-	g.SetLimit(l.cfg.Parallel)
-	for i, u := range users {
-		g.Go(func() error {
-			_, code, err := l.run(ctx, exitNobody, "kick", "--", u)
-			if err == nil && code == 0 {
-				kicked[i] = 1
-			}
-			return err
-		})
-	}
-	err := g.Wait()
-	return sum(kicked), err
+	return SignalKick(ctx, l, l.cfg.InstanceName, users)
 }
 
 // ProxyKick ends the connections this node proxies for users.

@@ -3,6 +3,8 @@ package tests
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -16,16 +18,22 @@ import (
 // of a 4-node proxy_maybe cluster:
 //   - proxy: the sessions enter through a, b and c (a third each), which
 //     proxy them to d; proxyKick with the user list on the three at once;
-//   - backend: the sessions are on d; kick on d, batched (batch_size
-//     commands per request, parallel requests), against
-//   - backend-per-user: one request per user, one at a time.
+//   - backend-batched: the sessions are on d; kick on d through the HTTP
+//     API, batch_size kick commands per request, parallel requests;
+//   - backend-signal: what roostd on d does: one who request, then SIGTERM
+//     to the users' mail processes (SignalKick);
+//   - backend-per-user: one kick request per user, one at a time.
 //
 // Timed from the first request until every client has seen its
-// connection end. Opening the sessions again is not timed.
+// connection end (s-in-requests/op: until the requests returned).
+// Opening the sessions again is not timed.
 //
-//	go test -run '^$' -bench Kick -benchtime 3x -timeout 30m ./tests/
+//	go test -run '^$' -bench Kick -benchtime 1x -timeout 30m ./tests/
 func BenchmarkKick(b *testing.B) {
-	const n = 1000
+	n := 1000
+	if v := os.Getenv("ROOST_KICK_USERS"); v != "" {
+		n, _ = strconv.Atoi(v)
+	}
 	users := make([]string, n)
 	for i := range users {
 		users[i] = fmt.Sprintf("kick%04d@example.test", i)
@@ -53,9 +61,16 @@ func BenchmarkKick(b *testing.B) {
 			return g.Wait()
 		})
 	})
-	b.Run("backend", func(b *testing.B) {
+	b.Run("backend-batched", func(b *testing.B) {
 		a := http(d, 100, 4)
 		kickTimed(b, users, func(int) string { return d.IMAP }, func(ctx context.Context) error { _, err := a.Kick(ctx, users); return err })
+	})
+	b.Run("backend-signal", func(b *testing.B) {
+		a := http(d, 100, 4)
+		kickTimed(b, users, func(int) string { return d.IMAP }, func(ctx context.Context) error {
+			_, err := dovecot.SignalKick(ctx, a, d.Name, users)
+			return err
+		})
 	})
 	b.Run("backend-per-user", func(b *testing.B) {
 		a := http(d, 1, 1)
@@ -67,6 +82,7 @@ func BenchmarkKick(b *testing.B) {
 // every session has ended.
 func kickTimed(b *testing.B, users []string, entry func(i int) string, kick func(context.Context) error) {
 	ctx := context.Background()
+	var calls time.Duration
 	for range b.N {
 		b.StopTimer()
 		sessions := make([]*imapSession, len(users))
@@ -93,9 +109,11 @@ func kickTimed(b *testing.B, users []string, entry func(i int) string, kick func
 				}
 			}()
 		}
+		start := time.Now()
 		if err := kick(ctx); err != nil {
 			b.Fatal(err)
 		}
+		calls += time.Since(start)
 		wg.Wait()
 		b.StopTimer()
 		close(errs)
@@ -108,4 +126,5 @@ func kickTimed(b *testing.B, users []string, entry func(i int) string, kick func
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(len(users))*float64(b.N)/b.Elapsed().Seconds(), "users/s")
+	b.ReportMetric(calls.Seconds()/float64(b.N), "s-in-requests/op")
 }

@@ -138,7 +138,7 @@ func admins(t testing.TB, d *dovecotlab.Instance) map[string]dovecot.Admin {
 		t.Fatal(err)
 	}
 	l := dovecot.DefaultConfig()
-	l.DovecotConfig = d.Conf
+	l.DovecotConfig, l.InstanceName = d.Conf, d.Name
 	local, err := dovecot.New(l)
 	if err != nil {
 		t.Fatal(err)
@@ -206,6 +206,13 @@ func TestRewriteAndKickSendsUsersToTheNewNode(t *testing.T) {
 			}
 			if pl, err := a.ProxyList(ctx); err != nil || len(pl) != 0 {
 				t.Fatalf("a still proxies %+v %v", pl, err)
+			}
+			// A local kick signals only this Dovecot's processes.
+			if n, err := dovecot.SignalKick(ctx, b, "another-dovecot", mailUsers); err != nil || n != 0 {
+				t.Fatalf("a kick for another instance signalled %d users' processes: %v", n, err)
+			}
+			if who, err := b.Who(ctx); err != nil || !sessionsOf(who, mailUsers, 1) {
+				t.Fatalf("who on b after a kick for another instance: %+v %v", who, err)
 			}
 			if n, err := b.Kick(ctx, mailUsers); err != nil || n != len(mailUsers) {
 				t.Fatalf("kick on b: %d users, %v", n, err)

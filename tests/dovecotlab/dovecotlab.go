@@ -107,6 +107,10 @@ service anvil {
   client_limit = 8000
 }
 service imap-login {
+  # high-performance mode, as proxies run: one process holds many
+  # connections (proxyKick then reaches a few processes, not one per user)
+  service_count = 0
+  client_limit = 2000
   inet_listener imap {
     port = {{.P.imap}}
   }
