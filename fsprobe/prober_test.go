@@ -73,6 +73,10 @@ func TestProberPublishesMetricsAndTransitions(t *testing.T) {
 			t.Errorf("metric %s not registered (have %v)", want, have)
 		}
 	}
+	// Stop the prober before reading its log: the update can reach us
+	// before the round's log line is written.
+	cancel()
+	<-done
 	if n := strings.Count(logs.String(), "fsprobe_state_changed"); n != 2 {
 		t.Fatalf("got %d state-change log lines for ok then io-error, want 2 (transitions only):\n%s", n, logs.String())
 	}
