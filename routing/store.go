@@ -135,7 +135,7 @@ type conn interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-func (s *Store) migrate(ctx context.Context) error {
+func (s *Store) migrate(ctx context.Context) (err error) {
 	c, err := s.db.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("connecting to the routing database: %w", err)
@@ -152,9 +152,14 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("migrating routing tables: %w", err)
 		}
-		defer tx.Rollback()
 		x = tx
-		defer tx.Commit()
+		defer func() {
+			if err == nil {
+				err = tx.Commit()
+			} else {
+				tx.Rollback()
+			}
+		}()
 	}
 	for _, m := range s.d.ddl {
 		if _, err := x.ExecContext(ctx, m); err != nil {
