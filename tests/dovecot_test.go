@@ -375,3 +375,31 @@ func TestDoveadmAPIErrorsNameTheProblem(t *testing.T) {
 		t.Fatalf("local doveadm with a bad config: %v", err)
 	}
 }
+
+// The API with doveadm_password (basic auth as user doveadm).
+func TestDoveadmAPIPassword(t *testing.T) {
+	ctx := context.Background()
+	d := dovecotlab.Start(t, "apipw")
+	pw := filepath.Join(d.Dir, "doveadm-password")
+	os.WriteFile(pw, []byte(d.DoveadmPassword+"\n"), 0o600)
+	c := dovecot.DefaultConfig()
+	c.URL, c.PasswordFile = d.HTTP+"/doveadm/v1", pw
+	a, err := dovecot.New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := imapLogin(d.IMAP, d.User, d.Pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	who, err := a.Who(ctx)
+	if err != nil || len(who) != 1 || who[0].User != d.User {
+		t.Fatalf("who with the password: %+v %v", who, err)
+	}
+	os.WriteFile(pw, []byte("wrong"), 0o600)
+	a, _ = dovecot.New(c)
+	if _, err := a.Who(ctx); err == nil || !strings.Contains(err.Error(), "password_file") {
+		t.Fatalf("wrong password: %v", err)
+	}
+}

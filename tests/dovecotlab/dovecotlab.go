@@ -25,26 +25,28 @@ import (
 
 // Instance is one running Dovecot.
 type Instance struct {
-	t       testing.TB
-	Name    string // instance_name, also in every process title
-	Dir     string
-	Conf    string
-	IP      string
-	IMAP    string // host:port, plain with STARTTLS
-	IMAPS   string // implicit TLS
-	IMAPPP  string // PROXY protocol (haproxy = yes)
-	POP3    string
-	LMTP    string
-	Sub     string // submission (STARTTLS)
-	Sieve   string // ManageSieve
-	HTTP    string // doveadm HTTP API, http://host:port
-	APIKey  string
-	CAFile  string // the CA that signed the server certificate
-	User    string // a test account
-	Pass    string
-	Opts    Options
-	pidFile string
-	short   string
+	t      testing.TB
+	Name   string // instance_name, also in every process title
+	Dir    string
+	Conf   string
+	IP     string
+	IMAP   string // host:port, plain with STARTTLS
+	IMAPS  string // implicit TLS
+	IMAPPP string // PROXY protocol (haproxy = yes)
+	POP3   string
+	LMTP   string
+	Sub    string // submission (STARTTLS)
+	Sieve  string // ManageSieve
+	HTTP   string // doveadm HTTP API, http://host:port
+	APIKey string
+	// DoveadmPassword is doveadm_password, for basic auth as "doveadm".
+	DoveadmPassword string
+	CAFile          string // the CA that signed the server certificate
+	User            string // a test account
+	Pass            string
+	Opts            Options
+	pidFile         string
+	short           string
 }
 
 // Options make an instance one node of a proxy_maybe cluster.
@@ -147,6 +149,7 @@ service managesieve-login {
   }
 }
 doveadm_api_key = {{.APIKey}}
+doveadm_password = {{.DoveadmPassword}}
 service doveadm {
   inet_listener http {
     port = {{.P.http}}
@@ -183,8 +186,7 @@ func StartCluster(t testing.TB, n int, db string, authCache bool) []*Instance {
 	if err := exec.Command("chown", "vmail:vmail", shared).Run(); err != nil {
 		t.Fatalf("chown vmail: %v", err)
 	}
-	ports := agenttest.FreePorts(t, 8)
-	p := map[string]int{"imap": ports[0], "imaps": ports[1], "imappp": ports[2], "pop3": ports[3], "lmtp": ports[4], "http": ports[5], "sub": ports[6], "sieve": ports[7]}
+	p := freePorts(t)
 	var out []*Instance
 	for k := range n {
 		out = append(out, StartWith(t, string(rune('a'+k)), Options{IP: fmt.Sprintf("127.0.1.%d", k+1), Ports: p, SQLite: db, Shared: shared, AuthCache: authCache}))
@@ -217,7 +219,7 @@ func StartWith(t testing.TB, name string, o Options) *Instance {
 		o.Shared = filepath.Join(dir, "mail")
 	}
 	i := &Instance{t: t, Name: "roosttest-" + name + "-" + filepath.Base(dir)[len("roost-dovecot-"):], Dir: dir, IP: o.IP,
-		APIKey: "test-api-key", User: "probe@example.test", Pass: `pa"ss\word`, Opts: o, short: name}
+		APIKey: "test-api-key", DoveadmPassword: "test-doveadm-pw", User: "probe@example.test", Pass: `pa"ss\word`, Opts: o, short: name}
 	i.Conf = filepath.Join(dir, "dovecot.conf")
 	i.pidFile = filepath.Join(dir, "run", "master.pid")
 	t.Cleanup(i.cleanup)
@@ -248,8 +250,7 @@ func StartWith(t testing.TB, name string, o Options) *Instance {
 	}
 	p := o.Ports
 	if p == nil {
-		ports := agenttest.FreePorts(t, 8)
-		p = map[string]int{"imap": ports[0], "imaps": ports[1], "imappp": ports[2], "pop3": ports[3], "lmtp": ports[4], "http": ports[5], "sub": ports[6], "sieve": ports[7]}
+		p = freePorts(t)
 	}
 	addr := func(k string) string { return net.JoinHostPort(i.IP, strconv.Itoa(p[k])) }
 	i.IMAP, i.IMAPS, i.IMAPPP, i.POP3, i.LMTP, i.HTTP = addr("imap"), addr("imaps"), addr("imappp"), addr("pop3"), addr("lmtp"), "http://"+addr("http")
@@ -264,6 +265,11 @@ func StartWith(t testing.TB, name string, o Options) *Instance {
 	}
 	i.Start()
 	return i
+}
+
+func freePorts(t testing.TB) map[string]int {
+	ports := agenttest.FreePorts(t, 8)
+	return map[string]int{"imap": ports[0], "imaps": ports[1], "imappp": ports[2], "pop3": ports[3], "lmtp": ports[4], "http": ports[5], "sub": ports[6], "sieve": ports[7]}
 }
 
 func render(t testing.TB, tmpl *template.Template, path string, data any) {
