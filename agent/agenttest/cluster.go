@@ -96,7 +96,7 @@ func NewKey() string {
 }
 
 // Config returns the configuration node i (0-based) gets: loopback, port 0,
-// mutual TLS, encrypted gossip joining the first node, expect 3.
+// mutual TLS, encrypted gossip joining the running nodes, expect 3.
 func (c *Cluster) Config(i int) agent.Config {
 	c.t.Helper()
 	name := fmt.Sprintf("node%d", i+1)
@@ -116,11 +116,13 @@ func (c *Cluster) Config(i int) agent.Config {
 	cfg.Raft.TLS = certs.Files{CAFile: filepath.Join(c.Dir, "ca.pem"), CertFile: cert, KeyFile: key}
 	cfg.Raft.ServerStabilizationTime = time.Second
 	cfg.API.Socket = filepath.Join(c.sockDir, name+".sock")
-	c.mu.Lock()
-	if len(c.nodes) > 0 {
-		cfg.Gossip.Join = []string{c.nodes[0].Agent.GossipAddr()}
+	// Join every running node, as an operator lists all peers: each learns
+	// of the newcomer from its own push/pull, not only through gossip,
+	// which can miss a node for up to a push/pull interval (30 s) when a
+	// loaded machine drops UDP packets.
+	for _, n := range c.Running() {
+		cfg.Gossip.Join = append(cfg.Gossip.Join, n.Agent.GossipAddr())
 	}
-	c.mu.Unlock()
 	return cfg
 }
 
