@@ -55,8 +55,10 @@ var headerRow = ProxySession{User: "username", Service: "service", SourceIP: "sr
 
 // Config says how to reach a Dovecot's doveadm.
 type Config struct {
-	// URL of the doveadm HTTP API, e.g. http://127.0.0.1:8080/doveadm/v1
-	// (https with ca_file for TLS). Empty: run the local doveadm command.
+	// URL of the doveadm HTTP API, e.g. http://127.0.0.1:8080/doveadm/v1.
+	// For https, Dovecot's listener is still named "http", with ssl = yes
+	// (Dovecot 2.3 speaks its own protocol on a listener of another name).
+	// Empty: run the local doveadm command.
 	URL string `yaml:"url"`
 	// APIKeyFile holds doveadm_api_key; PasswordFile doveadm_password (for
 	// basic auth as user doveadm). One of them with url.

@@ -376,14 +376,17 @@ func TestDoveadmAPIErrorsNameTheProblem(t *testing.T) {
 	}
 }
 
-// The API with doveadm_password (basic auth as user doveadm).
-func TestDoveadmAPIPassword(t *testing.T) {
+// The API over TLS, with doveadm_password (basic auth as user doveadm).
+func TestDoveadmAPIPasswordOverTLS(t *testing.T) {
 	ctx := context.Background()
-	d := dovecotlab.Start(t, "apipw")
+	d := dovecotlab.StartWith(t, "apitls", dovecotlab.Options{DoveadmTLS: true})
 	pw := filepath.Join(d.Dir, "doveadm-password")
 	os.WriteFile(pw, []byte(d.DoveadmPassword+"\n"), 0o600)
 	c := dovecot.DefaultConfig()
-	c.URL, c.PasswordFile = d.HTTP+"/doveadm/v1", pw
+	c.URL, c.PasswordFile, c.CAFile = d.HTTP+"/doveadm/v1", pw, d.CAFile
+	if !strings.HasPrefix(c.URL, "https://") {
+		t.Fatalf("the lab serves %s, want https", c.URL)
+	}
 	a, err := dovecot.New(c)
 	if err != nil {
 		t.Fatal(err)
@@ -395,9 +398,15 @@ func TestDoveadmAPIPassword(t *testing.T) {
 	defer s.Close()
 	who, err := a.Who(ctx)
 	if err != nil || len(who) != 1 || who[0].User != d.User {
-		t.Fatalf("who with the password: %+v %v", who, err)
+		t.Fatalf("who over TLS with the password: %+v %v", who, err)
+	}
+	c.CAFile = ""
+	a, _ = dovecot.New(c)
+	if _, err := a.Who(ctx); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("TLS without the CA: %v", err)
 	}
 	os.WriteFile(pw, []byte("wrong"), 0o600)
+	c.CAFile = d.CAFile
 	a, _ = dovecot.New(c)
 	if _, err := a.Who(ctx); err == nil || !strings.Contains(err.Error(), "password_file") {
 		t.Fatalf("wrong password: %v", err)

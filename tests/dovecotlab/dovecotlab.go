@@ -62,6 +62,8 @@ type Options struct {
 	Shared string
 	// AuthCache turns Dovecot's passdb cache on (1 hour).
 	AuthCache bool
+	// DoveadmTLS serves the doveadm HTTP API over TLS (HTTP is https://).
+	DoveadmTLS bool
 }
 
 var confTmpl = template.Must(template.New("conf").Parse(`# rendered by tests/dovecotlab
@@ -151,8 +153,11 @@ service managesieve-login {
 doveadm_api_key = {{.APIKey}}
 doveadm_password = {{.DoveadmPassword}}
 service doveadm {
+  # Dovecot tells HTTP from its doveadm protocol by this listener's name:
+  # TLS is ssl = yes on "http", not a listener of another name.
   inet_listener http {
-    port = {{.P.http}}
+    port = {{.P.http}}{{if .Opts.DoveadmTLS}}
+    ssl = yes{{end}}
   }
 }
 `))
@@ -254,6 +259,9 @@ func StartWith(t testing.TB, name string, o Options) *Instance {
 	}
 	addr := func(k string) string { return net.JoinHostPort(i.IP, strconv.Itoa(p[k])) }
 	i.IMAP, i.IMAPS, i.IMAPPP, i.POP3, i.LMTP, i.HTTP = addr("imap"), addr("imaps"), addr("imappp"), addr("pop3"), addr("lmtp"), "http://"+addr("http")
+	if o.DoveadmTLS {
+		i.HTTP = "https://" + addr("http")
+	}
 	i.Sub, i.Sieve = addr("sub"), addr("sieve")
 	data := struct {
 		*Instance
