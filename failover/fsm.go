@@ -9,21 +9,6 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// State is the replicated cluster state. The FSM that holds it is
-// deterministic and does no I/O: it only applies committed commands.
-type State struct {
-	// ClusterID names the raft cluster; set once by its first leader.
-	ClusterID string `json:"cluster_id"`
-}
-
-// command is one raft log entry.
-type command struct {
-	Op        string `json:"op"`
-	ClusterID string `json:"cluster_id,omitempty"`
-}
-
-const opInit = "init"
-
 type fsm struct {
 	mu    sync.RWMutex
 	state State
@@ -36,14 +21,8 @@ func (f *fsm) Apply(l *raft.Log) any {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	switch c.Op {
-	case opInit:
-		if f.state.ClusterID == "" {
-			f.state.ClusterID = c.ClusterID
-		}
-	default:
-		// A newer agent's command: ignore rather than diverge.
-		return fmt.Errorf("unknown raft command %q at index %d", c.Op, l.Index)
+	if err := f.state.apply(c); err != nil {
+		return fmt.Errorf("raft entry %d: %w", l.Index, err)
 	}
 	return nil
 }
@@ -51,7 +30,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 func (f *fsm) read() State {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return f.state
+	return f.state.clone()
 }
 
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {

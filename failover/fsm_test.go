@@ -3,7 +3,9 @@ package failover
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
+	"reflect"
 	"testing"
 	"time"
 
@@ -57,7 +59,7 @@ func TestFSMInitOnceAndSnapshotRestore(t *testing.T) {
 	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
 		t.Fatal(err)
 	}
-	if g.read() != f.read() {
+	if !reflect.DeepEqual(g.read(), f.read()) {
 		t.Fatalf("restored %+v, want %+v", g.read(), f.read())
 	}
 	if err := g.Restore(io.NopCloser(bytes.NewReader([]byte("garbage")))); err == nil {
@@ -101,5 +103,93 @@ func TestPromoterCapsVoters(t *testing.T) {
 				t.Errorf("%s: got promotions %v, want %v", tc.name, got, tc.want)
 			}
 		}
+	}
+}
+
+func TestStateCommands(t *testing.T) {
+	s := State{}
+	must := func(c command) {
+		t.Helper()
+		if err := s.apply(c); err != nil {
+			t.Fatalf("%s: %v", c.Op, err)
+		}
+	}
+	must(command{Op: opSetNode, Node: "b", State: Draining, Reason: "kernel update", At: t0})
+	must(command{Op: opPlanStart, Plan: &Plan{Kind: PlanDrain, Node: "b", Rate: 200}, At: t0})
+	if err := s.apply(command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailover, Node: "b"}, At: t0}); err == nil {
+		t.Fatal("a second running plan for one node was accepted")
+	}
+	pl, _ := s.Running("b")
+	must(command{Op: opPlanBatch, PlanID: pl.ID, Moved: 1000})
+	must(command{Op: opPlanBatch, PlanID: pl.ID, Moved: 10})
+	must(command{Op: opPlanEnd, PlanID: pl.ID, Status: PlanDone, At: t0.Add(time.Minute)})
+	if got := s.Plans[pl.ID]; got.Batches != 2 || got.Moved != 1010 || got.Status != PlanDone || !got.Finished.Equal(t0.Add(time.Minute)) || got.Rate != 200 {
+		t.Fatalf("plan %+v", got)
+	}
+	if err := s.apply(command{Op: opPlanBatch, PlanID: pl.ID, Moved: 1}); err == nil {
+		t.Fatal("a batch was recorded on a finished plan")
+	}
+	if err := s.apply(command{Op: opSetNode, Node: "b", State: "sideways"}); err == nil {
+		t.Fatal("an unknown node state applied")
+	}
+	if r := s.Node("b"); r.State != Draining || r.Reason != "kernel update" || !r.Since.Equal(t0) {
+		t.Fatalf("node %+v", r)
+	}
+	if s.Node("never-seen").State != Active || Draining.LBSignal() != "drain" || Failed.LBSignal() != "down" || Maintenance.LBSignal() != "down" || Recovering.LBSignal() != "up" {
+		t.Fatal("defaults or LB signals wrong")
+	}
+
+	must(command{Op: opSetNode, Node: "c", State: Failed, At: t0})
+	must(command{Op: opFreeze, Reason: "first", At: t0})
+	must(command{Op: opFreeze, Reason: "second", At: t0.Add(time.Second)})
+	if s.Frozen == nil || s.Frozen.Reason != "first" {
+		t.Fatalf("freeze %+v: the first reason should stay", s.Frozen)
+	}
+	must(command{Op: opAck, Node: "c"})
+	if !s.Node("c").LastFailover.IsZero() || s.Frozen == nil {
+		t.Fatal("ack of a node should clear its block period only")
+	}
+	must(command{Op: opAck})
+	if s.Frozen != nil {
+		t.Fatal("ack of the cluster should unfreeze it")
+	}
+
+	// Finished plans are pruned, oldest first; running ones never.
+	for i := range keepFinishedPlans + 5 {
+		n := fmt.Sprintf("n%d", i)
+		must(command{Op: opPlanStart, Plan: &Plan{Kind: PlanMove, Node: n}, At: t0})
+		p, _ := s.Running(n)
+		must(command{Op: opPlanEnd, PlanID: p.ID, Status: PlanDone, At: t0})
+	}
+	must(command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailover, Node: "c"}, At: t0})
+	if len(s.Plans) != keepFinishedPlans+1 || len(s.RunningPlans()) != 1 {
+		t.Fatalf("%d plans kept (%d running)", len(s.Plans), len(s.RunningPlans()))
+	}
+	if _, ok := s.Plans[pl.ID]; ok {
+		t.Fatal("the oldest finished plan was kept")
+	}
+
+	// The whole state survives a snapshot and a restore.
+	f := &fsm{state: s}
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	g := &fsm{}
+	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(g.read(), f.read()) {
+		t.Fatalf("restored state differs")
+	}
+	// read returns a copy: changing it does not change the FSM.
+	r := f.read()
+	r.Nodes["b"] = NodeRecord{State: Failed}
+	if f.read().Nodes["b"].State != Draining {
+		t.Fatal("read shares its maps with the FSM")
 	}
 }

@@ -1,0 +1,155 @@
+package failover
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// NodeView is what the leader knows of one node now, from gossip: the
+// node's own health report and what its peers observe of it.
+type NodeView struct {
+	Name string
+	// Mail: the node serves users (a witness only votes).
+	Mail bool
+	// Gossip is memberlist's view: alive, suspect, dead or left.
+	Gossip string
+	// Health is the node's own report: passing, warning or critical (after
+	// its fall/rise hysteresis); Reason says why.
+	Health string
+	Reason string
+	// FSTrouble: the node's own report blames the shared mail filesystem.
+	FSTrouble bool
+	// UnreachableBy lists the alive peers that cannot reach its Dovecot.
+	UnreachableBy []string
+	// HealthySince is when the node last became healthy (alive, passing,
+	// reachable by every peer) in the leader's continuous view; zero when
+	// it is not healthy now.
+	HealthySince time.Time
+}
+
+// Policy is the failover configuration the decision follows.
+type Policy struct {
+	// BlockPeriod: a node is failed over at most once per period.
+	BlockPeriod time.Duration
+	// FailbackHoldDown is the continuous health a failed node needs before
+	// its users come home; Failback "auto" or "manual".
+	FailbackHoldDown time.Duration
+	Failback         string
+	// FailbackRate is users per second for failback plans.
+	FailbackRate int
+	// MaxFailedFraction: more mail nodes failed at once than this fraction
+	// freezes every automatic move.
+	MaxFailedFraction float64
+}
+
+// DefaultPolicy is DESIGN.md's defaults.
+func DefaultPolicy() Policy {
+	return Policy{BlockPeriod: time.Hour, FailbackHoldDown: 10 * time.Minute, Failback: "auto", FailbackRate: 200, MaxFailedFraction: 0.5}
+}
+
+// failing says whether the cluster may call a node failed, and why:
+// (a) its own critical report, or (b) a quorum of its alive peers cannot
+// reach its Dovecot (which also covers memberlist's "dead"). One observer
+// never suffices.
+func failing(n NodeView, view []NodeView) (bool, string) {
+	if n.Health == "critical" && n.Gossip != "left" {
+		return true, "reports itself critical: " + n.Reason
+	}
+	observers := 0
+	for _, o := range view {
+		if o.Name != n.Name && o.Gossip == "alive" {
+			observers++
+		}
+	}
+	quorum := observers/2 + 1
+	if observers >= 2 && len(n.UnreachableBy) >= quorum {
+		return true, fmt.Sprintf("unreachable by %d of %d peers (%s)", len(n.UnreachableBy), observers, strings.Join(n.UnreachableBy, ", "))
+	}
+	return false, ""
+}
+
+// Decide returns the commands that the state and the view call for now.
+// It is pure: no clock, no I/O, so every rule is a table test.
+func Decide(view []NodeView, s State, now time.Time, p Policy) []command {
+	view = append([]NodeView(nil), view...)
+	sort.Slice(view, func(i, j int) bool { return view[i].Name < view[j].Name })
+	var out []command
+	mail, fsTrouble, failed := 0, 0, 0
+	type candidate struct {
+		n      NodeView
+		reason string
+	}
+	var failingNow []candidate
+	for _, n := range view {
+		if !n.Mail {
+			continue
+		}
+		mail++
+		if n.FSTrouble && n.Gossip == "alive" {
+			fsTrouble++
+		}
+		r := s.Node(n.Name)
+		bad, why := failing(n, view)
+		switch {
+		case r.State == Failed:
+			failed++
+		case bad && (r.State == Active || r.State == Recovering):
+			failed++
+			failingNow = append(failingNow, candidate{n, why})
+		}
+	}
+	if mail == 0 {
+		return nil
+	}
+
+	// Mass failure freezes every automatic move until an operator acks.
+	if s.Frozen == nil {
+		switch {
+		case fsTrouble*2 > mail:
+			return []command{{Op: opFreeze, Reason: fmt.Sprintf("shared filesystem trouble on %d of %d mail nodes", fsTrouble, mail), At: now}}
+		case float64(failed) > p.MaxFailedFraction*float64(mail):
+			return []command{{Op: opFreeze, Reason: fmt.Sprintf("%d of %d mail nodes failed at once (max_failed_fraction %.2f)", failed, mail, p.MaxFailedFraction), At: now}}
+		}
+	}
+	if s.Frozen != nil {
+		return nil
+	}
+
+	for _, c := range failingNow {
+		r := s.Node(c.n.Name)
+		if r.State == Recovering {
+			// Failing while its users come home: stop that and send them
+			// away again; the failback's hold-down already limits flapping.
+			if pl, ok := s.Running(c.n.Name); ok {
+				out = append(out, command{Op: opPlanEnd, PlanID: pl.ID, Status: PlanCanceled, Reason: "node failing again: " + c.reason, At: now})
+			}
+		} else if !r.LastFailover.IsZero() && now.Sub(r.LastFailover) < p.BlockPeriod {
+			continue // failed over within the block period: an operator must ack
+		} else if _, ok := s.Running(c.n.Name); ok {
+			continue // an operator's plan owns the node
+		}
+		out = append(out,
+			command{Op: opSetNode, Node: c.n.Name, State: Failed, Reason: c.reason, At: now},
+			command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailover, Node: c.n.Name, Reason: c.reason}, At: now})
+	}
+
+	if p.Failback != "auto" {
+		return out
+	}
+	for _, n := range view {
+		r := s.Node(n.Name)
+		if !n.Mail || r.State != Failed || n.HealthySince.IsZero() || now.Sub(n.HealthySince) < p.FailbackHoldDown {
+			continue
+		}
+		if _, ok := s.Running(n.Name); ok {
+			continue // its failover is still moving users off
+		}
+		why := fmt.Sprintf("healthy for %s", now.Sub(n.HealthySince).Round(time.Second))
+		out = append(out,
+			command{Op: opSetNode, Node: n.Name, State: Recovering, Reason: why, At: now},
+			command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailback, Node: n.Name, Reason: why, Rate: p.FailbackRate}, At: now})
+	}
+	return out
+}

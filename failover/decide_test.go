@@ -1,0 +1,170 @@
+package failover
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+
+// healthy returns alive, passing mail nodes named a, b, c…, healthy for an hour.
+func healthy(names ...string) []NodeView {
+	var v []NodeView
+	for _, n := range names {
+		v = append(v, NodeView{Name: n, Mail: true, Gossip: "alive", Health: "passing", HealthySince: t0.Add(-time.Hour)})
+	}
+	return v
+}
+
+func with(v []NodeView, name string, f func(*NodeView)) []NodeView {
+	out := append([]NodeView(nil), v...)
+	for i := range out {
+		if out[i].Name == name {
+			f(&out[i])
+		}
+	}
+	return out
+}
+
+func critical(reason string, fs bool) func(*NodeView) {
+	return func(n *NodeView) {
+		n.Health, n.Reason, n.FSTrouble, n.HealthySince = "critical", reason, fs, time.Time{}
+	}
+}
+
+func unreachableBy(peers ...string) func(*NodeView) {
+	return func(n *NodeView) { n.UnreachableBy, n.HealthySince = peers, time.Time{} }
+}
+
+func state(f func(*State)) State {
+	s := State{ClusterID: "x"}
+	if f != nil {
+		f(&s)
+	}
+	return s
+}
+
+func node(s *State, name string, r NodeRecord) {
+	if s.Nodes == nil {
+		s.Nodes = map[string]NodeRecord{}
+	}
+	s.Nodes[name] = r
+}
+
+func plan(s *State, p Plan) {
+	if s.Plans == nil {
+		s.Plans = map[string]Plan{}
+	}
+	p.Status = PlanRunning
+	s.Plans[p.ID] = p
+}
+
+// summary renders commands as "op node state/kind" lines for comparison.
+func summary(cs []command) string {
+	var out []string
+	for _, c := range cs {
+		switch c.Op {
+		case opSetNode:
+			out = append(out, fmt.Sprintf("set-node %s %s", c.Node, c.State))
+		case opPlanStart:
+			out = append(out, fmt.Sprintf("plan-start %s %s", c.Plan.Node, c.Plan.Kind))
+		case opPlanEnd:
+			out = append(out, fmt.Sprintf("plan-end %s %s", c.PlanID, c.Status))
+		default:
+			out = append(out, c.Op)
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
+func TestDecide(t *testing.T) {
+	p := DefaultPolicy()
+	manual := DefaultPolicy()
+	manual.Failback = "manual"
+	three := healthy("a", "b", "c")
+	for _, tc := range []struct {
+		name   string
+		view   []NodeView
+		state  State
+		policy Policy
+		want   string
+	}{
+		{"all healthy: nothing", three, state(nil), p, ""},
+		{"one observer never fails a node", with(three, "b", unreachableBy("a")), state(nil), p, ""},
+		{"a quorum of peers cannot reach it", with(three, "b", unreachableBy("a", "c")), state(nil), p,
+			"set-node b failed; plan-start b failover"},
+		{"dead in gossip and unreachable by a quorum", with(with(three, "b", unreachableBy("a", "c")), "b", func(n *NodeView) { n.Gossip = "dead" }), state(nil), p,
+			"set-node b failed; plan-start b failover"},
+		{"dead in gossip alone is not enough", with(three, "b", func(n *NodeView) { n.Gossip, n.HealthySince = "dead", time.Time{} }), state(nil), p, ""},
+		{"its own critical report", with(three, "c", critical("mount hung", true)), state(nil), p,
+			"set-node c failed; plan-start c failover"},
+		{"a witness is never failed over", append(three, NodeView{Name: "w", Gossip: "alive", Health: "critical"}), state(nil), p, ""},
+		{"two mail nodes and a witness: both peers must agree", append(with(healthy("a", "b"), "b", unreachableBy("a")), NodeView{Name: "w", Gossip: "alive", Health: "passing"}), state(nil), p, ""},
+		{"two mail nodes and a witness that agrees", append(with(healthy("a", "b"), "b", unreachableBy("a", "w")), NodeView{Name: "w", Gossip: "alive", Health: "passing"}), state(nil), p,
+			"set-node b failed; plan-start b failover"},
+		{"shared filesystem trouble on a majority freezes", with(with(three, "a", critical("mount slow", true)), "b", critical("mount slow", true)), state(nil), p, "freeze"},
+		{"more than max_failed_fraction failed freezes", with(with(three, "a", critical("dovecot down", false)), "b", critical("dovecot down", false)), state(nil), p, "freeze"},
+		{"one failing while another is failed already freezes", with(three, "b", critical("dovecot down", false)),
+			state(func(s *State) { node(s, "a", NodeRecord{State: Failed}) }), p, "freeze"},
+		{"frozen: nobody moves", with(three, "b", critical("dovecot down", false)),
+			state(func(s *State) { s.Frozen = &Freeze{Reason: "x"} }), p, ""},
+		{"failed over within the block period: wait for an ack", with(three, "b", critical("dovecot down", false)),
+			state(func(s *State) { node(s, "b", NodeRecord{State: Active, LastFailover: t0.Add(-30 * time.Minute)}) }), p, ""},
+		{"the block period is over", with(three, "b", critical("dovecot down", false)),
+			state(func(s *State) { node(s, "b", NodeRecord{State: Active, LastFailover: t0.Add(-61 * time.Minute)}) }), p,
+			"set-node b failed; plan-start b failover"},
+		{"failed already: no second plan", with(three, "b", critical("dovecot down", false)),
+			state(func(s *State) { node(s, "b", NodeRecord{State: Failed, LastFailover: t0}) }), p, ""},
+		{"an operator's drain owns the node", with(three, "b", critical("dovecot down", false)),
+			state(func(s *State) {
+				node(s, "b", NodeRecord{State: Draining})
+				plan(s, Plan{ID: "000001-drain", Kind: PlanDrain, Node: "b"})
+			}), p, ""},
+		{"failback after the hold-down", with(three, "b", func(n *NodeView) { n.HealthySince = t0.Add(-11 * time.Minute) }),
+			state(func(s *State) { node(s, "b", NodeRecord{State: Failed, LastFailover: t0.Add(-2 * time.Hour)}) }), p,
+			"set-node b recovering; plan-start b failback"},
+		{"no failback before the hold-down", with(three, "b", func(n *NodeView) { n.HealthySince = t0.Add(-9 * time.Minute) }),
+			state(func(s *State) { node(s, "b", NodeRecord{State: Failed}) }), p, ""},
+		{"no failback while the failover still runs", three,
+			state(func(s *State) {
+				node(s, "b", NodeRecord{State: Failed})
+				plan(s, Plan{ID: "000001-failover", Kind: PlanFailover, Node: "b"})
+			}), p, ""},
+		{"failback manual: never by itself", three, state(func(s *State) { node(s, "b", NodeRecord{State: Failed}) }), manual, ""},
+		{"failing again while coming home: cancel and fail over", with(three, "b", critical("dovecot down", false)),
+			state(func(s *State) {
+				node(s, "b", NodeRecord{State: Recovering, LastFailover: t0.Add(-20 * time.Minute)})
+				plan(s, Plan{ID: "000002-failback", Kind: PlanFailback, Node: "b"})
+			}), p,
+			"plan-end 000002-failback canceled; set-node b failed; plan-start b failover"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := summary(Decide(tc.view, tc.state, t0, tc.policy))
+			if got != tc.want {
+				t.Fatalf("got  %q\nwant %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// Decide's commands apply to the state they were decided on.
+func TestDecisionsApply(t *testing.T) {
+	s := state(nil)
+	view := with(healthy("a", "b", "c"), "b", critical("mount hung", true))
+	cs := Decide(view, s, t0, DefaultPolicy())
+	for _, c := range cs {
+		if err := s.apply(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := s.Node("b")
+	pl, ok := s.Running("b")
+	if r.State != Failed || !r.LastFailover.Equal(t0) || !ok || pl.Kind != PlanFailover || pl.ID != "000001-failover" || !strings.Contains(pl.Reason, "mount hung") {
+		t.Fatalf("node %+v plan %+v", r, pl)
+	}
+	if more := Decide(view, s, t0.Add(time.Second), DefaultPolicy()); len(more) != 0 {
+		t.Fatalf("a second round decided %s", summary(more))
+	}
+}

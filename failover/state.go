@@ -1,0 +1,282 @@
+package failover
+
+import (
+	"fmt"
+	"sort"
+	"time"
+)
+
+// NodeState is a node's place in the failover state machine.
+type NodeState string
+
+// Node states. A node nobody has acted on is Active.
+const (
+	Active      NodeState = "active"      // serves its users
+	Draining    NodeState = "draining"    // an operator is moving its users away
+	Maintenance NodeState = "maintenance" // drained and expected down: no alerts
+	Failed      NodeState = "failed"      // failed over: its users live elsewhere
+	Recovering  NodeState = "recovering"  // healthy again: its users are coming home
+)
+
+// LBSignal is what the load balancer should do with a node in this state:
+// up, drain (no new connections) or down.
+func (s NodeState) LBSignal() string {
+	switch s {
+	case Draining:
+		return "drain"
+	case Failed, Maintenance:
+		return "down"
+	}
+	return "up"
+}
+
+// NodeRecord is the replicated record of one node.
+type NodeRecord struct {
+	State  NodeState `json:"state"`
+	Reason string    `json:"reason,omitempty"`
+	Since  time.Time `json:"since"`
+	// LastFailover anchors the block period: a node is failed over at
+	// most once per block period unless an operator acknowledges.
+	LastFailover time.Time `json:"last_failover,omitzero"`
+}
+
+// PlanKind says why a plan moves users.
+type PlanKind string
+
+// Plan kinds.
+const (
+	PlanFailover PlanKind = "failover" // every user off a failed node
+	PlanDrain    PlanKind = "drain"    // every user off a node, at a rate
+	PlanFailback PlanKind = "failback" // a node's own users back home, at a rate
+	PlanMove     PlanKind = "move"     // one user to one node
+)
+
+// PlanStatus is where a plan is.
+type PlanStatus string
+
+// Plan statuses.
+const (
+	PlanRunning  PlanStatus = "running"
+	PlanDone     PlanStatus = "done"
+	PlanCanceled PlanStatus = "canceled"
+)
+
+// Plan is a move of users, committed before any of it runs and advanced
+// batch by batch, so a new leader resumes where the old one stopped.
+type Plan struct {
+	ID     string   `json:"id"`
+	Kind   PlanKind `json:"kind"`
+	Node   string   `json:"node"`           // the source (failover, drain) or home (failback)
+	User   string   `json:"user,omitempty"` // a move's user
+	To     string   `json:"to,omitempty"`   // a move's target node
+	Reason string   `json:"reason"`
+	// Rate is users per second (0: as fast as the database goes).
+	Rate     int        `json:"rate,omitempty"`
+	Term     uint64     `json:"term"`
+	Created  time.Time  `json:"created"`
+	Status   PlanStatus `json:"status"`
+	Batches  int        `json:"batches"`
+	Moved    int        `json:"moved"`
+	Finished time.Time  `json:"finished,omitzero"`
+	Error    string     `json:"error,omitempty"`
+}
+
+// Freeze stops every automatic move until an operator acknowledges.
+type Freeze struct {
+	Reason string    `json:"reason"`
+	Since  time.Time `json:"since"`
+}
+
+// State is the replicated cluster state. It changes only by applying
+// committed commands, deterministically: the time in it is the leader's,
+// carried in the command, never the applying node's clock.
+type State struct {
+	// ClusterID names the raft cluster; set once by its first leader.
+	ClusterID string                `json:"cluster_id"`
+	Nodes     map[string]NodeRecord `json:"nodes,omitempty"`
+	Plans     map[string]Plan       `json:"plans,omitempty"`
+	Frozen    *Freeze               `json:"frozen,omitempty"`
+	// PlanSeq numbers plans.
+	PlanSeq uint64 `json:"plan_seq,omitempty"`
+}
+
+// Node returns a node's record; a node never acted on is Active.
+func (s *State) Node(name string) NodeRecord {
+	if r, ok := s.Nodes[name]; ok {
+		return r
+	}
+	return NodeRecord{State: Active}
+}
+
+// Running returns the running plan that concerns node, if any.
+func (s *State) Running(node string) (Plan, bool) {
+	for _, p := range s.sortedPlans() {
+		if p.Status == PlanRunning && p.Node == node {
+			return p, true
+		}
+	}
+	return Plan{}, false
+}
+
+// RunningPlans returns the running plans, oldest first.
+func (s *State) RunningPlans() []Plan {
+	var out []Plan
+	for _, p := range s.sortedPlans() {
+		if p.Status == PlanRunning {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (s *State) sortedPlans() []Plan {
+	out := make([]Plan, 0, len(s.Plans))
+	for _, p := range s.Plans {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// command is one raft log entry.
+type command struct {
+	Op        string     `json:"op"`
+	ClusterID string     `json:"cluster_id,omitempty"`
+	Node      string     `json:"node,omitempty"`
+	State     NodeState  `json:"state,omitempty"`
+	Reason    string     `json:"reason,omitempty"`
+	At        time.Time  `json:"at,omitzero"`
+	Plan      *Plan      `json:"plan,omitempty"`
+	PlanID    string     `json:"plan_id,omitempty"`
+	Moved     int        `json:"moved,omitempty"`
+	Status    PlanStatus `json:"status,omitempty"`
+}
+
+// Commands.
+const (
+	opInit      = "init"       // ClusterID
+	opSetNode   = "set-node"   // Node, State, Reason, At
+	opPlanStart = "plan-start" // Plan (ID assigned here), At
+	opPlanBatch = "plan-batch" // PlanID, Moved
+	opPlanEnd   = "plan-end"   // PlanID, Status, Reason (error), At
+	opFreeze    = "freeze"     // Reason, At
+	opAck       = "ack"        // Node ("" for the cluster's freeze), At
+)
+
+// keepFinishedPlans bounds the finished plans kept in the state (the
+// journal in the database keeps every move).
+const keepFinishedPlans = 100
+
+// apply changes the state by one command; it returns an error (and
+// changes nothing) for a command that does not apply.
+func (s *State) apply(c command) error {
+	switch c.Op {
+	case opInit:
+		if s.ClusterID == "" {
+			s.ClusterID = c.ClusterID
+		}
+	case opSetNode:
+		switch c.State {
+		case Active, Draining, Maintenance, Failed, Recovering:
+		default:
+			return fmt.Errorf("set-node %s: unknown state %q", c.Node, c.State)
+		}
+		r := s.Node(c.Node)
+		if r.State != c.State {
+			r.Since = c.At
+		}
+		r.State, r.Reason = c.State, c.Reason
+		if c.State == Failed {
+			r.LastFailover = c.At
+		}
+		if s.Nodes == nil {
+			s.Nodes = map[string]NodeRecord{}
+		}
+		s.Nodes[c.Node] = r
+	case opPlanStart:
+		if c.Plan == nil {
+			return fmt.Errorf("plan-start without a plan")
+		}
+		if p, ok := s.Running(c.Plan.Node); ok {
+			return fmt.Errorf("node %s already has plan %s (%s) running", c.Plan.Node, p.ID, p.Kind)
+		}
+		s.PlanSeq++
+		p := *c.Plan
+		p.ID = fmt.Sprintf("%06d-%s", s.PlanSeq, p.Kind) // sorts by age
+		p.Status, p.Created, p.Batches, p.Moved = PlanRunning, c.At, 0, 0
+		if s.Plans == nil {
+			s.Plans = map[string]Plan{}
+		}
+		s.Plans[p.ID] = p
+	case opPlanBatch:
+		p, ok := s.Plans[c.PlanID]
+		if !ok || p.Status != PlanRunning {
+			return fmt.Errorf("plan-batch: plan %q is not running", c.PlanID)
+		}
+		p.Batches++
+		p.Moved += c.Moved
+		s.Plans[c.PlanID] = p
+	case opPlanEnd:
+		p, ok := s.Plans[c.PlanID]
+		if !ok || p.Status != PlanRunning {
+			return fmt.Errorf("plan-end: plan %q is not running", c.PlanID)
+		}
+		p.Status, p.Finished, p.Error = c.Status, c.At, c.Reason
+		s.Plans[c.PlanID] = p
+		s.prunePlans()
+	case opFreeze:
+		if s.Frozen == nil {
+			s.Frozen = &Freeze{Reason: c.Reason, Since: c.At}
+		}
+	case opAck:
+		if c.Node == "" {
+			s.Frozen = nil
+			break
+		}
+		r := s.Node(c.Node)
+		r.LastFailover = time.Time{}
+		if s.Nodes == nil {
+			s.Nodes = map[string]NodeRecord{}
+		}
+		s.Nodes[c.Node] = r
+	default:
+		// A newer agent's command: refuse rather than diverge.
+		return fmt.Errorf("unknown raft command %q", c.Op)
+	}
+	return nil
+}
+
+// prunePlans drops the oldest finished plans beyond keepFinishedPlans.
+func (s *State) prunePlans() {
+	var finished []Plan
+	for _, p := range s.sortedPlans() {
+		if p.Status != PlanRunning {
+			finished = append(finished, p)
+		}
+	}
+	for i := 0; i < len(finished)-keepFinishedPlans; i++ {
+		delete(s.Plans, finished[i].ID)
+	}
+}
+
+// clone returns a deep copy, for readers outside the FSM's lock.
+func (s *State) clone() State {
+	c := *s
+	if s.Nodes != nil {
+		c.Nodes = make(map[string]NodeRecord, len(s.Nodes))
+		for k, v := range s.Nodes {
+			c.Nodes[k] = v
+		}
+	}
+	if s.Plans != nil {
+		c.Plans = make(map[string]Plan, len(s.Plans))
+		for k, v := range s.Plans {
+			c.Plans[k] = v
+		}
+	}
+	if s.Frozen != nil {
+		f := *s.Frozen
+		c.Frozen = &f
+	}
+	return c
+}
