@@ -84,6 +84,9 @@ type Cluster struct {
 	apState     *autopilot.State
 	statsConns  map[string]*statsConn
 
+	leading *Leading
+	leadWG  sync.WaitGroup
+
 	roleGauge   prometheus.Gauge
 	termGauge   prometheus.GaugeFunc
 	leaderCount prometheus.Counter
@@ -182,6 +185,13 @@ func NewCluster(cfg RaftConfig, id, dir string, members Membership, log *slog.Lo
 	return c, nil
 }
 
+// Lead makes this node, while it leads, decide and carry out failover
+// plans. Call it before Run.
+func (c *Cluster) Lead(w *Leading) { c.leading = w }
+
+// State returns a copy of the replicated state.
+func (c *Cluster) State() State { return c.fsm.read() }
+
 // Addr is the cluster port's advertised address.
 func (c *Cluster) Addr() string { return c.stream.Addr().String() }
 
@@ -201,6 +211,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 	defer func() {
 		if apCancel != nil {
 			apCancel()
+			c.leadWG.Wait()
 			<-c.ap.Stop()
 		}
 	}()
@@ -257,10 +268,15 @@ func (c *Cluster) step(ctx context.Context, apCancel *context.CancelFunc) {
 				c.log.Warn("raft_init_failed", "err", err)
 			}
 		}
+		if c.leading != nil {
+			c.leadWG.Add(1)
+			go func() { defer c.leadWG.Done(); c.lead(apCtx, c.leading) }()
+		}
 	case !leader && *apCancel != nil:
 		c.log.Info("raft_leadership_lost", "term", c.raft.CurrentTerm())
 		c.roleGauge.Set(0)
 		(*apCancel)()
+		c.leadWG.Wait()
 		<-c.ap.Stop()
 		*apCancel = nil
 		c.mu.Lock()

@@ -11,6 +11,8 @@ import (
 // node's own health report and what its peers observe of it.
 type NodeView struct {
 	Name string
+	// ProxyHost is the value its users have in the passdb.
+	ProxyHost string
 	// Mail: the node serves users (a witness only votes).
 	Mail bool
 	// Gossip is memberlist's view: alive, suspect, dead or left.

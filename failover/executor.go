@@ -1,0 +1,326 @@
+package failover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Router is the routing database as plans use it; the agent adapts
+// routing.Store. MoveBatch must fail with an error that wraps ErrFenced
+// when a newer term has written.
+type Router interface {
+	UsersOn(ctx context.Context, host string, fn func(user string) error) error
+	HomedOn(ctx context.Context, host string, fn func(user, now string) error) error
+	Lookup(ctx context.Context, user string) (string, error)
+	MoveBatch(ctx context.Context, f Fence, plan, reason string, moves []Move) (int, error)
+}
+
+// Fence is the writer's raft term and name.
+type Fence struct {
+	Term   uint64
+	Leader string
+}
+
+// Move is one user's move from one host to another.
+type Move struct {
+	User, From, To string
+}
+
+// Target is a node users may be moved to.
+type Target struct {
+	Node, Host string
+	Weight     float64
+}
+
+// ErrFenced: the database refused this leader's write; it is deposed.
+var ErrFenced = errors.New("fenced")
+
+// Kicker ends the sessions of users who moved off a node: a kick on that
+// node's Dovecot, a proxy kick on every proxy, an auth cache flush.
+type Kicker interface {
+	Moved(ctx context.Context, from string, users []string) error
+}
+
+// Executor carries out plans on the leader: batch by batch, routing then
+// kicks, each batch recorded in the raft log, so a new leader resumes a
+// half-done plan where the last recorded batch ended. Every step is
+// harmless to repeat: a user already moved is not on the source any more.
+type Executor struct {
+	Router Router
+	Kicker Kicker
+	// Choose picks a user's target (weighted rendezvous hashing).
+	Choose func(user string, targets []Target) (Target, bool)
+	// BatchSize is the users per routing transaction.
+	BatchSize int
+	// RetryMin and RetryMax bound the backoff while the database fails.
+	RetryMin, RetryMax time.Duration
+	Log                *slog.Logger
+}
+
+// leaderOps is what a plan's run needs from the raft leader.
+type leaderOps struct {
+	fence Fence
+	state func() State
+	view  func() []NodeView
+	apply func(command) error
+	now   func() time.Time
+}
+
+// errNoTarget: no healthy node can take the users yet; retried.
+var errNoTarget = errors.New("no healthy node to move users to")
+
+// run carries out one plan until it ends, this node stops leading (ctx),
+// or the database fences it.
+func (e *Executor) run(ctx context.Context, id string, l leaderOps) error {
+	backoff := e.RetryMin
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		p, ok := l.state().Plans[id]
+		if !ok || p.Status != PlanRunning {
+			return nil
+		}
+		start := l.now()
+		n, err := e.step(ctx, p, l)
+		switch {
+		case errors.Is(err, ErrFenced):
+			e.Log.Warn("plan_fenced", "plan", id, "err", err)
+			return err
+		case err != nil:
+			e.Log.Warn("plan_batch_failed", "plan", id, "err", err, "retry_in", backoff)
+			if !sleep(ctx, backoff) {
+				return ctx.Err()
+			}
+			backoff = min(2*backoff, e.RetryMax)
+			continue
+		case n < 0:
+			return nil // done
+		}
+		backoff = e.RetryMin
+		if p.Rate > 0 {
+			// Keep to the plan's users per second.
+			if wait := time.Duration(float64(n)/float64(p.Rate)*float64(time.Second)) - l.now().Sub(start); wait > 0 && !sleep(ctx, wait) {
+				return ctx.Err()
+			}
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// step moves one batch of plan p and records it; it returns how many
+// users it moved, or -1 when the plan is done (and recorded so).
+func (e *Executor) step(ctx context.Context, p Plan, l leaderOps) (int, error) {
+	view := l.view()
+	hosts := map[string]string{}
+	for _, n := range view {
+		hosts[n.Name] = n.ProxyHost
+	}
+	moves, err := e.nextBatch(ctx, p, view, l.state(), hosts)
+	if err != nil {
+		return 0, err
+	}
+	if len(moves) == 0 {
+		if err := l.apply(command{Op: opPlanEnd, PlanID: p.ID, Status: PlanDone, At: l.now()}); err != nil {
+			return 0, err
+		}
+		if p.Kind == PlanFailback {
+			if err := l.apply(command{Op: opSetNode, Node: p.Node, State: Active, Reason: "users back home", At: l.now()}); err != nil {
+				return 0, err
+			}
+		}
+		e.Log.Info("plan_done", "plan", p.ID, "kind", p.Kind, "node", p.Node, "moved", p.Moved)
+		return -1, nil
+	}
+	moved, err := e.Router.MoveBatch(ctx, l.fence, p.ID, p.Reason, moves)
+	if err != nil {
+		return 0, err
+	}
+	if moved == 0 {
+		// Listed on the source yet not movable: retry with backoff rather
+		// than spin.
+		return 0, fmt.Errorf("a batch of %d users moved nobody (first %q from %s)", len(moves), moves[0].User, moves[0].From)
+	}
+	bySource := map[string][]string{}
+	for _, m := range moves {
+		bySource[m.From] = append(bySource[m.From], m.User)
+	}
+	for from, users := range bySource {
+		// Best effort: the node's own sweep ends what a failed kick left.
+		if err := e.Kicker.Moved(ctx, nodeOf(hosts, from), users); err != nil {
+			e.Log.Warn("plan_kick_failed", "plan", p.ID, "from", from, "users", len(users), "err", err)
+		}
+	}
+	if err := l.apply(command{Op: opPlanBatch, PlanID: p.ID, Moved: moved}); err != nil {
+		return 0, err
+	}
+	return moved, nil
+}
+
+func nodeOf(hosts map[string]string, host string) string {
+	for n, h := range hosts {
+		if h == host {
+			return n
+		}
+	}
+	return host
+}
+
+// errStop ends a listing early once a batch is full.
+var errStop = errors.New("batch full")
+
+// nextBatch lists the plan's next users and where each goes.
+func (e *Executor) nextBatch(ctx context.Context, p Plan, view []NodeView, s State, hosts map[string]string) ([]Move, error) {
+	var moves []Move
+	switch p.Kind {
+	case PlanFailover, PlanDrain:
+		src := hosts[p.Node]
+		if src == "" {
+			return nil, fmt.Errorf("node %s has no proxy_host in the cluster's view", p.Node)
+		}
+		targets := e.targets(view, s, p.Node)
+		if len(targets) == 0 {
+			return nil, errNoTarget
+		}
+		err := e.Router.UsersOn(ctx, src, func(u string) error {
+			t, _ := e.Choose(u, targets)
+			moves = append(moves, Move{User: u, From: src, To: t.Host})
+			if len(moves) == e.BatchSize {
+				return errStop
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errStop) {
+			return nil, err
+		}
+	case PlanFailback:
+		home := hosts[p.Node]
+		if home == "" {
+			return nil, fmt.Errorf("node %s has no proxy_host in the cluster's view", p.Node)
+		}
+		err := e.Router.HomedOn(ctx, home, func(u, now string) error {
+			moves = append(moves, Move{User: u, From: now, To: home})
+			if len(moves) == e.BatchSize {
+				return errStop
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errStop) {
+			return nil, err
+		}
+	case PlanMove:
+		if p.Moved > 0 {
+			return nil, nil
+		}
+		from, err := e.Router.Lookup(ctx, p.User)
+		if err != nil {
+			return nil, err
+		}
+		if to := hosts[p.To]; to != "" && from != to {
+			moves = append(moves, Move{User: p.User, From: from, To: to})
+		}
+	}
+	return moves, nil
+}
+
+// targets are the mail nodes that may take users: alive, passing, active
+// and not the source.
+func (e *Executor) targets(view []NodeView, s State, source string) []Target {
+	var out []Target
+	for _, n := range view {
+		if n.Name == source || !n.Mail || n.Gossip != "alive" || n.Health != "passing" || n.ProxyHost == "" || s.Node(n.Name).State != Active {
+			continue
+		}
+		out = append(out, Target{Node: n.Name, Host: n.ProxyHost, Weight: 1})
+	}
+	return out
+}
+
+// Leading is what the raft leader does besides raft: decide from the
+// cluster's view and carry out plans.
+type Leading struct {
+	Executor *Executor
+	// View returns the cluster as gossip shows it now (HealthySince is
+	// filled in by the leader from its own continuous view).
+	View     func() []NodeView
+	Policy   Policy
+	Interval time.Duration
+}
+
+// lead runs while this node leads: every Interval it decides and applies
+// the commands, and it runs each running plan in its own goroutine. A
+// fenced write ends it: another leader has taken over.
+func (c *Cluster) lead(ctx context.Context, w *Leading) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ops := leaderOps{fence: Fence{Term: c.raft.CurrentTerm(), Leader: c.id}, state: c.fsm.read, view: w.View, apply: c.apply, now: time.Now}
+	healthySince := map[string]time.Time{}
+	running := map[string]bool{}
+	ended := make(chan string)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	tick := time.NewTicker(w.Interval)
+	defer tick.Stop()
+	for {
+		now := time.Now()
+		view := w.View()
+		for i := range view {
+			n := &view[i]
+			if n.Gossip == "alive" && n.Health == "passing" && len(n.UnreachableBy) == 0 {
+				if healthySince[n.Name].IsZero() {
+					healthySince[n.Name] = now
+				}
+				n.HealthySince = healthySince[n.Name]
+			} else {
+				delete(healthySince, n.Name)
+			}
+		}
+		for _, cmd := range Decide(view, c.fsm.read(), now, w.Policy) {
+			if err := c.apply(cmd); err != nil {
+				c.log.Warn("failover_apply_failed", "op", cmd.Op, "node", cmd.Node, "err", err)
+				break
+			}
+			c.log.Warn("failover_decided", "op", cmd.Op, "node", cmd.Node, "state", cmd.State, "reason", cmd.Reason)
+		}
+		st := c.fsm.read()
+		for _, p := range st.RunningPlans() {
+			if running[p.ID] {
+				continue
+			}
+			running[p.ID] = true
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				err := w.Executor.run(ctx, p.ID, ops)
+				if errors.Is(err, ErrFenced) {
+					cancel()
+				}
+				select {
+				case ended <- p.ID:
+				case <-ctx.Done():
+				}
+			}()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case id := <-ended:
+			delete(running, id)
+		case <-tick.C:
+		}
+	}
+}

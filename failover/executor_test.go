@@ -1,0 +1,304 @@
+package failover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"log/slog"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+)
+
+// memRouter is an in-memory users table with a fence, for the executor's
+// logic; routing's own tests run the real databases.
+type memRouter struct {
+	mu      sync.Mutex
+	hosts   map[string]string // user → host
+	home    map[string]string // user → first host Roost moved them from
+	moves   map[string]int    // user → times moved
+	term    uint64
+	failFor int // MoveBatch fails this many more times
+	calls   int
+}
+
+func newMemRouter(users int, hosts ...string) *memRouter {
+	r := &memRouter{hosts: map[string]string{}, home: map[string]string{}, moves: map[string]int{}}
+	for i := range users {
+		r.hosts[fmt.Sprintf("u%05d", i)] = hosts[i%len(hosts)]
+	}
+	return r
+}
+
+func (r *memRouter) sorted(keep func(u, h string) bool) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for u, h := range r.hosts {
+		if keep(u, h) {
+			out = append(out, u)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (r *memRouter) UsersOn(ctx context.Context, host string, fn func(string) error) error {
+	for _, u := range r.sorted(func(_, h string) bool { return h == host }) {
+		if err := fn(u); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *memRouter) HomedOn(ctx context.Context, host string, fn func(u, now string) error) error {
+	for _, u := range r.sorted(func(u, h string) bool { return r.home[u] == host && h != host }) {
+		r.mu.Lock()
+		now := r.hosts[u]
+		r.mu.Unlock()
+		if err := fn(u, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *memRouter) Lookup(ctx context.Context, u string) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.hosts[u], nil
+}
+
+func (r *memRouter) MoveBatch(ctx context.Context, f Fence, plan, reason string, ms []Move) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls++
+	if r.failFor > 0 {
+		r.failFor--
+		return 0, errors.New("connection refused")
+	}
+	if f.Term < r.term {
+		return 0, fmt.Errorf("%w: stored term %d", ErrFenced, r.term)
+	}
+	r.term = f.Term
+	n := 0
+	for _, m := range ms {
+		if r.hosts[m.User] != m.From {
+			continue
+		}
+		if _, ok := r.home[m.User]; !ok {
+			r.home[m.User] = m.From
+		}
+		r.hosts[m.User] = m.To
+		r.moves[m.User]++
+		n++
+	}
+	return n, nil
+}
+
+type memKicker struct {
+	mu     sync.Mutex
+	kicked map[string][]string // node → users
+}
+
+func (k *memKicker) Moved(ctx context.Context, from string, users []string) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.kicked == nil {
+		k.kicked = map[string][]string{}
+	}
+	k.kicked[from] = append(k.kicked[from], users...)
+	return nil
+}
+
+// memLeader is a raft leader's state without raft.
+type memLeader struct {
+	mu    sync.Mutex
+	s     State
+	view  []NodeView
+	fence Fence
+}
+
+func (m *memLeader) ops() leaderOps {
+	return leaderOps{
+		fence: m.fence,
+		state: func() State { m.mu.Lock(); defer m.mu.Unlock(); return m.s.clone() },
+		view:  func() []NodeView { m.mu.Lock(); defer m.mu.Unlock(); return append([]NodeView(nil), m.view...) },
+		apply: func(c command) error { m.mu.Lock(); defer m.mu.Unlock(); return m.s.apply(c) },
+		now:   time.Now,
+	}
+}
+
+func (m *memLeader) start(t *testing.T, p Plan) string {
+	t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.s.apply(command{Op: opPlanStart, Plan: &p, At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	pl, _ := m.s.Running(p.Node)
+	return pl.ID
+}
+
+func cluster3() []NodeView {
+	v := healthy("a", "b", "c")
+	for i := range v {
+		v[i].ProxyHost = "10.0.0." + string(rune('1'+i))
+	}
+	return v
+}
+
+// hrw is a stand-in for routing.Choose: highest hash wins.
+func hrw(user string, ts []Target) (Target, bool) {
+	var best Target
+	var bestScore uint64
+	for _, t := range ts {
+		h := fnv.New64a()
+		h.Write([]byte(t.Node + "\x00" + user))
+		if s := h.Sum64(); s >= bestScore {
+			best, bestScore = t, s
+		}
+	}
+	return best, len(ts) > 0
+}
+
+func newExecutor(r Router, k Kicker) *Executor {
+	return &Executor{Router: r, Kicker: k, Choose: hrw, BatchSize: 100, RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+}
+
+func TestExecutorFailsOverEveryUserOnceAndRecordsBatches(t *testing.T) {
+	r := newMemRouter(1000, "10.0.0.1", "10.0.0.2", "10.0.0.3")
+	k := &memKicker{}
+	m := &memLeader{view: with(cluster3(), "b", critical("dovecot down", false)), fence: Fence{Term: 3, Leader: "a"}}
+	id := m.start(t, Plan{Kind: PlanFailover, Node: "b", Reason: "dovecot down"})
+	if err := newExecutor(r, k).run(context.Background(), id, m.ops()); err != nil {
+		t.Fatal(err)
+	}
+	if left := r.sorted(func(_, h string) bool { return h == "10.0.0.2" }); len(left) != 0 {
+		t.Fatalf("%d users left on the failed node", len(left))
+	}
+	onA := len(r.sorted(func(u, h string) bool { return h == "10.0.0.1" && r.home[u] == "10.0.0.2" }))
+	onC := len(r.sorted(func(u, h string) bool { return h == "10.0.0.3" && r.home[u] == "10.0.0.2" }))
+	if onA+onC != 333 || onA == 0 || onC == 0 {
+		t.Fatalf("moved to a %d, to c %d; want 333 spread over both", onA, onC)
+	}
+	for u, n := range r.moves {
+		if n != 1 {
+			t.Fatalf("%s moved %d times", u, n)
+		}
+	}
+	p := m.s.Plans[id]
+	if p.Status != PlanDone || p.Moved != 333 || p.Batches != 4 {
+		t.Fatalf("plan %+v: want done, 333 moved in 4 batches", p)
+	}
+	if len(k.kicked["b"]) != 333 {
+		t.Fatalf("kicked %d users on b", len(k.kicked["b"]))
+	}
+}
+
+// A new leader resumes a half-done plan from the state it inherits.
+func TestExecutorResumesAHalfDonePlan(t *testing.T) {
+	r := newMemRouter(1000, "10.0.0.1", "10.0.0.2", "10.0.0.3")
+	old := &memLeader{view: cluster3(), fence: Fence{Term: 3, Leader: "a"}}
+	id := old.start(t, Plan{Kind: PlanDrain, Node: "b", Reason: "maintenance"})
+	e := newExecutor(r, &memKicker{})
+	for range 2 { // two batches, then the old leader dies
+		if _, err := e.step(context.Background(), old.s.Plans[id], old.ops()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	heir := &memLeader{s: old.s.clone(), view: cluster3(), fence: Fence{Term: 4, Leader: "c"}}
+	if err := e.run(context.Background(), id, heir.ops()); err != nil {
+		t.Fatal(err)
+	}
+	p := heir.s.Plans[id]
+	if p.Status != PlanDone || p.Moved != 333 || p.Batches != 4 {
+		t.Fatalf("plan %+v: want done with 333 moved over 4 batches in all", p)
+	}
+	for u, n := range r.moves {
+		if n != 1 {
+			t.Fatalf("%s moved %d times", u, n)
+		}
+	}
+	// The deposed leader wakes up and tries again: the database fences it.
+	old.s = heir.s.clone()
+	old.s.Plans[id] = Plan{ID: id, Kind: PlanDrain, Node: "a", Status: PlanRunning}
+	if err := e.run(context.Background(), id, old.ops()); !errors.Is(err, ErrFenced) {
+		t.Fatalf("a deposed leader's plan: %v, want ErrFenced", err)
+	}
+}
+
+func TestExecutorRetriesWhileTheDatabaseIsDown(t *testing.T) {
+	r := newMemRouter(300, "10.0.0.1", "10.0.0.2", "10.0.0.3")
+	r.failFor = 3
+	m := &memLeader{view: cluster3(), fence: Fence{Term: 1, Leader: "a"}}
+	id := m.start(t, Plan{Kind: PlanFailover, Node: "c"})
+	if err := newExecutor(r, &memKicker{}).run(context.Background(), id, m.ops()); err != nil {
+		t.Fatal(err)
+	}
+	if p := m.s.Plans[id]; p.Status != PlanDone || p.Moved != 100 || r.calls != 4 {
+		t.Fatalf("plan %+v after %d calls; want done, 100 moved, 3 failures then one batch", p, r.calls)
+	}
+}
+
+func TestExecutorWaitsForATarget(t *testing.T) {
+	r := newMemRouter(30, "10.0.0.1", "10.0.0.2", "10.0.0.3")
+	view := with(with(cluster3(), "a", critical("x", false)), "c", critical("y", false))
+	m := &memLeader{view: view, fence: Fence{Term: 1, Leader: "a"}}
+	id := m.start(t, Plan{Kind: PlanFailover, Node: "b"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- newExecutor(r, &memKicker{}).run(ctx, id, m.ops()) }()
+	time.Sleep(100 * time.Millisecond)
+	if r.calls != 0 {
+		t.Fatalf("moved users with no healthy target")
+	}
+	m.mu.Lock()
+	m.view = with(m.view, "c", func(n *NodeView) { n.Health = "passing" })
+	m.mu.Unlock()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		cancel()
+		t.Fatal("the plan did not finish once c was healthy")
+	}
+	cancel()
+	if onC := len(r.sorted(func(_, h string) bool { return h == "10.0.0.3" })); onC != 20 {
+		t.Fatalf("%d users on c, want its 10 and b's 10", onC)
+	}
+}
+
+func TestExecutorFailbackBringsUsersHomeAtItsRate(t *testing.T) {
+	r := newMemRouter(900, "10.0.0.1", "10.0.0.2", "10.0.0.3")
+	m := &memLeader{view: with(cluster3(), "b", critical("x", false)), fence: Fence{Term: 1, Leader: "a"}}
+	e := newExecutor(r, &memKicker{})
+	id := m.start(t, Plan{Kind: PlanFailover, Node: "b"})
+	if err := e.run(context.Background(), id, m.ops()); err != nil {
+		t.Fatal(err)
+	}
+	m.view = cluster3()
+	m.s.apply(command{Op: opSetNode, Node: "b", State: Recovering, At: t0})
+	id = m.start(t, Plan{Kind: PlanFailback, Node: "b", Rate: 1000})
+	start := time.Now()
+	if err := e.run(context.Background(), id, m.ops()); err != nil {
+		t.Fatal(err)
+	}
+	// 300 users at 1,000 a second, in batches of 100: at least 0.3 s.
+	if took := time.Since(start); took < 250*time.Millisecond {
+		t.Fatalf("failback of 300 users at 1000/s took %s", took)
+	}
+	if on := len(r.sorted(func(_, h string) bool { return h == "10.0.0.2" })); on != 300 {
+		t.Fatalf("%d users back on b, want 300", on)
+	}
+	if st := m.s.Node("b").State; st != Active || m.s.Plans[id].Status != PlanDone {
+		t.Fatalf("b is %s, plan %+v", st, m.s.Plans[id])
+	}
+}
