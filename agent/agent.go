@@ -10,12 +10,14 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/roost-mail/roost/api"
+	"github.com/roost-mail/roost/dovecot"
 	"github.com/roost-mail/roost/failover"
 	"github.com/roost-mail/roost/fsprobe"
 	"github.com/roost-mail/roost/gossip"
@@ -35,6 +37,7 @@ type Agent struct {
 	fsprobe *fsprobe.Prober
 	health  *health.Runner
 	peers   *health.Peers
+	routing *routingDB
 }
 
 // New binds every listener (gossip, cluster port, API) so that addresses
@@ -70,6 +73,17 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.routing = &routingDB{}
+	if cfg.Routing.DSNFile != "" {
+		a.cluster.Lead(&failover.Leading{
+			Executor: &failover.Executor{
+				Router: a.routing, Choose: choose, BatchSize: cfg.Failover.BatchSize,
+				Kicker:   &kicker{cfg: cfg.Dovecot, members: func() []gossip.Member { return a.gossip.Members() }, clients: map[string]*dovecot.HTTP{}},
+				RetryMin: time.Second, RetryMax: 30 * time.Second, Log: a.log,
+			},
+			View: a.view, Policy: cfg.Failover.Policy(), Interval: cfg.Failover.Interval,
+		})
+	}
 	fail := func(err error) (*Agent, error) {
 		a.cluster.Close()
 		return nil, err
@@ -85,6 +99,7 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 		API:       a.api.tcpAddr(),
 		Version:   version.String(),
 		PeerAddr:  cfg.Health.PeerAddr,
+		Doveadm:   doveadmBase(cfg.Dovecot.URL),
 	}
 	a.gossip, err = gossip.New(cfg.Gossip, cfg.Node.Name, meta, a.log, a.reg)
 	if err != nil {
@@ -108,6 +123,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.health.Run(ctx) })
 	g.Go(func() error { return a.peers.Run(ctx) })
 	g.Go(func() error { a.watch(ctx); return nil })
+	if a.cfg.Routing.DSNFile != "" {
+		g.Go(func() error { a.routing.run(ctx, a.cfg.Routing, a.log); return nil })
+	} else {
+		a.log.Warn("failover_off", "hint", "routing.dsn_file is empty: this node never moves users when it leads")
+	}
 	if a.cfg.Node.Role == RoleMail && len(a.cfg.FSProbe.Mounts) == 0 {
 		a.log.Warn("fsprobe_no_mounts", "hint", "fsprobe.mounts is empty: the shared mail filesystem is not watched")
 	}
@@ -221,13 +241,23 @@ func (a *Agent) watch(ctx context.Context) {
 		}
 	}
 	publish(a.health.Report())
+	fsBad := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case results := <-a.fsprobe.Updates():
+			bad := false
 			for _, r := range results {
 				a.health.Observe("mount "+r.Mount, mountSeverity(r.Class), mountErr(r), mountImmediate(r.Class))
+				bad = bad || !r.OK()
+			}
+			if bad != fsBad {
+				if err := a.gossip.SetMeta(func(m *gossip.Meta) { m.FS = bad }); err != nil {
+					a.log.Warn("gossip_meta_update_failed", "err", err)
+				} else {
+					fsBad = bad
+				}
 			}
 		case rep := <-a.health.Updates():
 			publish(rep)
@@ -251,7 +281,7 @@ func (a *Agent) watch(ctx context.Context) {
 // names of up to 12 bytes; longer names need the list moved to gossip
 // messages, a known limit).
 const (
-	maxGossipReason      = 120
+	maxGossipReason      = 90
 	maxGossipUnreachable = 10
 )
 

@@ -16,21 +16,26 @@ import (
 
 	"github.com/roost-mail/roost/api"
 	"github.com/roost-mail/roost/certs"
+	"github.com/roost-mail/roost/dovecot"
 	"github.com/roost-mail/roost/failover"
 	"github.com/roost-mail/roost/fsprobe"
 	"github.com/roost-mail/roost/gossip"
 	"github.com/roost-mail/roost/health"
+	"github.com/roost-mail/roost/routing"
 )
 
 // Config is roostd's configuration file, one section per stage.
 type Config struct {
-	Node    NodeConfig          `yaml:"node"`
-	Log     LogConfig           `yaml:"log"`
-	Gossip  gossip.Config       `yaml:"gossip"`
-	Raft    failover.RaftConfig `yaml:"raft"`
-	API     APIConfig           `yaml:"api"`
-	FSProbe fsprobe.Config      `yaml:"fsprobe"`
-	Health  health.Config       `yaml:"health"`
+	Node     NodeConfig            `yaml:"node"`
+	Log      LogConfig             `yaml:"log"`
+	Gossip   gossip.Config         `yaml:"gossip"`
+	Raft     failover.RaftConfig   `yaml:"raft"`
+	API      APIConfig             `yaml:"api"`
+	FSProbe  fsprobe.Config        `yaml:"fsprobe"`
+	Health   health.Config         `yaml:"health"`
+	Routing  routing.Config        `yaml:"routing"`
+	Dovecot  dovecot.Config        `yaml:"dovecot"`
+	Failover failover.PolicyConfig `yaml:"failover"`
 }
 
 // NodeConfig says who this node is.
@@ -76,13 +81,16 @@ type APIConfig struct {
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		Node:    NodeConfig{Name: host, Role: RoleMail, DataDir: "/var/lib/roost"},
-		Log:     LogConfig{Level: "info", Format: "text"},
-		Gossip:  gossip.DefaultConfig(),
-		Raft:    failover.DefaultRaftConfig(),
-		API:     APIConfig{Socket: api.DefaultSocket},
-		FSProbe: fsprobe.DefaultConfig(),
-		Health:  health.DefaultConfig(),
+		Node:     NodeConfig{Name: host, Role: RoleMail, DataDir: "/var/lib/roost"},
+		Log:      LogConfig{Level: "info", Format: "text"},
+		Gossip:   gossip.DefaultConfig(),
+		Raft:     failover.DefaultRaftConfig(),
+		API:      APIConfig{Socket: api.DefaultSocket},
+		FSProbe:  fsprobe.DefaultConfig(),
+		Health:   health.DefaultConfig(),
+		Routing:  routing.DefaultConfig(),
+		Dovecot:  dovecot.DefaultConfig(),
+		Failover: failover.DefaultPolicyConfig(),
 	}
 }
 
@@ -127,6 +135,22 @@ func (c Config) Validate() error {
 	if err := c.Health.Validate(); err != nil {
 		return fmt.Errorf("health.%w", err)
 	}
+	// routing.dsn_file empty: this node never leads failover (it still
+	// votes and reports); every node that may lead needs it.
+	if c.Routing.DSNFile != "" {
+		if err := c.Routing.Validate(); err != nil {
+			return fmt.Errorf("routing.%w", err)
+		}
+	}
+	if err := c.Dovecot.Validate(); err != nil {
+		return fmt.Errorf("dovecot.%w", err)
+	}
+	if c.Dovecot.URL != "" && !strings.HasSuffix(c.Dovecot.URL, doveadmPath) {
+		return fmt.Errorf("dovecot.url %q: want the API's address ending in %s", c.Dovecot.URL, doveadmPath)
+	}
+	if err := c.Failover.Validate(); err != nil {
+		return fmt.Errorf("failover.%w", err)
+	}
 	a := c.API
 	if a.Socket == "" && a.Listen == "" {
 		return errors.New("api.socket and api.listen are both empty: nodectl could not reach the agent")
@@ -156,6 +180,16 @@ func (c Config) CheckFiles() error {
 	}
 	if _, err := c.Health.Specs(); err != nil {
 		return fmt.Errorf("health.%w", err)
+	}
+	if c.Routing.DSNFile != "" {
+		if _, err := os.ReadFile(c.Routing.DSNFile); err != nil {
+			return fmt.Errorf("routing.dsn_file: %w", err)
+		}
+	}
+	if c.Dovecot.URL != "" {
+		if _, err := dovecot.NewHTTP(c.Dovecot); err != nil {
+			return fmt.Errorf("dovecot.%w", err)
+		}
 	}
 	if !c.Raft.InsecurePlaintext {
 		if _, _, err := c.Raft.TLS.MutualConfigs(); err != nil {

@@ -36,6 +36,7 @@ func etcRoost(t *testing.T) string {
 		"api.token":   "0123456789abcdef0123456789abcdef\n",
 		"probe.pw":    "probe-password\n",
 		"doveadm.key": "doveadm-api-key\n",
+		"routing.dsn": "postgres://roost:secret@10.0.0.9:5432/mail\n",
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {

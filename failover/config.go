@@ -144,3 +144,62 @@ func (c RaftConfig) minQuorum() uint {
 	}
 	return uint(c.BootstrapExpect)
 }
+
+// PolicyConfig is the failover section of the configuration.
+type PolicyConfig struct {
+	// BlockPeriod: a node is failed over at most once per period, unless
+	// an operator runs nodectl ack.
+	BlockPeriod time.Duration `yaml:"block_period"`
+	// Failback is auto (after failback_hold_down of continuous health) or
+	// manual (nodectl failback).
+	Failback         string        `yaml:"failback"`
+	FailbackHoldDown time.Duration `yaml:"failback_hold_down"`
+	// FailbackRate is users per second moved home.
+	FailbackRate int `yaml:"failback_rate"`
+	// MaxFailedFraction: more mail nodes failed at once than this
+	// fraction freezes every automatic move until nodectl ack.
+	MaxFailedFraction float64 `yaml:"max_failed_fraction"`
+	// BatchSize is the users per routing transaction.
+	BatchSize int `yaml:"batch_size"`
+	// Interval is how often the leader decides.
+	Interval time.Duration `yaml:"interval"`
+	// Settle is how long a node must be failing before it is failed over
+	// (failures within it count together towards the freeze).
+	Settle time.Duration `yaml:"settle"`
+}
+
+// DefaultPolicyConfig is DESIGN.md's defaults.
+func DefaultPolicyConfig() PolicyConfig {
+	p := DefaultPolicy()
+	return PolicyConfig{BlockPeriod: p.BlockPeriod, Failback: p.Failback, FailbackHoldDown: p.FailbackHoldDown, FailbackRate: p.FailbackRate,
+		MaxFailedFraction: p.MaxFailedFraction, BatchSize: 1000, Interval: time.Second}
+}
+
+// Validate reports the first problem, naming the key.
+func (c PolicyConfig) Validate() error {
+	switch {
+	case c.BlockPeriod < 0:
+		return fmt.Errorf("block_period %s: want >= 0", c.BlockPeriod)
+	case c.Failback != "auto" && c.Failback != "manual":
+		return fmt.Errorf("failback %q: want auto or manual", c.Failback)
+	case c.FailbackHoldDown < 0:
+		return fmt.Errorf("failback_hold_down %s: want >= 0", c.FailbackHoldDown)
+	case c.FailbackRate < 0:
+		return fmt.Errorf("failback_rate %d: want >= 0 (0: no limit)", c.FailbackRate)
+	case c.MaxFailedFraction <= 0 || c.MaxFailedFraction > 1:
+		return fmt.Errorf("max_failed_fraction %v: want more than 0, at most 1", c.MaxFailedFraction)
+	case c.BatchSize < 1 || c.BatchSize > 100000:
+		return fmt.Errorf("batch_size %d: want 1..100000", c.BatchSize)
+	case c.Settle < 0:
+		return fmt.Errorf("settle %s: want >= 0", c.Settle)
+	case c.Interval < 10*time.Millisecond:
+		return fmt.Errorf("interval %s: want >= 10ms", c.Interval)
+	}
+	return nil
+}
+
+// Policy is the decision's part of the section.
+func (c PolicyConfig) Policy() Policy {
+	return Policy{BlockPeriod: c.BlockPeriod, FailbackHoldDown: c.FailbackHoldDown, Failback: c.Failback, FailbackRate: c.FailbackRate,
+		MaxFailedFraction: c.MaxFailedFraction, Settle: c.Settle}
+}

@@ -27,8 +27,9 @@ type NodeView struct {
 	UnreachableBy []string
 	// HealthySince is when the node last became healthy (alive, passing,
 	// reachable by every peer) in the leader's continuous view; zero when
-	// it is not healthy now.
+	// it is not healthy now. FailingSince is the same for failing.
 	HealthySince time.Time
+	FailingSince time.Time
 }
 
 // Policy is the failover configuration the decision follows.
@@ -44,6 +45,11 @@ type Policy struct {
 	// MaxFailedFraction: more mail nodes failed at once than this fraction
 	// freezes every automatic move.
 	MaxFailedFraction float64
+	// Settle is how long a node must be failing before it is failed over,
+	// so that failures arriving together (a shared filesystem stalling on
+	// every node, seen a moment apart) freeze the cluster rather than move
+	// the first node's users. It counts towards the freeze at once.
+	Settle time.Duration
 }
 
 // DefaultPolicy is DESIGN.md's defaults.
@@ -121,6 +127,9 @@ func Decide(view []NodeView, s State, now time.Time, p Policy) []command {
 
 	for _, c := range failingNow {
 		r := s.Node(c.n.Name)
+		if now.Sub(c.n.FailingSince) < p.Settle {
+			continue
+		}
 		if r.State == Recovering {
 			// Failing while its users come home: stop that and send them
 			// away again; the failback's hold-down already limits flapping.

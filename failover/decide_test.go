@@ -83,6 +83,8 @@ func TestDecide(t *testing.T) {
 	p := DefaultPolicy()
 	manual := DefaultPolicy()
 	manual.Failback = "manual"
+	settle := DefaultPolicy()
+	settle.Settle = time.Second
 	three := healthy("a", "b", "c")
 	for _, tc := range []struct {
 		name   string
@@ -133,6 +135,18 @@ func TestDecide(t *testing.T) {
 				plan(s, Plan{ID: "000001-failover", Kind: PlanFailover, Node: "b"})
 			}), p, ""},
 		{"failback manual: never by itself", three, state(func(s *State) { node(s, "b", NodeRecord{State: Failed}) }), manual, ""},
+		{"failing for less than settle: wait", with(three, "b", func(n *NodeView) {
+			critical("dovecot down", false)(n)
+			n.FailingSince = t0.Add(-500 * time.Millisecond)
+		}), state(nil), settle, ""},
+		{"failing for settle: fail over", with(three, "b", func(n *NodeView) {
+			critical("dovecot down", false)(n)
+			n.FailingSince = t0.Add(-time.Second)
+		}), state(nil), settle, "set-node b failed; plan-start b failover"},
+		{"a second node failing within settle freezes", with(with(three, "b", func(n *NodeView) {
+			critical("dovecot down", false)(n)
+			n.FailingSince = t0.Add(-time.Second)
+		}), "c", func(n *NodeView) { critical("dovecot down", false)(n); n.FailingSince = t0 }), state(nil), settle, "freeze"},
 		{"failing again while coming home: cancel and fail over", with(three, "b", critical("dovecot down", false)),
 			state(func(s *State) {
 				node(s, "b", NodeRecord{State: Recovering, LastFailover: t0.Add(-20 * time.Minute)})

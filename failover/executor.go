@@ -268,7 +268,7 @@ func (c *Cluster) lead(ctx context.Context, w *Leading) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ops := leaderOps{fence: Fence{Term: c.raft.CurrentTerm(), Leader: c.id}, state: c.fsm.read, view: w.View, apply: c.apply, now: time.Now}
-	healthySince := map[string]time.Time{}
+	healthySince, failingSince := map[string]time.Time{}, map[string]time.Time{}
 	running := map[string]bool{}
 	ended := make(chan string)
 	var wg sync.WaitGroup
@@ -287,6 +287,14 @@ func (c *Cluster) lead(ctx context.Context, w *Leading) {
 				n.HealthySince = healthySince[n.Name]
 			} else {
 				delete(healthySince, n.Name)
+			}
+			if bad, _ := failing(*n, view); bad {
+				if failingSince[n.Name].IsZero() {
+					failingSince[n.Name] = now
+				}
+				n.FailingSince = failingSince[n.Name]
+			} else {
+				delete(failingSince, n.Name)
 			}
 		}
 		for _, cmd := range Decide(view, c.fsm.read(), now, w.Policy) {

@@ -101,7 +101,7 @@ type State struct {
 }
 
 // Node returns a node's record; a node never acted on is Active.
-func (s *State) Node(name string) NodeRecord {
+func (s State) Node(name string) NodeRecord {
 	if r, ok := s.Nodes[name]; ok {
 		return r
 	}
@@ -109,7 +109,7 @@ func (s *State) Node(name string) NodeRecord {
 }
 
 // Running returns the running plan that concerns node, if any.
-func (s *State) Running(node string) (Plan, bool) {
+func (s State) Running(node string) (Plan, bool) {
 	for _, p := range s.sortedPlans() {
 		if p.Status == PlanRunning && p.Node == node {
 			return p, true
@@ -119,7 +119,7 @@ func (s *State) Running(node string) (Plan, bool) {
 }
 
 // RunningPlans returns the running plans, oldest first.
-func (s *State) RunningPlans() []Plan {
+func (s State) RunningPlans() []Plan {
 	var out []Plan
 	for _, p := range s.sortedPlans() {
 		if p.Status == PlanRunning {
@@ -129,7 +129,7 @@ func (s *State) RunningPlans() []Plan {
 	return out
 }
 
-func (s *State) sortedPlans() []Plan {
+func (s State) sortedPlans() []Plan {
 	out := make([]Plan, 0, len(s.Plans))
 	for _, p := range s.Plans {
 		out = append(out, p)

@@ -44,6 +44,11 @@ type Meta struct {
 	// peers this node cannot reach there.
 	PeerAddr    string   `json:"pa,omitempty"`
 	Unreachable []string `json:"pu,omitempty"`
+	// FS is true while a mount probe of the shared mail filesystem fails.
+	FS bool `json:"fs,omitempty"`
+	// Doveadm is the node's doveadm HTTP API without its fixed path
+	// (scheme://host:port), for the leader's kicks.
+	Doveadm string `json:"da,omitempty"`
 }
 
 // State is a member's gossip state.

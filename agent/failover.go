@@ -1,0 +1,197 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/roost-mail/roost/dovecot"
+	"github.com/roost-mail/roost/failover"
+	"github.com/roost-mail/roost/gossip"
+	"github.com/roost-mail/roost/routing"
+)
+
+// doveadmPath is the doveadm HTTP API's fixed path; gossip carries only
+// scheme://host:port.
+const doveadmPath = "/doveadm/v1"
+
+// routingDB is the users table as failover uses it. It connects in the
+// background and keeps trying, so a database that is down when roostd
+// starts delays failover, not the agent.
+type routingDB struct {
+	mu sync.Mutex
+	s  *routing.Store
+}
+
+var errRoutingNotOpen = errors.New("the routing database is not connected yet")
+
+func (r *routingDB) store() (*routing.Store, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.s == nil {
+		return nil, errRoutingNotOpen
+	}
+	return r.s, nil
+}
+
+// run connects (retrying with backoff), then holds the store until ctx
+// ends.
+func (r *routingDB) run(ctx context.Context, cfg routing.Config, log *slog.Logger) {
+	wait := time.Second
+	for {
+		octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		s, err := routing.Open(octx, cfg)
+		cancel()
+		if err == nil {
+			r.mu.Lock()
+			r.s = s
+			r.mu.Unlock()
+			log.Info("routing_connected", "driver", cfg.Driver, "table", cfg.Table)
+			break
+		}
+		log.Warn("routing_connect_failed", "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+	<-ctx.Done()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.s.Close()
+	r.s = nil
+}
+
+func (r *routingDB) UsersOn(ctx context.Context, host string, fn func(string) error) error {
+	s, err := r.store()
+	if err != nil {
+		return err
+	}
+	return s.UsersOn(ctx, host, fn)
+}
+
+func (r *routingDB) HomedOn(ctx context.Context, host string, fn func(user, now string) error) error {
+	s, err := r.store()
+	if err != nil {
+		return err
+	}
+	return s.HomedOn(ctx, host, fn)
+}
+
+func (r *routingDB) Lookup(ctx context.Context, user string) (string, error) {
+	s, err := r.store()
+	if err != nil {
+		return "", err
+	}
+	return s.Lookup(ctx, user)
+}
+
+func (r *routingDB) MoveBatch(ctx context.Context, f failover.Fence, plan, reason string, ms []failover.Move) (int, error) {
+	s, err := r.store()
+	if err != nil {
+		return 0, err
+	}
+	moves := make([]routing.Move, len(ms))
+	for i, m := range ms {
+		moves[i] = routing.Move{User: m.User, From: m.From, To: m.To}
+	}
+	n, err := s.MoveBatch(ctx, routing.Fence{Term: f.Term, Leader: f.Leader}, plan, reason, moves)
+	if errors.Is(err, routing.ErrFenced) {
+		err = fmt.Errorf("%w: %w", failover.ErrFenced, err)
+	}
+	return n, err
+}
+
+// choose is routing's weighted rendezvous hashing for failover's targets.
+func choose(user string, ts []failover.Target) (failover.Target, bool) {
+	rt := make([]routing.Target, len(ts))
+	for i, t := range ts {
+		rt[i] = routing.Target{Node: t.Node, Host: t.Host, Weight: t.Weight}
+	}
+	t, ok := routing.Choose(user, rt)
+	return failover.Target{Node: t.Node, Host: t.Host, Weight: t.Weight}, ok
+}
+
+// kicker ends moved users' sessions through the doveadm HTTP APIs the
+// nodes gossip: kick on the node they left, proxy kick and an auth cache
+// flush on every alive node.
+type kicker struct {
+	cfg     dovecot.Config
+	members func() []gossip.Member
+	mu      sync.Mutex
+	clients map[string]*dovecot.HTTP
+}
+
+func (k *kicker) client(base string) (*dovecot.HTTP, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if c, ok := k.clients[base]; ok {
+		return c, nil
+	}
+	cfg := k.cfg
+	cfg.URL = base + doveadmPath
+	c, err := dovecot.NewHTTP(cfg)
+	if err != nil {
+		return nil, err
+	}
+	k.clients[base] = c
+	return c, nil
+}
+
+func (k *kicker) Moved(ctx context.Context, from string, users []string) error {
+	var errs []error
+	for _, m := range k.members() {
+		if m.State != gossip.StateAlive || m.Meta.Doveadm == "" {
+			continue
+		}
+		c, err := k.client(m.Meta.Doveadm)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if m.Name == from {
+			if _, err := c.Kick(ctx, users); err != nil {
+				errs = append(errs, fmt.Errorf("kick on %s: %w", m.Name, err))
+			}
+		}
+		if _, err := c.ProxyKick(ctx, users); err != nil {
+			errs = append(errs, fmt.Errorf("proxy kick on %s: %w", m.Name, err))
+		}
+		if _, err := c.FlushAuthCache(ctx, users); err != nil {
+			errs = append(errs, fmt.Errorf("auth cache flush on %s: %w", m.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// view is the cluster as this agent's gossip shows it, for the leader.
+func (a *Agent) view() []failover.NodeView {
+	members := a.gossip.Members()
+	out := make([]failover.NodeView, 0, len(members))
+	for _, m := range members {
+		v := failover.NodeView{
+			Name: m.Name, ProxyHost: m.Meta.ProxyHost, Mail: m.Meta.Role == RoleMail, Gossip: string(m.State),
+			Health: m.Meta.Health, Reason: m.Meta.HealthReason, FSTrouble: m.Meta.FS,
+		}
+		for _, p := range members {
+			if p.Name != m.Name && p.State == gossip.StateAlive && slices.Contains(p.Meta.Unreachable, m.Name) {
+				v.UnreachableBy = append(v.UnreachableBy, p.Name)
+			}
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// FailoverState is the replicated failover state as this node has it.
+func (a *Agent) FailoverState() failover.State { return a.cluster.State() }
+
+// doveadmBase is dovecot.url without its fixed path, as gossip carries it.
+func doveadmBase(url string) string { return strings.TrimSuffix(url, doveadmPath) }

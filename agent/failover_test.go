@@ -1,0 +1,160 @@
+package agent_test
+
+import (
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	_ "modernc.org/sqlite"
+
+	"github.com/roost-mail/roost/agent"
+	"github.com/roost-mail/roost/agent/agenttest"
+	"github.com/roost-mail/roost/failover"
+	"github.com/roost-mail/roost/health"
+)
+
+// usersOn counts the users table's users per proxy_host.
+func usersOn(t *testing.T, db *sql.DB) map[string]int {
+	t.Helper()
+	rows, err := db.Query(`SELECT proxy_host, COUNT(*) FROM users GROUP BY proxy_host`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var h string
+		var n int
+		if err := rows.Scan(&h, &n); err != nil {
+			t.Fatal(err)
+		}
+		out[h] = n
+	}
+	return out
+}
+
+// Three agents share an SQLite users table. node2's own check fails: the
+// leader fails it over (its users spread over node1 and node3, journaled)
+// and, once node2 is healthy for the hold-down, brings its users home.
+func TestFailoverAndFailbackThroughRaft(t *testing.T) {
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "mail.db")
+	db, err := sql.Open("sqlite", dbPath+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`CREATE TABLE users (username TEXT PRIMARY KEY, password TEXT, proxy_host TEXT)`); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 300 {
+		if _, err := db.Exec(`INSERT INTO users VALUES (?, 'x', ?)`, fmt.Sprintf("user%03d@example.test", i), fmt.Sprintf("127.0.1.%d", i%3+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dsn := filepath.Join(dir, "dsn")
+	os.WriteFile(dsn, []byte(dbPath), 0o600)
+	flag := func(i int) string { return filepath.Join(dir, fmt.Sprintf("broken-node%d", i+1)) }
+
+	c := agenttest.New(t)
+	c.Tune = func(i int, cfg *agent.Config) {
+		cfg.Routing.DSNFile = dsn
+		cfg.Health.Checks = []health.CheckConfig{{Name: "site", Protocol: "command", Command: "test ! -e " + flag(i), Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond}}
+		cfg.Failover.Interval = 100 * time.Millisecond
+		cfg.Failover.FailbackHoldDown = 2 * time.Second
+		cfg.Failover.BatchSize = 40
+	}
+	c.Add(3)
+	c.WaitLeader(20 * time.Second)
+
+	if err := os.WriteFile(flag(1), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(30*time.Second, "node2 failed over", func() bool {
+		l := c.Leader()
+		if l == nil {
+			return false
+		}
+		st := l.Agent.FailoverState()
+		_, running := st.Running("node2")
+		return st.Node("node2").State == failover.Failed && !running && usersOn(t, db)["127.0.1.2"] == 0
+	})
+	on := usersOn(t, db)
+	if on["127.0.1.1"]+on["127.0.1.3"] != 300 || on["127.0.1.1"] < 110 || on["127.0.1.3"] < 110 {
+		t.Fatalf("after the failover: %v", on)
+	}
+	var journaled, wrong int
+	db.QueryRow(`SELECT COUNT(*) FROM roost_journal WHERE from_host = '127.0.1.2' AND home = '127.0.1.2'`).Scan(&journaled)
+	db.QueryRow(`SELECT COUNT(*) FROM roost_journal j JOIN users u ON u.username = j.username WHERE u.proxy_host <> j.to_host`).Scan(&wrong)
+	if journaled != 100 || wrong != 0 {
+		t.Fatalf("journal: %d moves off node2 (want 100), %d disagree with the table", journaled, wrong)
+	}
+	var plan failover.Plan
+	for _, p := range c.Leader().Agent.FailoverState().Plans {
+		plan = p
+	}
+	if plan.Kind != failover.PlanFailover || plan.Status != failover.PlanDone || plan.Moved != 100 || plan.Batches != 3 {
+		t.Fatalf("plan %+v: want a done failover of 100 users in 3 batches", plan)
+	}
+
+	// Healthy again: after the hold-down its users come home.
+	if err := os.Remove(flag(1)); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(30*time.Second, "node2's users back home", func() bool {
+		l := c.Leader()
+		return l != nil && l.Agent.FailoverState().Node("node2").State == failover.Active && usersOn(t, db)["127.0.1.2"] == 100
+	})
+	if on := usersOn(t, db); on["127.0.1.1"] != 100 || on["127.0.1.3"] != 100 {
+		t.Fatalf("after the failback: %v, want 100 each", on)
+	}
+}
+
+// Two of three nodes failing at once is a mass failure: the cluster
+// freezes and nobody moves.
+func TestMassFailureFreezes(t *testing.T) {
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "mail.db")
+	db, err := sql.Open("sqlite", dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.Exec(`CREATE TABLE users (username TEXT PRIMARY KEY, password TEXT, proxy_host TEXT)`)
+	for i := range 30 {
+		db.Exec(`INSERT INTO users VALUES (?, 'x', ?)`, fmt.Sprintf("u%d", i), fmt.Sprintf("127.0.1.%d", i%3+1))
+	}
+	dsn := filepath.Join(dir, "dsn")
+	os.WriteFile(dsn, []byte(dbPath), 0o600)
+	broken := filepath.Join(dir, "broken")
+	c := agenttest.New(t)
+	c.Tune = func(i int, cfg *agent.Config) {
+		cfg.Routing.DSNFile = dsn
+		cmd := "true"
+		if i > 0 {
+			cmd = "test ! -e " + broken
+		}
+		cfg.Health.Checks = []health.CheckConfig{{Name: "site", Protocol: "command", Command: cmd, Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond}}
+		cfg.Failover.Interval = 100 * time.Millisecond
+		// The two see the fault a moment apart, as nodes do.
+		cfg.Failover.Settle = time.Second
+	}
+	c.Add(3)
+	c.WaitLeader(20 * time.Second)
+	os.WriteFile(broken, nil, 0o644)
+	c.WaitFor(30*time.Second, "the cluster frozen", func() bool {
+		l := c.Leader()
+		return l != nil && l.Agent.FailoverState().Frozen != nil
+	})
+	time.Sleep(time.Second) // several decision rounds
+	st := c.Leader().Agent.FailoverState()
+	if len(st.Plans) != 0 || st.Node("node2").State != failover.Active || st.Node("node3").State != failover.Active {
+		t.Fatalf("frozen, yet: plans %+v nodes %+v", st.Plans, st.Nodes)
+	}
+	if on := usersOn(t, db); on["127.0.1.2"] != 10 || on["127.0.1.3"] != 10 {
+		t.Fatalf("users moved during a freeze: %v", on)
+	}
+}
