@@ -306,11 +306,13 @@ func mountImmediate(c fsprobe.Class) bool {
 	return c == fsprobe.ClassHung || c == fsprobe.ClassNotMounted || c == fsprobe.ClassDisconnected
 }
 
-// peerTargets are the alive peers that ask to be probed.
+// peerTargets are the peers that ask to be probed and have not left:
+// dead ones too, so that a dead host's unreachable Dovecot is reported
+// and the cluster can fail it over (DESIGN.md, invariant 3c).
 func (a *Agent) peerTargets() []health.PeerTarget {
 	var out []health.PeerTarget
 	for _, m := range a.gossip.Members() {
-		if m.Name != a.cfg.Node.Name && m.Meta.PeerAddr != "" && (m.State == gossip.StateAlive || m.State == gossip.StateSuspect) {
+		if m.Name != a.cfg.Node.Name && m.Meta.PeerAddr != "" && m.State != gossip.StateLeft {
 			out = append(out, health.PeerTarget{Name: m.Name, Addr: m.Meta.PeerAddr})
 		}
 	}

@@ -145,29 +145,36 @@ func (k *kicker) client(base string) (*dovecot.HTTP, error) {
 	return c, nil
 }
 
+// Moved runs on every node at once, so one slow node delays no other.
 func (k *kicker) Moved(ctx context.Context, from string, users []string) error {
+	var mu sync.Mutex
 	var errs []error
+	fail := func(err error) { mu.Lock(); errs = append(errs, err); mu.Unlock() }
+	var wg sync.WaitGroup
 	for _, m := range k.members() {
 		if m.State != gossip.StateAlive || m.Meta.Doveadm == "" {
 			continue
 		}
 		c, err := k.client(m.Meta.Doveadm)
 		if err != nil {
-			errs = append(errs, err)
+			fail(err)
 			continue
 		}
-		if m.Name == from {
-			if _, err := c.Kick(ctx, users); err != nil {
-				errs = append(errs, fmt.Errorf("kick on %s: %w", m.Name, err))
+		wg.Go(func() {
+			if m.Name == from {
+				if _, err := c.Kick(ctx, users); err != nil {
+					fail(fmt.Errorf("kick on %s: %w", m.Name, err))
+				}
 			}
-		}
-		if _, err := c.ProxyKick(ctx, users); err != nil {
-			errs = append(errs, fmt.Errorf("proxy kick on %s: %w", m.Name, err))
-		}
-		if _, err := c.FlushAuthCache(ctx, users); err != nil {
-			errs = append(errs, fmt.Errorf("auth cache flush on %s: %w", m.Name, err))
-		}
+			if _, err := c.ProxyKick(ctx, users); err != nil {
+				fail(fmt.Errorf("proxy kick on %s: %w", m.Name, err))
+			}
+			if _, err := c.FlushAuthCache(ctx, users); err != nil {
+				fail(fmt.Errorf("auth cache flush on %s: %w", m.Name, err))
+			}
+		})
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 

@@ -143,7 +143,7 @@ func Decide(view []NodeView, s State, now time.Time, p Policy) []command {
 		}
 		out = append(out,
 			command{Op: opSetNode, Node: c.n.Name, State: Failed, Reason: c.reason, At: now},
-			command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailover, Node: c.n.Name, Reason: c.reason}, At: now})
+			command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailover, Node: c.n.Name, Host: c.n.ProxyHost, Reason: c.reason}, At: now})
 	}
 
 	if p.Failback != "auto" {
@@ -160,7 +160,7 @@ func Decide(view []NodeView, s State, now time.Time, p Policy) []command {
 		why := fmt.Sprintf("healthy for %s", now.Sub(n.HealthySince).Round(time.Second))
 		out = append(out,
 			command{Op: opSetNode, Node: n.Name, State: Recovering, Reason: why, At: now},
-			command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailback, Node: n.Name, Reason: why, Rate: p.FailbackRate}, At: now})
+			command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailback, Node: n.Name, Host: n.ProxyHost, Reason: why, Rate: p.FailbackRate}, At: now})
 	}
 	return out
 }

@@ -59,6 +59,33 @@ type Executor struct {
 	// RetryMin and RetryMax bound the backoff while the database fails.
 	RetryMin, RetryMax time.Duration
 	Log                *slog.Logger
+
+	kickOnce sync.Once
+	kicks    chan struct{}
+	kicking  sync.WaitGroup
+}
+
+// maxKicks bounds the batches whose kicks run at once: kicks run beside
+// the next batches (the routing is committed already), so a hung node's
+// doveadm API slows a plan only once this many wait on it.
+const maxKicks = 4
+
+// kick ends the moved users' sessions in the background. Best effort: a
+// kick that fails is logged, and the node's own sweep ends what it left.
+func (e *Executor) kick(ctx context.Context, plan, from string, users []string) {
+	e.kickOnce.Do(func() { e.kicks = make(chan struct{}, maxKicks) })
+	select {
+	case e.kicks <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	e.kicking.Add(1)
+	go func() {
+		defer func() { <-e.kicks; e.kicking.Done() }()
+		if err := e.Kicker.Moved(ctx, from, users); err != nil {
+			e.Log.Warn("plan_kick_failed", "plan", plan, "from", from, "users", len(users), "err", err)
+		}
+	}()
 }
 
 // leaderOps is what a plan's run needs from the raft leader.
@@ -76,6 +103,7 @@ var errNoTarget = errors.New("no healthy node to move users to")
 // run carries out one plan until it ends, this node stops leading (ctx),
 // or the database fences it.
 func (e *Executor) run(ctx context.Context, id string, l leaderOps) error {
+	defer e.kicking.Wait()
 	backoff := e.RetryMin
 	for {
 		if err := ctx.Err(); err != nil {
@@ -130,6 +158,11 @@ func (e *Executor) step(ctx context.Context, p Plan, l leaderOps) (int, error) {
 	for _, n := range view {
 		hosts[n.Name] = n.ProxyHost
 	}
+	if p.Host != "" {
+		// A dead node drops out of gossip after a while; the plan
+		// remembers its host.
+		hosts[p.Node] = p.Host
+	}
 	moves, err := e.nextBatch(ctx, p, view, l.state(), hosts)
 	if err != nil {
 		return 0, err
@@ -160,10 +193,7 @@ func (e *Executor) step(ctx context.Context, p Plan, l leaderOps) (int, error) {
 		bySource[m.From] = append(bySource[m.From], m.User)
 	}
 	for from, users := range bySource {
-		// Best effort: the node's own sweep ends what a failed kick left.
-		if err := e.Kicker.Moved(ctx, nodeOf(hosts, from), users); err != nil {
-			e.Log.Warn("plan_kick_failed", "plan", p.ID, "from", from, "users", len(users), "err", err)
-		}
+		e.kick(ctx, p.ID, nodeOf(hosts, from), users)
 	}
 	if err := l.apply(command{Op: opPlanBatch, PlanID: p.ID, Moved: moved}); err != nil {
 		return 0, err

@@ -201,6 +201,20 @@ func TestExecutorFailsOverEveryUserOnceAndRecordsBatches(t *testing.T) {
 	}
 }
 
+// A failed node that has dropped out of gossip: the plan knows its host.
+func TestExecutorFailsOverANodeGossipForgot(t *testing.T) {
+	r := newMemRouter(300, "10.0.0.1", "10.0.0.2", "10.0.0.3")
+	m := &memLeader{view: cluster3()[:1], fence: Fence{Term: 1, Leader: "a"}}
+	m.view = append(m.view, cluster3()[2])
+	id := m.start(t, Plan{Kind: PlanFailover, Node: "b", Host: "10.0.0.2"})
+	if err := newExecutor(r, &memKicker{}).run(context.Background(), id, m.ops()); err != nil {
+		t.Fatal(err)
+	}
+	if left := r.sorted(func(_, h string) bool { return h == "10.0.0.2" }); len(left) != 0 || m.s.Plans[id].Moved != 100 {
+		t.Fatalf("%d left on b, plan %+v", len(left), m.s.Plans[id])
+	}
+}
+
 // A new leader resumes a half-done plan from the state it inherits.
 func TestExecutorResumesAHalfDonePlan(t *testing.T) {
 	r := newMemRouter(1000, "10.0.0.1", "10.0.0.2", "10.0.0.3")

@@ -67,6 +67,7 @@ type Plan struct {
 	ID     string   `json:"id"`
 	Kind   PlanKind `json:"kind"`
 	Node   string   `json:"node"`           // the source (failover, drain) or home (failback)
+	Host   string   `json:"host,omitempty"` // that node's proxy_host when the plan began
 	User   string   `json:"user,omitempty"` // a move's user
 	To     string   `json:"to,omitempty"`   // a move's target node
 	Reason string   `json:"reason"`
