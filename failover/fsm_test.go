@@ -31,6 +31,28 @@ func entry(t *testing.T, i uint64, c command) *raft.Log {
 	return &raft.Log{Index: i, Data: b}
 }
 
+// roundTrip snapshots f, restores the snapshot into a new FSM, checks
+// that the two states are equal, and returns the new one.
+func roundTrip(t *testing.T, f *fsm) *fsm {
+	t.Helper()
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	g := &fsm{}
+	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(g.read(), f.read()) {
+		t.Fatalf("restored %+v, want %+v", g.read(), f.read())
+	}
+	return g
+}
+
 func TestFSMInitOnceAndSnapshotRestore(t *testing.T) {
 	f := &fsm{}
 	if r := f.Apply(entry(t, 1, command{Op: opInit, ClusterID: "a"})); r != nil {
@@ -47,21 +69,7 @@ func TestFSMInitOnceAndSnapshotRestore(t *testing.T) {
 		t.Fatal("an unknown command applied without error")
 	}
 
-	snap, err := f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil {
-		t.Fatal(err)
-	}
-	g := &fsm{}
-	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(g.read(), f.read()) {
-		t.Fatalf("restored %+v, want %+v", g.read(), f.read())
-	}
+	g := roundTrip(t, f)
 	if err := g.Restore(io.NopCloser(bytes.NewReader([]byte("garbage")))); err == nil {
 		t.Fatal("restoring garbage gave no error")
 	}
@@ -171,21 +179,7 @@ func TestStateCommands(t *testing.T) {
 
 	// The whole state survives a snapshot and a restore.
 	f := &fsm{state: s}
-	snap, err := f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil {
-		t.Fatal(err)
-	}
-	g := &fsm{}
-	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(g.read(), f.read()) {
-		t.Fatalf("restored state differs")
-	}
+	roundTrip(t, f)
 	// read returns a copy: changing it does not change the FSM.
 	r := f.read()
 	r.Nodes["b"] = NodeRecord{State: Failed}
