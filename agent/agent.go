@@ -125,6 +125,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { a.watch(ctx); return nil })
 	if a.cfg.Routing.DSNFile != "" {
 		g.Go(func() error { a.routing.run(ctx, a.cfg.Routing, a.log); return nil })
+		if a.cfg.Node.Role == RoleMail && a.cfg.Failover.SweepInterval > 0 {
+			admin, err := dovecot.New(a.cfg.Dovecot)
+			if err != nil {
+				return fmt.Errorf("dovecot: %w", err)
+			}
+			g.Go(func() error { a.sweep(ctx, admin, a.cfg.Failover.SweepInterval); return nil })
+		}
 	} else {
 		a.log.Warn("failover_off", "hint", "routing.dsn_file is empty: this node never moves users when it leads")
 	}

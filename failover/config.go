@@ -166,13 +166,16 @@ type PolicyConfig struct {
 	// Settle is how long a node must be failing before it is failed over
 	// (failures within it count together towards the freeze).
 	Settle time.Duration `yaml:"settle"`
+	// SweepInterval is how often each mail node ends its own sessions of
+	// users routed elsewhere (0: never).
+	SweepInterval time.Duration `yaml:"sweep_interval"`
 }
 
 // DefaultPolicyConfig is DESIGN.md's defaults.
 func DefaultPolicyConfig() PolicyConfig {
 	p := DefaultPolicy()
 	return PolicyConfig{BlockPeriod: p.BlockPeriod, Failback: p.Failback, FailbackHoldDown: p.FailbackHoldDown, FailbackRate: p.FailbackRate,
-		MaxFailedFraction: p.MaxFailedFraction, BatchSize: 1000, Interval: time.Second}
+		MaxFailedFraction: p.MaxFailedFraction, BatchSize: 1000, Interval: time.Second, SweepInterval: 10 * time.Second}
 }
 
 // Validate reports the first problem, naming the key.
@@ -190,6 +193,8 @@ func (c PolicyConfig) Validate() error {
 		return fmt.Errorf("max_failed_fraction %v: want more than 0, at most 1", c.MaxFailedFraction)
 	case c.BatchSize < 1 || c.BatchSize > 100000:
 		return fmt.Errorf("batch_size %d: want 1..100000", c.BatchSize)
+	case c.SweepInterval < 0:
+		return fmt.Errorf("sweep_interval %s: want >= 0 (0: off)", c.SweepInterval)
 	case c.Settle < 0:
 		return fmt.Errorf("settle %s: want >= 0", c.Settle)
 	case c.Interval < 10*time.Millisecond:

@@ -252,6 +252,21 @@ func (s *Store) Lookup(ctx context.Context, user string) (string, error) {
 	return h.String, err
 }
 
+// HostsOf returns the hosts of the given users (those that exist and
+// pass the filter), in one query per 1,000 users.
+func (s *Store) HostsOf(ctx context.Context, users []string) (map[string]string, error) {
+	out := make(map[string]string, len(users))
+	for i := 0; i < len(users); i += batchSize {
+		q := s.d.query(`SELECT `, s.user, `, `, s.host, ` FROM `, s.table, ` WHERE `, s.user, ` IN (SELECT roost_u FROM `)
+		s.d.rows(q, []string{"roost_u"}, [][]string{users[i:min(i+batchSize, len(users))]})
+		q.w(`)`, s.filter())
+		if err := s.each(ctx, s.db, q, func(u, h string) { out[u] = h }); err != nil {
+			return nil, fmt.Errorf("looking up %d users: %w", len(users), err)
+		}
+	}
+	return out, nil
+}
+
 // Fence is the writer's raft term and name.
 type Fence struct {
 	Term   uint64

@@ -186,6 +186,23 @@ func TestOddUserNamesMoveLikeAnyOther(t *testing.T) {
 	})
 }
 
+func TestHostsOf(t *testing.T) {
+	forEachDriver(t, func(t *testing.T, driver string) {
+		s, _ := newStore(t, driver, 2500)
+		users := append([]string{"nobody"}, oddUsers...)
+		for i := range 2500 {
+			users = append(users, fmt.Sprintf("user%07d", i))
+		}
+		got, err := s.HostsOf(context.Background(), users)
+		if err != nil || len(got) != 2500+len(oddUsers) || got["user0000007"] != "10.0.0.3" || got[oddUsers[0]] != "10.0.0.1" {
+			t.Fatalf("%d hosts, user0000007 on %q: %v", len(got), got["user0000007"], err)
+		}
+		if _, ok := got["nobody"]; ok {
+			t.Fatal("a missing user has a host")
+		}
+	})
+}
+
 func TestStaleTermIsFencedAndWritesNothing(t *testing.T) {
 	forEachDriver(t, func(t *testing.T, driver string) {
 		ctx := context.Background()

@@ -1,8 +1,11 @@
 package tests
 
 import (
+	"database/sql"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,14 +17,13 @@ import (
 )
 
 // Three agents beside three real Dovecot proxy_maybe nodes. Node b's own
-// check fails: the leader moves b's users, kicks their sessions (proxied
-// through a, and straight on b) through the doveadm HTTP APIs the nodes
-// gossip, and their next login through a lands on a healthy node.
+// check fails: the leader moves b's users and their sessions (proxied
+// through a, and straight on b) end through the doveadm HTTP APIs the
+// nodes gossip (sweeps off); their next login through a lands on a
+// healthy node.
 func TestFailoverKicksSessionsOnRealDovecot(t *testing.T) {
 	path, store := usersDB(t, mailUsers, "127.0.1.2")
 	nodes := dovecotlab.StartCluster(t, 3, path, false)
-	dsn := filepath.Join(t.TempDir(), "dsn")
-	os.WriteFile(dsn, []byte(path), 0o600)
 	flag := filepath.Join(t.TempDir(), "b-broken")
 
 	var proxied, direct []*imapSession
@@ -42,29 +44,21 @@ func TestFailoverKicksSessionsOnRealDovecot(t *testing.T) {
 		proxied, direct = append(proxied, s), append(direct, d)
 	}
 
-	c := agenttest.New(t)
-	c.Tune = func(i int, cfg *agent.Config) {
-		d := nodes[i]
-		key := filepath.Join(d.Dir, "api-key")
-		os.WriteFile(key, []byte(d.APIKey), 0o600)
-		cfg.Routing.DSNFile = dsn
-		cfg.Dovecot.URL, cfg.Dovecot.APIKeyFile = d.HTTP+"/doveadm/v1", key
-		cmd := "true"
+	c := agentsBeside(t, nodes, path, func(i int, cfg *agent.Config) {
+		cfg.Failover.SweepInterval = 0 // only the leader's kicks
 		if i == 1 {
-			cmd = "test ! -e " + flag
+			cfg.Health.Checks[0].Command = "test ! -e " + flag
 		}
-		cfg.Health.Checks = []health.CheckConfig{{Name: "site", Protocol: "command", Command: cmd, Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond}}
-		cfg.Failover.Interval = 100 * time.Millisecond
-	}
-	c.Add(3)
-	c.WaitLeader(20 * time.Second)
+	})
 	start := time.Now()
 	if err := os.WriteFile(flag, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The proxy kick on a or the kick on b, whichever comes first, ends
+	// each session.
 	for i, s := range proxied {
-		if bye, err := s.closed(30 * time.Second); err != nil || bye {
-			t.Fatalf("%q's session proxied through a: bye %v, %v; want closed by the proxy kick", mailUsers[i], bye, err)
+		if _, err := s.closed(30 * time.Second); err != nil {
+			t.Fatalf("%q's session proxied through a was not ended: %v", mailUsers[i], err)
 		}
 	}
 	for i, s := range direct {
@@ -89,5 +83,67 @@ func TestFailoverKicksSessionsOnRealDovecot(t *testing.T) {
 	st := c.Leader().Agent.FailoverState()
 	if st.Node("node2").State != failover.Failed {
 		t.Fatalf("node2 is %s", st.Node("node2").State)
+	}
+}
+
+// agentsBeside starts an agent beside each Dovecot node: routing on the
+// users database at path, the node's doveadm API, a site check that
+// passes (tune may change it), fast failover rounds and sweeps.
+func agentsBeside(t *testing.T, nodes []*dovecotlab.Instance, path string, tune func(i int, cfg *agent.Config)) *agenttest.Cluster {
+	t.Helper()
+	dsn := filepath.Join(t.TempDir(), "dsn")
+	if err := os.WriteFile(dsn, []byte(path), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := agenttest.New(t)
+	c.Tune = func(i int, cfg *agent.Config) {
+		d := nodes[i]
+		key := filepath.Join(d.Dir, "api-key")
+		os.WriteFile(key, []byte(d.APIKey), 0o600)
+		cfg.Routing.DSNFile = dsn
+		cfg.Dovecot.URL, cfg.Dovecot.APIKeyFile, cfg.Dovecot.InstanceName = d.HTTP+"/doveadm/v1", key, d.Name
+		cfg.Health.Checks = []health.CheckConfig{{Name: "site", Protocol: "command", Command: "true", Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond}}
+		cfg.Failover.Interval = 100 * time.Millisecond
+		cfg.Failover.SweepInterval = 200 * time.Millisecond
+		if tune != nil {
+			tune(i, cfg)
+		}
+	}
+	c.Add(len(nodes))
+	c.WaitLeader(20 * time.Second)
+	return c
+}
+
+// A user moved by hand (or while this node was cut off): the node's own
+// sweep ends its session here; a user still routed here keeps theirs.
+func TestSweepEndsSessionsOfUsersRoutedElsewhere(t *testing.T) {
+	path, _ := usersDB(t, mailUsers, "127.0.1.2")
+	nodes := dovecotlab.StartCluster(t, 3, path, false)
+	var held []*imapSession
+	for _, u := range mailUsers[:2] {
+		s, err := imapLogin(nodes[1].IMAP, u, mailPass)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		held = append(held, s)
+	}
+	agentsBeside(t, nodes, path, nil)
+	time.Sleep(time.Second) // sweeps that must kick no one
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`UPDATE users SET proxy_host = '127.0.1.3' WHERE username = ?`, mailUsers[0]); err != nil {
+		t.Fatal(err)
+	}
+	if bye, err := held[0].closed(10 * time.Second); err != nil || !bye {
+		t.Fatalf("%q, routed elsewhere: bye %v, %v; want the sweep's BYE", mailUsers[0], bye, err)
+	}
+	held[1].c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(held[1].c, "n NOOP\r\n")
+	if line, err := held[1].r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "n OK") {
+		t.Fatalf("%q, still routed here, lost its session: %q %v", mailUsers[1], line, err)
 	}
 }
