@@ -73,7 +73,7 @@ func TestFailoverAndFailbackThroughRaft(t *testing.T) {
 	if err := os.WriteFile(flag(1), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c.WaitFor(30*time.Second, "node2 failed over", func() bool {
+	c.WaitFor(60*time.Second, "node2 failed over", func() bool {
 		l := c.Leader()
 		if l == nil {
 			return false
@@ -104,57 +104,11 @@ func TestFailoverAndFailbackThroughRaft(t *testing.T) {
 	if err := os.Remove(flag(1)); err != nil {
 		t.Fatal(err)
 	}
-	c.WaitFor(30*time.Second, "node2's users back home", func() bool {
+	c.WaitFor(60*time.Second, "node2's users back home", func() bool {
 		l := c.Leader()
 		return l != nil && l.Agent.FailoverState().Node("node2").State == failover.Active && usersOn(t, db)["127.0.1.2"] == 100
 	})
 	if on := usersOn(t, db); on["127.0.1.1"] != 100 || on["127.0.1.3"] != 100 {
 		t.Fatalf("after the failback: %v, want 100 each", on)
-	}
-}
-
-// Two of three nodes failing at once is a mass failure: the cluster
-// freezes and nobody moves.
-func TestMassFailureFreezes(t *testing.T) {
-	dir := t.TempDir()
-	dbPath := filepath.Join(dir, "mail.db")
-	db, err := sql.Open("sqlite", dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	db.Exec(`CREATE TABLE users (username TEXT PRIMARY KEY, password TEXT, proxy_host TEXT)`)
-	for i := range 30 {
-		db.Exec(`INSERT INTO users VALUES (?, 'x', ?)`, fmt.Sprintf("u%d", i), fmt.Sprintf("127.0.1.%d", i%3+1))
-	}
-	dsn := filepath.Join(dir, "dsn")
-	os.WriteFile(dsn, []byte(dbPath), 0o600)
-	broken := filepath.Join(dir, "broken")
-	c := agenttest.New(t)
-	c.Tune = func(i int, cfg *agent.Config) {
-		cfg.Routing.DSNFile = dsn
-		cmd := "true"
-		if i > 0 {
-			cmd = "test ! -e " + broken
-		}
-		cfg.Health.Checks = []health.CheckConfig{{Name: "site", Protocol: "command", Command: cmd, Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond}}
-		cfg.Failover.Interval = 100 * time.Millisecond
-		// The two see the fault a moment apart, as nodes do.
-		cfg.Failover.Settle = time.Second
-	}
-	c.Add(3)
-	c.WaitLeader(20 * time.Second)
-	os.WriteFile(broken, nil, 0o644)
-	c.WaitFor(30*time.Second, "the cluster frozen", func() bool {
-		l := c.Leader()
-		return l != nil && l.Agent.FailoverState().Frozen != nil
-	})
-	time.Sleep(time.Second) // several decision rounds
-	st := c.Leader().Agent.FailoverState()
-	if len(st.Plans) != 0 || st.Node("node2").State != failover.Active || st.Node("node3").State != failover.Active {
-		t.Fatalf("frozen, yet: plans %+v nodes %+v", st.Plans, st.Nodes)
-	}
-	if on := usersOn(t, db); on["127.0.1.2"] != 10 || on["127.0.1.3"] != 10 {
-		t.Fatalf("users moved during a freeze: %v", on)
 	}
 }

@@ -79,10 +79,12 @@ type Gossip struct {
 	ml   *memberlist.Memberlist
 	addr string
 
-	mu      sync.Mutex
-	meta    Meta
-	members map[string]Member // every node ever seen, with its last state
-	subs    []chan struct{}
+	mu sync.Mutex
+	// updateMu serialises SetMeta: see there.
+	updateMu sync.Mutex
+	meta     Meta
+	members  map[string]Member // every node ever seen, with its last state
+	subs     []chan struct{}
 
 	membersGauge *prometheus.GaugeVec
 }
@@ -242,6 +244,11 @@ func (g *Gossip) Subscribe() <-chan struct{} {
 // at most half a second for the first broadcast; the update stays queued
 // when that times out (with no reachable peer, say), so that is no error.
 func (g *Gossip) SetMeta(update func(*Meta)) error {
+	// memberlist's UpdateNode reads the metadata and then takes the next
+	// incarnation: two at once can gossip the older metadata with the
+	// newer incarnation, and peers keep it until the next change.
+	g.updateMu.Lock()
+	defer g.updateMu.Unlock()
 	g.mu.Lock()
 	update(&g.meta)
 	g.mu.Unlock()

@@ -57,7 +57,7 @@ func TestFailoverKicksSessionsOnRealDovecot(t *testing.T) {
 	// The proxy kick on a or the kick on b, whichever comes first, ends
 	// each session.
 	for i, s := range proxied {
-		if _, err := s.closed(30 * time.Second); err != nil {
+		if _, err := s.closed(60 * time.Second); err != nil {
 			t.Fatalf("%q's session proxied through a was not ended: %v", mailUsers[i], err)
 		}
 	}
