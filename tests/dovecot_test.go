@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roost-mail/roost/agent/agenttest"
 	"github.com/roost-mail/roost/dovecot"
 	"github.com/roost-mail/roost/routing"
 	"github.com/roost-mail/roost/tests/dovecotlab"
@@ -315,6 +316,13 @@ func TestProxyKickByHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	// The proxy registers the session a moment after the login answers.
+	if !agenttest.Eventually(5*time.Second, func() bool {
+		pl, err := admins(t, nodes[0])["http"].ProxyList(ctx)
+		return err == nil && len(pl) == 1
+	}) {
+		t.Fatal("a does not list the proxied session")
+	}
 	for via, a := range admins(t, nodes[0]) {
 		n, err := a.ProxyKickHost(ctx, "127.0.1.2")
 		if err != nil {
