@@ -81,7 +81,7 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 				Kicker:   &kicker{cfg: cfg.Dovecot, members: func() []gossip.Member { return a.gossip.Members() }, clients: map[string]*dovecot.HTTP{}},
 				RetryMin: time.Second, RetryMax: 30 * time.Second, Log: a.log,
 			},
-			View: a.view, Policy: cfg.Failover.Policy(), Interval: cfg.Failover.Interval,
+			View: a.view, Policy: cfg.Failover.Policy, Interval: cfg.Failover.Interval,
 		})
 	}
 	fail := func(err error) (*Agent, error) {

@@ -145,27 +145,14 @@ func (c RaftConfig) minQuorum() uint {
 	return uint(c.BootstrapExpect)
 }
 
-// PolicyConfig is the failover section of the configuration.
+// PolicyConfig is the failover section of the configuration: the
+// decision's Policy and how the leader and the nodes carry it out.
 type PolicyConfig struct {
-	// BlockPeriod: a node is failed over at most once per period, unless
-	// an operator runs nodectl ack.
-	BlockPeriod time.Duration `yaml:"block_period"`
-	// Failback is auto (after failback_hold_down of continuous health) or
-	// manual (nodectl failback).
-	Failback         string        `yaml:"failback"`
-	FailbackHoldDown time.Duration `yaml:"failback_hold_down"`
-	// FailbackRate is users per second moved home.
-	FailbackRate int `yaml:"failback_rate"`
-	// MaxFailedFraction: more mail nodes failed at once than this
-	// fraction freezes every automatic move until nodectl ack.
-	MaxFailedFraction float64 `yaml:"max_failed_fraction"`
+	Policy `yaml:",inline"`
 	// BatchSize is the users per routing transaction.
 	BatchSize int `yaml:"batch_size"`
 	// Interval is how often the leader decides.
 	Interval time.Duration `yaml:"interval"`
-	// Settle is how long a node must be failing before it is failed over
-	// (failures within it count together towards the freeze).
-	Settle time.Duration `yaml:"settle"`
 	// SweepInterval is how often each mail node ends its own sessions of
 	// users routed elsewhere (0: never).
 	SweepInterval time.Duration `yaml:"sweep_interval"`
@@ -173,9 +160,7 @@ type PolicyConfig struct {
 
 // DefaultPolicyConfig is DESIGN.md's defaults.
 func DefaultPolicyConfig() PolicyConfig {
-	p := DefaultPolicy()
-	return PolicyConfig{BlockPeriod: p.BlockPeriod, Failback: p.Failback, FailbackHoldDown: p.FailbackHoldDown, FailbackRate: p.FailbackRate,
-		MaxFailedFraction: p.MaxFailedFraction, BatchSize: 1000, Interval: time.Second, SweepInterval: 10 * time.Second}
+	return PolicyConfig{Policy: DefaultPolicy(), BatchSize: 1000, Interval: time.Second, SweepInterval: 10 * time.Second}
 }
 
 // Validate reports the first problem, naming the key.
@@ -201,10 +186,4 @@ func (c PolicyConfig) Validate() error {
 		return fmt.Errorf("interval %s: want >= 10ms", c.Interval)
 	}
 	return nil
-}
-
-// Policy is the decision's part of the section.
-func (c PolicyConfig) Policy() Policy {
-	return Policy{BlockPeriod: c.BlockPeriod, FailbackHoldDown: c.FailbackHoldDown, Failback: c.Failback, FailbackRate: c.FailbackRate,
-		MaxFailedFraction: c.MaxFailedFraction, Settle: c.Settle}
 }

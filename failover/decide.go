@@ -34,22 +34,24 @@ type NodeView struct {
 
 // Policy is the failover configuration the decision follows.
 type Policy struct {
-	// BlockPeriod: a node is failed over at most once per period.
-	BlockPeriod time.Duration
-	// FailbackHoldDown is the continuous health a failed node needs before
-	// its users come home; Failback "auto" or "manual".
-	FailbackHoldDown time.Duration
-	Failback         string
+	// BlockPeriod: a node is failed over at most once per period, unless
+	// an operator runs nodectl ack.
+	BlockPeriod time.Duration `yaml:"block_period"`
+	// Failback is auto (after FailbackHoldDown of continuous health) or
+	// manual (nodectl failback).
+	Failback         string        `yaml:"failback"`
+	FailbackHoldDown time.Duration `yaml:"failback_hold_down"`
 	// FailbackRate is users per second for failback plans.
-	FailbackRate int
-	// MaxFailedFraction: more mail nodes failed at once than this fraction
-	// freezes every automatic move.
-	MaxFailedFraction float64
+	FailbackRate int `yaml:"failback_rate"`
+	// MaxFailedFraction: more mail nodes failed at once than this
+	// fraction, or the shared filesystem in trouble on a majority of
+	// them, freezes every automatic move until nodectl ack.
+	MaxFailedFraction float64 `yaml:"max_failed_fraction"`
 	// Settle is how long a node must be failing before it is failed over,
 	// so that failures arriving together (a shared filesystem stalling on
 	// every node, seen a moment apart) freeze the cluster rather than move
 	// the first node's users. It counts towards the freeze at once.
-	Settle time.Duration
+	Settle time.Duration `yaml:"settle"`
 }
 
 // DefaultPolicy is DESIGN.md's defaults.

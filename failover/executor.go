@@ -216,53 +216,44 @@ var errStop = errors.New("batch full")
 // nextBatch lists the plan's next users and where each goes.
 func (e *Executor) nextBatch(ctx context.Context, p Plan, view []NodeView, s State, hosts map[string]string) ([]Move, error) {
 	var moves []Move
+	// add takes a move until the batch is full, then stops the listing.
+	add := func(m Move) error {
+		moves = append(moves, m)
+		if len(moves) == e.BatchSize {
+			return errStop
+		}
+		return nil
+	}
+	node := hosts[p.Node]
+	if node == "" && p.Kind != PlanMove {
+		return nil, fmt.Errorf("node %s has no proxy_host in the cluster's view", p.Node)
+	}
+	var err error
 	switch p.Kind {
 	case PlanFailover, PlanDrain:
-		src := hosts[p.Node]
-		if src == "" {
-			return nil, fmt.Errorf("node %s has no proxy_host in the cluster's view", p.Node)
-		}
 		targets := e.targets(view, s, p.Node)
 		if len(targets) == 0 {
 			return nil, errNoTarget
 		}
-		err := e.Router.UsersOn(ctx, src, func(u string) error {
+		err = e.Router.UsersOn(ctx, node, func(u string) error {
 			t, _ := e.Choose(u, targets)
-			moves = append(moves, Move{User: u, From: src, To: t.Host})
-			if len(moves) == e.BatchSize {
-				return errStop
-			}
-			return nil
+			return add(Move{User: u, From: node, To: t.Host})
 		})
-		if err != nil && !errors.Is(err, errStop) {
-			return nil, err
-		}
 	case PlanFailback:
-		home := hosts[p.Node]
-		if home == "" {
-			return nil, fmt.Errorf("node %s has no proxy_host in the cluster's view", p.Node)
-		}
-		err := e.Router.HomedOn(ctx, home, func(u, now string) error {
-			moves = append(moves, Move{User: u, From: now, To: home})
-			if len(moves) == e.BatchSize {
-				return errStop
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, errStop) {
-			return nil, err
-		}
+		err = e.Router.HomedOn(ctx, node, func(u, now string) error { return add(Move{User: u, From: now, To: node}) })
 	case PlanMove:
 		if p.Moved > 0 {
 			return nil, nil
 		}
-		from, err := e.Router.Lookup(ctx, p.User)
-		if err != nil {
-			return nil, err
+		var from string
+		if from, err = e.Router.Lookup(ctx, p.User); err == nil {
+			if to := hosts[p.To]; to != "" && from != to {
+				moves = append(moves, Move{User: p.User, From: from, To: to})
+			}
 		}
-		if to := hosts[p.To]; to != "" && from != to {
-			moves = append(moves, Move{User: p.User, From: from, To: to})
-		}
+	}
+	if err != nil && !errors.Is(err, errStop) {
+		return nil, err
 	}
 	return moves, nil
 }
@@ -278,87 +269,4 @@ func (e *Executor) targets(view []NodeView, s State, source string) []Target {
 		out = append(out, Target{Node: n.Name, Host: n.ProxyHost, Weight: 1})
 	}
 	return out
-}
-
-// Leading is what the raft leader does besides raft: decide from the
-// cluster's view and carry out plans.
-type Leading struct {
-	Executor *Executor
-	// View returns the cluster as gossip shows it now (HealthySince is
-	// filled in by the leader from its own continuous view).
-	View     func() []NodeView
-	Policy   Policy
-	Interval time.Duration
-}
-
-// lead runs while this node leads: every Interval it decides and applies
-// the commands, and it runs each running plan in its own goroutine. A
-// fenced write ends it: another leader has taken over.
-func (c *Cluster) lead(ctx context.Context, w *Leading) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	ops := leaderOps{fence: Fence{Term: c.raft.CurrentTerm(), Leader: c.id}, state: c.fsm.read, view: w.View, apply: c.apply, now: time.Now}
-	healthySince, failingSince := map[string]time.Time{}, map[string]time.Time{}
-	running := map[string]bool{}
-	ended := make(chan string)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	tick := time.NewTicker(w.Interval)
-	defer tick.Stop()
-	for {
-		now := time.Now()
-		view := w.View()
-		for i := range view {
-			n := &view[i]
-			if n.Gossip == "alive" && n.Health == "passing" && len(n.UnreachableBy) == 0 {
-				if healthySince[n.Name].IsZero() {
-					healthySince[n.Name] = now
-				}
-				n.HealthySince = healthySince[n.Name]
-			} else {
-				delete(healthySince, n.Name)
-			}
-			if bad, _ := failing(*n, view); bad {
-				if failingSince[n.Name].IsZero() {
-					failingSince[n.Name] = now
-				}
-				n.FailingSince = failingSince[n.Name]
-			} else {
-				delete(failingSince, n.Name)
-			}
-		}
-		for _, cmd := range Decide(view, c.fsm.read(), now, w.Policy) {
-			if err := c.apply(cmd); err != nil {
-				c.log.Warn("failover_apply_failed", "op", cmd.Op, "node", cmd.Node, "err", err)
-				break
-			}
-			c.log.Warn("failover_decided", "op", cmd.Op, "node", cmd.Node, "state", cmd.State, "reason", cmd.Reason)
-		}
-		st := c.fsm.read()
-		for _, p := range st.RunningPlans() {
-			if running[p.ID] {
-				continue
-			}
-			running[p.ID] = true
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				err := w.Executor.run(ctx, p.ID, ops)
-				if errors.Is(err, ErrFenced) {
-					cancel()
-				}
-				select {
-				case ended <- p.ID:
-				case <-ctx.Done():
-				}
-			}()
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case id := <-ended:
-			delete(running, id)
-		case <-tick.C:
-		}
-	}
 }

@@ -269,7 +269,10 @@ func TestExecutorWaitsForATarget(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- newExecutor(r, &memKicker{}).run(ctx, id, m.ops()) }()
 	time.Sleep(100 * time.Millisecond)
-	if r.calls != 0 {
+	r.mu.Lock()
+	calls := r.calls
+	r.mu.Unlock()
+	if calls != 0 {
 		t.Fatalf("moved users with no healthy target")
 	}
 	m.mu.Lock()

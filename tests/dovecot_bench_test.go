@@ -41,9 +41,8 @@ func BenchmarkKick(b *testing.B) {
 	path, _ := usersDB(b, users, "127.0.1.4")
 	nodes := dovecotlab.StartCluster(b, 4, path, false)
 	http := func(d *dovecotlab.Instance, batch, parallel int) dovecot.Admin {
-		admins(b, d) // writes the key file
 		c := dovecot.DefaultConfig()
-		c.URL, c.APIKeyFile, c.BatchSize, c.Parallel = d.HTTP+"/doveadm/v1", d.Dir+"/api-key", batch, parallel
+		c.URL, c.APIKeyFile, c.BatchSize, c.Parallel = d.HTTP+"/doveadm/v1", d.APIKeyFile, batch, parallel
 		h, err := dovecot.NewHTTP(c)
 		if err != nil {
 			b.Fatal(err)

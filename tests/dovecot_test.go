@@ -128,12 +128,8 @@ func (s *imapSession) Close() { s.c.Close() }
 // admins returns the HTTP API client and the local doveadm for a node.
 func admins(t testing.TB, d *dovecotlab.Instance) map[string]dovecot.Admin {
 	t.Helper()
-	key := filepath.Join(d.Dir, "api-key")
-	if err := os.WriteFile(key, []byte(d.APIKey+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	c := dovecot.DefaultConfig()
-	c.URL, c.APIKeyFile = d.HTTP+"/doveadm/v1", key
+	c.URL, c.APIKeyFile = d.HTTP+"/doveadm/v1", d.APIKeyFile
 	h, err := dovecot.New(c)
 	if err != nil {
 		t.Fatal(err)
@@ -363,12 +359,11 @@ func TestDoveadmAPIErrorsNameTheProblem(t *testing.T) {
 	if _, err := a.Kick(ctx, []string{"x"}); err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") {
 		t.Fatalf("dead API: %v", err)
 	}
-	h, err := dovecot.NewHTTP(dovecot.Config{URL: d.HTTP + "/doveadm/v1", APIKeyFile: filepath.Join(d.Dir, "api-key"), Timeout: 5 * time.Second, BatchSize: 1, Parallel: 1})
+	h, err := dovecot.NewHTTP(dovecot.Config{URL: d.HTTP + "/doveadm/v1", APIKeyFile: filepath.Join(d.Dir, "no-such-key"), Timeout: 5 * time.Second, BatchSize: 1, Parallel: 1})
 	if err == nil {
 		t.Fatalf("a missing key file: %v", h)
 	}
-	os.WriteFile(filepath.Join(d.Dir, "api-key"), []byte(d.APIKey), 0o600)
-	h, err = dovecot.NewHTTP(dovecot.Config{URL: d.HTTP + "/doveadm/v1", APIKeyFile: filepath.Join(d.Dir, "api-key"), Timeout: 5 * time.Second, BatchSize: 1, Parallel: 1})
+	h, err = dovecot.NewHTTP(dovecot.Config{URL: d.HTTP + "/doveadm/v1", APIKeyFile: d.APIKeyFile, Timeout: 5 * time.Second, BatchSize: 1, Parallel: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -98,10 +98,8 @@ func agentsBeside(t *testing.T, nodes []*dovecotlab.Instance, path string, tune 
 	c := agenttest.New(t)
 	c.Tune = func(i int, cfg *agent.Config) {
 		d := nodes[i]
-		key := filepath.Join(d.Dir, "api-key")
-		os.WriteFile(key, []byte(d.APIKey), 0o600)
 		cfg.Routing.DSNFile = dsn
-		cfg.Dovecot.URL, cfg.Dovecot.APIKeyFile, cfg.Dovecot.InstanceName = d.HTTP+"/doveadm/v1", key, d.Name
+		cfg.Dovecot.URL, cfg.Dovecot.APIKeyFile, cfg.Dovecot.InstanceName = d.HTTP+"/doveadm/v1", d.APIKeyFile, d.Name
 		cfg.Health.Checks = []health.CheckConfig{{Name: "site", Protocol: "command", Command: "true", Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond}}
 		cfg.Failover.Interval = 100 * time.Millisecond
 		cfg.Failover.SweepInterval = 200 * time.Millisecond

@@ -39,6 +39,8 @@ type Instance struct {
 	Sieve  string // ManageSieve
 	HTTP   string // doveadm HTTP API, http://host:port
 	APIKey string
+	// APIKeyFile holds APIKey, for clients that read it from a file.
+	APIKeyFile string
 	// DoveadmPassword is doveadm_password, for basic auth as "doveadm".
 	DoveadmPassword string
 	CAFile          string // the CA that signed the server certificate
@@ -242,6 +244,10 @@ func StartWith(t testing.TB, name string, o Options) *Instance {
 		t.Fatal(err)
 	}
 	i.CAFile = filepath.Join(dir, "ca.pem")
+	i.APIKeyFile = filepath.Join(dir, "api-key")
+	if err := os.WriteFile(i.APIKeyFile, []byte(i.APIKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "users"), []byte(i.User+":{PLAIN}"+i.Pass+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}

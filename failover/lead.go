@@ -1,0 +1,91 @@
+package failover
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+)
+
+// Leading is what the raft leader does besides raft: decide from the
+// cluster's view and carry out plans.
+type Leading struct {
+	Executor *Executor
+	// View returns the cluster as gossip shows it now (HealthySince is
+	// filled in by the leader from its own continuous view).
+	View     func() []NodeView
+	Policy   Policy
+	Interval time.Duration
+}
+
+// lead runs while this node leads: every Interval it decides and applies
+// the commands, and it runs each running plan in its own goroutine. A
+// fenced write ends it: another leader has taken over.
+func (c *Cluster) lead(ctx context.Context, w *Leading) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ops := leaderOps{fence: Fence{Term: c.raft.CurrentTerm(), Leader: c.id}, state: c.fsm.read, view: w.View, apply: c.apply, now: time.Now}
+	healthySince, failingSince := map[string]time.Time{}, map[string]time.Time{}
+	running := map[string]bool{}
+	ended := make(chan string)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	tick := time.NewTicker(w.Interval)
+	defer tick.Stop()
+	for {
+		now := time.Now()
+		view := w.View()
+		for i := range view {
+			n := &view[i]
+			if n.Gossip == "alive" && n.Health == "passing" && len(n.UnreachableBy) == 0 {
+				if healthySince[n.Name].IsZero() {
+					healthySince[n.Name] = now
+				}
+				n.HealthySince = healthySince[n.Name]
+			} else {
+				delete(healthySince, n.Name)
+			}
+			if bad, _ := failing(*n, view); bad {
+				if failingSince[n.Name].IsZero() {
+					failingSince[n.Name] = now
+				}
+				n.FailingSince = failingSince[n.Name]
+			} else {
+				delete(failingSince, n.Name)
+			}
+		}
+		for _, cmd := range Decide(view, c.fsm.read(), now, w.Policy) {
+			if err := c.apply(cmd); err != nil {
+				c.log.Warn("failover_apply_failed", "op", cmd.Op, "node", cmd.Node, "err", err)
+				break
+			}
+			c.log.Warn("failover_decided", "op", cmd.Op, "node", cmd.Node, "state", cmd.State, "reason", cmd.Reason)
+		}
+		st := c.fsm.read()
+		for _, p := range st.RunningPlans() {
+			if running[p.ID] {
+				continue
+			}
+			running[p.ID] = true
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				err := w.Executor.run(ctx, p.ID, ops)
+				if errors.Is(err, ErrFenced) {
+					cancel()
+				}
+				select {
+				case ended <- p.ID:
+				case <-ctx.Done():
+				}
+			}()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case id := <-ended:
+			delete(running, id)
+		case <-tick.C:
+		}
+	}
+}
