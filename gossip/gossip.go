@@ -83,6 +83,11 @@ type Gossip struct {
 	// updateMu serialises SetMeta: see there.
 	updateMu sync.Mutex
 	meta     Meta
+	// stale is set while memberlist may not have gossiped the current
+	// metadata: Run re-sends it (see SetMeta).
+	stale bool
+	// updateNode is memberlist's UpdateNode; tests replace it.
+	updateNode func(time.Duration) error
 	members  map[string]Member // every node ever seen, with its last state
 	subs     []chan struct{}
 
@@ -145,6 +150,7 @@ func New(cfg Config, name string, meta Meta, log *slog.Logger, reg prometheus.Re
 		return nil, fmt.Errorf("starting gossip on %s: %w", cfg.Bind, err)
 	}
 	g.ml = ml
+	g.updateNode = ml.UpdateNode
 	// Read once: memberlist's LocalNode is rewritten in place by UpdateNode.
 	n := ml.LocalNode()
 	g.addr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
@@ -173,8 +179,29 @@ func (g *Gossip) Run(ctx context.Context, leave bool) error {
 			return nil // ctx ended while joining
 		}
 	}
-	<-ctx.Done()
-	return nil
+	t := time.NewTicker(g.cfg.GossipInterval * 5)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			g.resend()
+		}
+	}
+}
+
+// resend gossips the metadata again while an earlier update may have been
+// dropped.
+func (g *Gossip) resend() {
+	g.updateMu.Lock()
+	defer g.updateMu.Unlock()
+	g.mu.Lock()
+	stale := g.stale
+	g.mu.Unlock()
+	if stale {
+		g.publish()
+	}
 }
 
 func (g *Gossip) join(ctx context.Context) error {
@@ -241,18 +268,35 @@ func (g *Gossip) Subscribe() <-chan struct{} {
 }
 
 // SetMeta replaces this node's metadata and queues it for gossip. It waits
-// at most half a second for the first broadcast; the update stays queued
-// when that times out (with no reachable peer, say), so that is no error.
+// at most half a second for the first broadcast and never fails for want
+// of peers: an update that is not confirmed is sent again by Run until it
+// is.
+//
+// memberlist drops an update silently when its incarnation number loses a
+// race: UpdateNode takes the next incarnation, and when a refutation of a
+// suspicion takes a higher one before the update is applied, memberlist
+// discards the update as older and gossips the refutation with the old
+// metadata. Peers would keep that until the next change; the unconfirmed
+// broadcast's timeout is the only sign of it, so a timed-out update is
+// re-sent with a fresh incarnation.
 func (g *Gossip) SetMeta(update func(*Meta)) error {
-	// memberlist's UpdateNode reads the metadata and then takes the next
-	// incarnation: two at once can gossip the older metadata with the
-	// newer incarnation, and peers keep it until the next change.
+	// Two UpdateNode calls at once can race the same way: one at a time.
 	g.updateMu.Lock()
 	defer g.updateMu.Unlock()
 	g.mu.Lock()
 	update(&g.meta)
 	g.mu.Unlock()
-	if err := g.ml.UpdateNode(500 * time.Millisecond); err != nil && !strings.Contains(err.Error(), "timeout") {
+	return g.publish()
+}
+
+// publish hands the metadata to memberlist; updateMu is held.
+func (g *Gossip) publish() error {
+	err := g.updateNode(500 * time.Millisecond)
+	timedOut := err != nil && strings.Contains(err.Error(), "timeout")
+	g.mu.Lock()
+	g.stale = err != nil
+	g.mu.Unlock()
+	if err != nil && !timedOut {
 		return err
 	}
 	return nil
