@@ -88,8 +88,8 @@ type Gossip struct {
 	stale bool
 	// updateNode is memberlist's UpdateNode; tests replace it.
 	updateNode func(time.Duration) error
-	members  map[string]Member // every node ever seen, with its last state
-	subs     []chan struct{}
+	members    map[string]Member // every node ever seen, with its last state
+	subs       []chan struct{}
 
 	membersGauge *prometheus.GaugeVec
 }
