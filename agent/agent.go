@@ -38,6 +38,7 @@ type Agent struct {
 	health  *health.Runner
 	peers   *health.Peers
 	routing *routingDB
+	kicker  *kicker
 }
 
 // New binds every listener (gossip, cluster port, API) so that addresses
@@ -74,11 +75,12 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 		return nil, err
 	}
 	a.routing = &routingDB{}
+	a.kicker = &kicker{cfg: cfg.Dovecot, members: func() []gossip.Member { return a.gossip.Members() }, clients: map[string]*dovecot.HTTP{}}
 	if cfg.Routing.DSNFile != "" {
 		a.cluster.Lead(&failover.Leading{
 			Executor: &failover.Executor{
 				Router: a.routing, Choose: choose, BatchSize: cfg.Failover.BatchSize,
-				Kicker:   &kicker{cfg: cfg.Dovecot, members: func() []gossip.Member { return a.gossip.Members() }, clients: map[string]*dovecot.HTTP{}},
+				Kicker:   a.kicker,
 				RetryMin: time.Second, RetryMax: 30 * time.Second, Log: a.log,
 			},
 			View: a.view, Policy: cfg.Failover.Policy, Interval: cfg.Failover.Interval,
@@ -170,6 +172,16 @@ func (a *Agent) Status() api.Status {
 	for _, r := range a.fsprobe.Latest() {
 		st.Mounts = append(st.Mounts, api.Mount{Path: r.Mount, FSType: r.FSType, Class: string(r.Class), Op: r.Op, Reason: r.Err, Total: r.Total, FuseWaiting: r.FuseWaiting, Time: r.Time})
 	}
+	fs := a.cluster.State()
+	if fs.Frozen != nil {
+		st.Frozen = &api.Freeze{Reason: fs.Frozen.Reason, Since: fs.Frozen.Since}
+	}
+	for _, p := range fs.RecentPlans(20) {
+		st.Plans = append(st.Plans, api.Plan{ID: p.ID, Kind: string(p.Kind), Node: p.Node, User: p.User, To: p.To, Reason: p.Reason,
+			Rate: p.Rate, Users: p.Users, Moved: p.Moved, Batches: p.Batches, Status: string(p.Status), Created: p.Created, Finished: p.Finished, Error: p.Error})
+	}
+	counts := a.userCounts()
+	st.UsersKnown = counts != nil
 	members := a.gossip.Members()
 	for _, m := range members {
 		role := "none"
@@ -183,10 +195,17 @@ func (a *Agent) Status() api.Status {
 			Name: m.Name, Role: m.Meta.Role, ProxyHost: m.Meta.ProxyHost, Gossip: string(m.State),
 			Addr: m.Addr, RaftAddr: m.Meta.Raft, Raft: role, Version: m.Meta.Version,
 			Health: m.Meta.Health, HealthReason: m.Meta.HealthReason,
-			Self: m.Name == a.cfg.Node.Name,
+			Self: m.Name == a.cfg.Node.Name, Users: -1,
 		})
-		// What the alive peers see of m's Dovecot.
 		mb := &st.Members[len(st.Members)-1]
+		if m.Meta.Role == RoleMail {
+			r := fs.Node(m.Name)
+			mb.State, mb.StateReason, mb.StateSince, mb.LB = string(r.State), r.Reason, r.Since, r.State.LBSignal()
+			if counts != nil {
+				mb.Users = counts[m.Meta.ProxyHost]
+			}
+		}
+		// What the alive peers see of m's Dovecot.
 		for _, p := range members {
 			if p.Name == m.Name || (p.State != gossip.StateAlive && p.State != gossip.StateSuspect) || m.Meta.PeerAddr == "" {
 				continue
@@ -199,6 +218,23 @@ func (a *Agent) Status() api.Status {
 		}
 	}
 	return st
+}
+
+// userCounts is users per proxy_host from the routing database, or nil
+// when it cannot be read within a second.
+func (a *Agent) userCounts() map[string]int {
+	s, err := a.routing.store()
+	if err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c, err := s.Counts(ctx)
+	if err != nil {
+		a.log.Debug("status_counts_failed", "err", err)
+		return nil
+	}
+	return c
 }
 
 // membership adapts gossip to what failover needs.

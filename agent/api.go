@@ -33,12 +33,11 @@ type apiServer struct {
 	closeOnce sync.Once
 }
 
-type statusSource interface{ Status() api.Status }
-
-func newAPIServer(cfg APIConfig, src statusSource, log *slog.Logger, reg *prometheus.Registry) (*apiServer, error) {
+func newAPIServer(cfg APIConfig, src backend, log *slog.Logger, reg *prometheus.Registry) (*apiServer, error) {
 	s := &apiServer{log: log}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, src.Status()) })
+	routes(mux, src)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})

@@ -90,7 +90,11 @@ func (r *routingDB) Lookup(ctx context.Context, user string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return s.Lookup(ctx, user)
+	h, err := s.Lookup(ctx, user)
+	if errors.Is(err, routing.ErrNoUser) {
+		err = fmt.Errorf("%w: %w", failover.ErrNoSuchUser, err)
+	}
+	return h, err
 }
 
 func (r *routingDB) MoveBatch(ctx context.Context, f failover.Fence, plan, reason string, ms []failover.Move) (int, error) {

@@ -36,17 +36,17 @@ func usersOn(t *testing.T, db *sql.DB) map[string]int {
 	return out
 }
 
-// Three agents share an SQLite users table. node2's own check fails: the
-// leader fails it over (its users spread over node1 and node3, journaled)
-// and, once node2 is healthy for the hold-down, brings its users home.
-func TestFailoverAndFailbackThroughRaft(t *testing.T) {
+// sqliteCluster starts three agents sharing an SQLite users table with
+// 100 users on each node's proxy_host (127.0.1.1-3) plus extra users on
+// node1, and node i's check "site" failing while flag(i) exists.
+func sqliteCluster(t *testing.T, extra []string, tune func(i int, cfg *agent.Config)) (c *agenttest.Cluster, db *sql.DB, flag func(int) string) {
 	dir := t.TempDir()
 	dbPath := filepath.Join(dir, "mail.db")
 	db, err := sql.Open("sqlite", dbPath+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { db.Close() })
 	if _, err := db.Exec(`CREATE TABLE users (username TEXT PRIMARY KEY, password TEXT, proxy_host TEXT)`); err != nil {
 		t.Fatal(err)
 	}
@@ -55,20 +55,37 @@ func TestFailoverAndFailbackThroughRaft(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	for _, u := range extra {
+		if _, err := db.Exec(`INSERT INTO users VALUES (?, 'x', '127.0.1.1')`, u); err != nil {
+			t.Fatal(err)
+		}
+	}
 	dsn := filepath.Join(dir, "dsn")
 	os.WriteFile(dsn, []byte(dbPath), 0o600)
-	flag := func(i int) string { return filepath.Join(dir, fmt.Sprintf("broken-node%d", i+1)) }
+	flag = func(i int) string { return filepath.Join(dir, fmt.Sprintf("broken-node%d", i+1)) }
 
-	c := agenttest.New(t)
+	c = agenttest.New(t)
 	c.Tune = func(i int, cfg *agent.Config) {
 		cfg.Routing.DSNFile = dsn
 		cfg.Health.Checks = []health.CheckConfig{{Name: "site", Protocol: "command", Command: "test ! -e " + flag(i), Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond}}
 		cfg.Failover.Interval = 100 * time.Millisecond
-		cfg.Failover.FailbackHoldDown = 2 * time.Second
-		cfg.Failover.BatchSize = 40
+		if tune != nil {
+			tune(i, cfg)
+		}
 	}
 	c.Add(3)
 	c.WaitLeader(20 * time.Second)
+	return c, db, flag
+}
+
+// Three agents share an SQLite users table. node2's own check fails: the
+// leader fails it over (its users spread over node1 and node3, journaled)
+// and, once node2 is healthy for the hold-down, brings its users home.
+func TestFailoverAndFailbackThroughRaft(t *testing.T) {
+	c, db, flag := sqliteCluster(t, nil, func(i int, cfg *agent.Config) {
+		cfg.Failover.FailbackHoldDown = 2 * time.Second
+		cfg.Failover.BatchSize = 40
+	})
 
 	if err := os.WriteFile(flag(1), nil, 0o644); err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 )
 
 func unixHTTP(path string) *http.Client {
@@ -18,3 +19,5 @@ func bodyCopy(w io.Writer, resp *http.Response) (int64, error) {
 	defer resp.Body.Close()
 	return io.Copy(w, resp.Body)
 }
+
+func urlQuery(s string) string { return url.QueryEscape(s) }

@@ -3,6 +3,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -26,6 +27,90 @@ type Status struct {
 	// Health and Mounts are the answering node's own checks.
 	Health Health  `json:"health"`
 	Mounts []Mount `json:"mounts"`
+	// Frozen is set while mass failure holds every automatic move until
+	// nodectl ack.
+	Frozen *Freeze `json:"frozen,omitempty"`
+	// Plans are the running plans and the latest finished ones, oldest
+	// first.
+	Plans []Plan `json:"plans"`
+	// UsersKnown is false when the routing database could not be read for
+	// this answer (Member.Users is then -1).
+	UsersKnown bool `json:"users_known"`
+}
+
+// Freeze is why and since when automatic moves are held.
+type Freeze struct {
+	Reason string    `json:"reason"`
+	Since  time.Time `json:"since"`
+}
+
+// Plan is a move of users the raft leader carries out batch by batch.
+type Plan struct {
+	ID       string    `json:"id"`
+	Kind     string    `json:"kind"` // failover, drain, failback, move
+	Node     string    `json:"node,omitempty"`
+	User     string    `json:"user,omitempty"`
+	To       string    `json:"to,omitempty"`
+	Reason   string    `json:"reason"`
+	Rate     int       `json:"rate,omitempty"`
+	Users    int       `json:"users,omitempty"` // to move, when known at the start
+	Moved    int       `json:"moved"`
+	Batches  int       `json:"batches"`
+	Status   string    `json:"status"` // running, done, canceled
+	Created  time.Time `json:"created"`
+	Finished time.Time `json:"finished,omitzero"`
+	Error    string    `json:"error,omitempty"`
+}
+
+// OpRequest is the body of the operator's POSTs; each takes the fields
+// it documents.
+type OpRequest struct {
+	Reason string `json:"reason,omitempty"`
+	// Rate is a drain's users per second (0: the configured drain_rate).
+	Rate int `json:"rate,omitempty"`
+	// DryRun: say what a drain would move, change nothing.
+	DryRun bool `json:"dry_run,omitempty"`
+	// On switches maintenance on or off.
+	On *bool `json:"on,omitempty"`
+	// User and Node: POST /v1/move's user and target node.
+	User string `json:"user,omitempty"`
+	Node string `json:"node,omitempty"`
+}
+
+// OpReply says what the raft leader did with an operator's request.
+type OpReply struct {
+	Leader  string         `json:"leader"`
+	Message string         `json:"message"`
+	Plan    string         `json:"plan,omitempty"`
+	Users   int            `json:"users,omitempty"`
+	Targets map[string]int `json:"targets,omitempty"`
+}
+
+// Where is GET /v1/where: where a user is routed.
+type Where struct {
+	User      string `json:"user"`
+	ProxyHost string `json:"proxy_host"`
+	Node      string `json:"node,omitempty"` // the node with that proxy_host, if any
+}
+
+// Move is one journaled move, from GET /v1/history.
+type Move struct {
+	User   string    `json:"user"`
+	From   string    `json:"from"`
+	To     string    `json:"to"`
+	Home   string    `json:"home"`
+	Reason string    `json:"reason"`
+	Plan   string    `json:"plan"`
+	Term   uint64    `json:"term"`
+	At     time.Time `json:"at"`
+}
+
+// Sessions is GET /v1/nodes/{node}/sessions: the node's Dovecot sessions
+// (doveadm who), LMTP deliveries left out.
+type Sessions struct {
+	Node     string   `json:"node"`
+	Sessions int      `json:"sessions"`
+	Users    []string `json:"users,omitempty"` // up to 100
 }
 
 // Health is a node's own health: its status, why, and every check.
@@ -74,6 +159,16 @@ type Member struct {
 	// which do not.
 	PeersReach  int      `json:"peers_reach"`
 	PeersCannot []string `json:"peers_cannot,omitempty"`
+	// State is the node's failover state (active, draining, maintenance,
+	// failed, recovering), why and since when; LB what the load balancer
+	// should do with it (up, drain, down). Mail nodes only.
+	State       string    `json:"state,omitempty"`
+	StateReason string    `json:"state_reason,omitempty"`
+	StateSince  time.Time `json:"state_since,omitzero"`
+	LB          string    `json:"lb,omitempty"`
+	// Users is how many users the routing table has on its proxy_host
+	// (-1: unknown).
+	Users int `json:"users"`
 }
 
 // Error is the body of every non-2xx answer.
@@ -113,6 +208,31 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return s, c.do(ctx, http.MethodGet, "/v1/status", nil, &s)
 }
 
+// Post sends an operator's request to path (e.g. /v1/nodes/b/drain).
+func (c *Client) Post(ctx context.Context, path string, req OpRequest) (OpReply, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return OpReply{}, err
+	}
+	var r OpReply
+	return r, c.do(ctx, http.MethodPost, path, bytes.NewReader(b), &r)
+}
+
+// Get fetches path (with its query) into out.
+func (c *Client) Get(ctx context.Context, path string, out any) error {
+	return c.do(ctx, http.MethodGet, path, nil, out)
+}
+
+// StatusError is a non-2xx answer from roostd.
+type StatusError struct {
+	Code    int
+	Message string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("roostd: %s (%d %s)", e.Message, e.Code, http.StatusText(e.Code))
+}
+
 func (c *Client) do(ctx context.Context, method, path string, body io.Reader, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
@@ -133,9 +253,9 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, ou
 	if resp.StatusCode/100 != 2 {
 		var e Error
 		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return fmt.Errorf("roostd: %s (%s)", e.Error, resp.Status)
+			return &StatusError{Code: resp.StatusCode, Message: e.Error}
 		}
-		return fmt.Errorf("roostd: %s: %s", resp.Status, strings.TrimSpace(string(b)))
+		return &StatusError{Code: resp.StatusCode, Message: strings.TrimSpace(string(b))}
 	}
 	if out == nil {
 		return nil

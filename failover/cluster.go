@@ -86,6 +86,10 @@ type Cluster struct {
 
 	leading *Leading
 	leadWG  sync.WaitGroup
+	// decideMu serialises the leader's decisions and operator requests.
+	decideMu sync.Mutex
+	// wakeLead makes the leader's loop look at the state now.
+	wakeLead chan struct{}
 
 	roleGauge   prometheus.Gauge
 	termGauge   prometheus.GaugeFunc
@@ -105,7 +109,7 @@ func NewCluster(cfg RaftConfig, id, dir string, members Membership, log *slog.Lo
 	if err := os.MkdirAll(filepath.Join(dir, "wal"), 0o700); err != nil {
 		return nil, fmt.Errorf("creating raft directory: %w", err)
 	}
-	c := &Cluster{cfg: cfg, id: id, log: log, members: members, fsm: &fsm{}, statsConns: map[string]*statsConn{}}
+	c := &Cluster{cfg: cfg, id: id, log: log, members: members, fsm: &fsm{}, statsConns: map[string]*statsConn{}, wakeLead: make(chan struct{}, 1)}
 
 	var err error
 	var serverTLS, clientTLS *tls.Config
@@ -118,6 +122,7 @@ func NewCluster(cfg RaftConfig, id, dir string, members Membership, log *slog.Lo
 		return nil, err
 	}
 	c.stream.handle(chanStats, c.serveStats)
+	c.stream.handle(chanOp, c.serveOp)
 	hl := newHclog(log, "raft", level)
 	c.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: c.stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl,

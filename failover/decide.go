@@ -41,8 +41,10 @@ type Policy struct {
 	// manual (nodectl failback).
 	Failback         string        `yaml:"failback"`
 	FailbackHoldDown time.Duration `yaml:"failback_hold_down"`
-	// FailbackRate is users per second for failback plans.
+	// FailbackRate is users per second for failback plans, DrainRate
+	// the default for drains (nodectl drain --rate overrides it).
 	FailbackRate int `yaml:"failback_rate"`
+	DrainRate    int `yaml:"drain_rate"`
 	// MaxFailedFraction: more mail nodes failed at once than this
 	// fraction, or the shared filesystem in trouble on a majority of
 	// them, freezes every automatic move until nodectl ack.
@@ -56,7 +58,7 @@ type Policy struct {
 
 // DefaultPolicy is DESIGN.md's defaults.
 func DefaultPolicy() Policy {
-	return Policy{BlockPeriod: time.Hour, FailbackHoldDown: 10 * time.Minute, Failback: "auto", FailbackRate: 200, MaxFailedFraction: 0.5}
+	return Policy{BlockPeriod: time.Hour, FailbackHoldDown: 10 * time.Minute, Failback: "auto", FailbackRate: 200, DrainRate: 200, MaxFailedFraction: 0.5}
 }
 
 // failing says whether the cluster may call a node failed, and why:

@@ -216,10 +216,14 @@ var errStop = errors.New("batch full")
 // nextBatch lists the plan's next users and where each goes.
 func (e *Executor) nextBatch(ctx context.Context, p Plan, view []NodeView, s State, hosts map[string]string) ([]Move, error) {
 	var moves []Move
+	size := e.BatchSize
+	if p.Rate > 0 && p.Rate < size {
+		size = p.Rate // a second's worth: a rate-limited plan moves smoothly
+	}
 	// add takes a move until the batch is full, then stops the listing.
 	add := func(m Move) error {
 		moves = append(moves, m)
-		if len(moves) == e.BatchSize {
+		if len(moves) == size {
 			return errStop
 		}
 		return nil

@@ -54,6 +54,7 @@ func (c *Cluster) lead(ctx context.Context, w *Leading) {
 				delete(failingSince, n.Name)
 			}
 		}
+		c.decideMu.Lock()
 		for _, cmd := range Decide(view, c.fsm.read(), now, w.Policy) {
 			if err := c.apply(cmd); err != nil {
 				c.log.Warn("failover_apply_failed", "op", cmd.Op, "node", cmd.Node, "err", err)
@@ -61,6 +62,7 @@ func (c *Cluster) lead(ctx context.Context, w *Leading) {
 			}
 			c.log.Warn("failover_decided", "op", cmd.Op, "node", cmd.Node, "state", cmd.State, "reason", cmd.Reason)
 		}
+		c.decideMu.Unlock()
 		st := c.fsm.read()
 		for _, p := range st.RunningPlans() {
 			if running[p.ID] {
@@ -86,6 +88,15 @@ func (c *Cluster) lead(ctx context.Context, w *Leading) {
 		case id := <-ended:
 			delete(running, id)
 		case <-tick.C:
+		case <-c.wakeLead:
 		}
+	}
+}
+
+// wake makes the leader's loop run now (it starts new plans at once).
+func (c *Cluster) wake() {
+	select {
+	case c.wakeLead <- struct{}{}:
+	default:
 	}
 }

@@ -72,7 +72,10 @@ type Plan struct {
 	To     string   `json:"to,omitempty"`   // a move's target node
 	Reason string   `json:"reason"`
 	// Rate is users per second (0: as fast as the database goes).
-	Rate     int        `json:"rate,omitempty"`
+	Rate int `json:"rate,omitempty"`
+	// Users is how many users the plan was to move when it began, where
+	// known (a drain's): for progress only.
+	Users    int        `json:"users,omitempty"`
 	Term     uint64     `json:"term"`
 	Created  time.Time  `json:"created"`
 	Status   PlanStatus `json:"status"`
@@ -124,6 +127,28 @@ func (s State) RunningPlans() []Plan {
 	var out []Plan
 	for _, p := range s.sortedPlans() {
 		if p.Status == PlanRunning {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// RecentPlans returns every running plan and the latest finished ones,
+// up to n plans in all, oldest first.
+func (s State) RecentPlans(n int) []Plan {
+	all := s.sortedPlans()
+	keep := map[string]bool{}
+	for _, p := range all {
+		if p.Status == PlanRunning {
+			keep[p.ID] = true
+		}
+	}
+	for i := len(all) - 1; i >= 0 && len(keep) < n; i-- {
+		keep[all[i].ID] = true
+	}
+	var out []Plan
+	for _, p := range all {
+		if keep[p.ID] {
 			out = append(out, p)
 		}
 	}
@@ -198,7 +223,7 @@ func (s *State) apply(c command) error {
 		if c.Plan == nil {
 			return fmt.Errorf("plan-start without a plan")
 		}
-		if p, ok := s.Running(c.Plan.Node); ok {
+		if p, ok := s.Running(c.Plan.Node); ok && c.Plan.Kind != PlanMove {
 			return fmt.Errorf("node %s already has plan %s (%s) running", c.Plan.Node, p.ID, p.Kind)
 		}
 		s.PlanSeq++

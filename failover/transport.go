@@ -18,6 +18,7 @@ import (
 const (
 	chanRaft  byte = 'R' // raft RPCs, handed to raft's NetworkTransport
 	chanStats byte = 'S' // one JSON serverStats answer, for autopilot
+	chanOp    byte = 'O' // one operator Request forwarded to the leader
 )
 
 const handshakeTimeout = 5 * time.Second

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -439,7 +440,25 @@ type Entry struct {
 
 // Journal returns a user's moves, oldest first.
 func (s *Store) Journal(ctx context.Context, user string) ([]Entry, error) {
-	q := s.d.query(`SELECT username, from_host, to_host, home, reason, plan, term, at FROM roost_journal WHERE username = `).arg(user).w(` ORDER BY id`)
+	es, err := s.History(ctx, user, "", 0)
+	slices.Reverse(es)
+	return es, err
+}
+
+// History returns journaled moves, newest first: a user's (user set), a
+// host's (moves from or to it), or everyone's; at most limit (0: all).
+func (s *Store) History(ctx context.Context, user, host string, limit int) ([]Entry, error) {
+	q := s.d.query(`SELECT username, from_host, to_host, home, reason, plan, term, at FROM roost_journal WHERE 1 = 1`)
+	if user != "" {
+		q.w(` AND username = `).arg(user)
+	}
+	if host != "" {
+		q.w(` AND (from_host = `).arg(host).w(` OR to_host = `).arg(host).w(`)`)
+	}
+	q.w(` ORDER BY id DESC`)
+	if limit > 0 {
+		q.w(fmt.Sprintf(` LIMIT %d`, limit))
+	}
 	rows, err := s.db.QueryContext(ctx, q.String(), q.args...)
 	if err != nil {
 		return nil, err

@@ -148,6 +148,19 @@ func TestMoveOneHostsUsersBalancedAndJournaled(t *testing.T) {
 				t.Fatalf("journal of %q: %+v %v", m.User, j, err)
 			}
 		}
+		// A host's history: its latest moves, newest first.
+		h, err := s.History(ctx, "", fourTargets[1].Host, 7)
+		if err != nil || len(h) != 7 {
+			t.Fatalf("history of %s: %d entries, %v", fourTargets[1].Host, len(h), err)
+		}
+		for i, e := range h {
+			if e.To != fourTargets[1].Host || (i > 0 && e.At.After(h[i-1].At)) {
+				t.Fatalf("history entry %d: %+v", i, e)
+			}
+		}
+		if h, err := s.History(ctx, moves[0].User, "", 0); err != nil || len(h) != 1 || h[0].User != moves[0].User {
+			t.Fatalf("history of %q: %+v %v", moves[0].User, h, err)
+		}
 		// Running the same batch again changes nothing.
 		if n, err := s.MoveBatch(ctx, Fence{Term: 3, Leader: "n2"}, "plan-1", "node failed", moves); err != nil || n != 0 {
 			t.Fatalf("re-run moved %d (%v), want 0", n, err)

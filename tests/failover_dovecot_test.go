@@ -2,9 +2,12 @@ package tests
 
 import (
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -144,4 +147,80 @@ func TestSweepEndsSessionsOfUsersRoutedElsewhere(t *testing.T) {
 	if line, err := held[1].r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "n OK") {
 		t.Fatalf("%q, still routed here, lost its session: %q %v", mailUsers[1], line, err)
 	}
+}
+
+// An operator drains b with nodectl through a follower and waits: every
+// user is moved, their sessions end, and nodectl returns once b's Dovecot
+// holds no session; status then shows b draining, its LB signal "drain".
+func TestNodectlDrainWaitsUntilTheNodeIsEmpty(t *testing.T) {
+	nodectl := filepath.Join(buildBinaries(t), "nodectl")
+	path, _ := usersDB(t, mailUsers, "127.0.1.2")
+	nodes := dovecotlab.StartCluster(t, 3, path, false)
+	var held []*imapSession
+	for _, u := range mailUsers {
+		for _, n := range nodes[:2] { // through a (proxied to b) and on b
+			s, err := imapLogin(n.IMAP, u, mailPass)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			held = append(held, s)
+		}
+	}
+	c := agentsBeside(t, nodes, path, func(i int, cfg *agent.Config) { cfg.Failover.SweepInterval = 0 })
+	var follower *agenttest.Node
+	c.WaitFor(20*time.Second, "a follower", func() bool {
+		l := c.Leader()
+		for _, n := range c.Running() {
+			if l != nil && n != l && len(l.Status().Members) == 3 {
+				follower = n
+			}
+		}
+		return follower != nil
+	})
+	sock := "--socket=" + follower.Config.API.Socket
+	out, err := run(t, nodectl, sock, "drain", "node2", "--reason", "disk swap", "--rate", "100", "--wait", "--wait-timeout", "60s")
+	if err != nil || !strings.Contains(out, "node2 holds no sessions") || !strings.Contains(out, fmt.Sprintf("moved %d of %d users", len(mailUsers), len(mailUsers))) {
+		t.Fatalf("nodectl drain --wait: %v\n%s", err, out)
+	}
+	for i, s := range held {
+		if _, err := s.closed(10 * time.Second); err != nil {
+			t.Fatalf("session %d (%q) still open after the drain: %v", i, mailUsers[i/2], err)
+		}
+	}
+	for _, u := range mailUsers {
+		s, err := imapLogin(nodes[0].IMAP, u, mailPass)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if s.Node == "b" {
+			t.Fatalf("after the drain %q still logs in on b", u)
+		}
+	}
+	out, err = run(t, nodectl, sock, "status")
+	if err != nil || !regexpMatch(`node2\s+mail\s+127\.0\.1\.2\s+draining\s+drain\s+0\s`, out) || !strings.Contains(out, "node2 is draining since") {
+		t.Fatalf("status after the drain: %v\n%s", err, out)
+	}
+	out, err = run(t, nodectl, sock, "drain", "node9")
+	if code := exitCode(err); code != 1 || !strings.Contains(out, `no node "node9" in the cluster`) {
+		t.Fatalf("drain of a missing node: exit %d\n%s", code, out)
+	}
+	out, err = run(t, "/bin/sh", "-c", nodectl+" --socket=/nonexistent/roost.sock status")
+	if code := exitCode(err); code != 3 {
+		t.Fatalf("status without roostd: exit %d\n%s", code, out)
+	}
+}
+
+func regexpMatch(re, s string) bool { return regexp.MustCompile(re).MatchString(s) }
+
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
 }

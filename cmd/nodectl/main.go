@@ -84,7 +84,7 @@ be reached.`,
 			defer cancel()
 			st, err := c.Status(ctx)
 			if err != nil {
-				code = exitUnreachable
+				code = failCode(err)
 				return err
 			}
 			if asJSON {
@@ -98,6 +98,7 @@ be reached.`,
 	}
 	status.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	root.AddCommand(status)
+	root.AddCommand(operatorCommands(&g, &code)...)
 
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(stderr, "nodectl:", err)
@@ -132,7 +133,7 @@ func (g globals) client() (*api.Client, error) {
 
 func printStatus(w io.Writer, st api.Status) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tROLE\tPROXY_HOST\tHEALTH\tPEERS_REACH\tGOSSIP\tRAFT\tADDRESS\tVERSION")
+	fmt.Fprintln(tw, "NODE\tROLE\tPROXY_HOST\tSTATE\tLB\tUSERS\tHEALTH\tPEERS_REACH\tGOSSIP\tRAFT\tADDRESS\tVERSION")
 	for _, m := range st.Members {
 		name := m.Name
 		if m.Self {
@@ -142,10 +143,23 @@ func printStatus(w io.Writer, st api.Status) {
 		if total := m.PeersReach + len(m.PeersCannot); total > 0 {
 			peers = fmt.Sprintf("%d/%d", m.PeersReach, total)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, m.Role, dash(m.ProxyHost), dash(m.Health), peers, m.Gossip, m.Raft, m.Addr, m.Version)
+		users := "-"
+		if m.Users >= 0 {
+			users = fmt.Sprint(m.Users)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, m.Role, dash(m.ProxyHost), dash(m.State), dash(m.LB), users,
+			dash(m.Health), peers, m.Gossip, m.Raft, m.Addr, m.Version)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nleader: %s  term: %d  cluster: %s  (* = %s, which answered)\n", dash(st.Leader), st.Term, dash(st.ClusterID), st.Node)
+	if st.Frozen != nil {
+		fmt.Fprintf(w, "\nFROZEN since %s: %s\n  no automatic moves until `nodectl ack`\n", st.Frozen.Since.Format(time.DateTime), st.Frozen.Reason)
+	}
+	for _, m := range st.Members {
+		if m.State != "" && m.State != "active" {
+			fmt.Fprintf(w, "%s is %s since %s: %s\n", m.Name, m.State, m.StateSince.Format(time.DateTime), m.StateReason)
+		}
+	}
 	for _, m := range st.Members {
 		if m.HealthReason != "" {
 			fmt.Fprintf(w, "%s is %s: %s\n", m.Name, m.Health, m.HealthReason)
@@ -153,6 +167,29 @@ func printStatus(w io.Writer, st api.Status) {
 		if len(m.PeersCannot) > 0 {
 			fmt.Fprintf(w, "%s's Dovecot is unreachable from %s\n", m.Name, strings.Join(m.PeersCannot, ", "))
 		}
+	}
+	if len(st.Plans) > 0 {
+		fmt.Fprintln(w, "\nplans:")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "PLAN\tSTATUS\tNODE\tMOVED\tRATE\tCREATED\tREASON")
+		for _, p := range st.Plans {
+			node, moved, rate := p.Node, fmt.Sprint(p.Moved), "-"
+			if p.Kind == "move" {
+				node = fmt.Sprintf("%q→%s", p.User, p.To)
+			}
+			if p.Users > 0 {
+				moved += fmt.Sprintf("/%d", p.Users)
+			}
+			if p.Rate > 0 {
+				rate = fmt.Sprintf("%d/s", p.Rate)
+			}
+			reason := p.Reason
+			if p.Error != "" {
+				reason += " (" + p.Error + ")"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, p.Status, node, moved, rate, p.Created.Format(time.DateTime), reason)
+		}
+		tw.Flush()
 	}
 	if len(st.Health.Checks) > 0 {
 		fmt.Fprintf(w, "\nchecks on %s (%s):\n", st.Node, st.Health.Status)

@@ -1,0 +1,250 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/roost-mail/roost/api"
+	"github.com/roost-mail/roost/failover"
+	"github.com/roost-mail/roost/gossip"
+)
+
+// backend is what the HTTP API serves; the Agent implements it.
+type backend interface {
+	Status() api.Status
+	Operate(ctx context.Context, r failover.Request) (failover.Reply, error)
+	Where(ctx context.Context, user string) (api.Where, error)
+	History(ctx context.Context, user, node string, limit int) ([]api.Move, error)
+	Sessions(ctx context.Context, node string) (api.Sessions, error)
+}
+
+// maxBody bounds an operator request's body.
+const maxBody = 64 << 10
+
+// routes adds the operator's endpoints to mux.
+func routes(mux *http.ServeMux, b backend) {
+	op := func(name string, build func(r *http.Request, body api.OpRequest) (failover.Request, error)) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			body, err := decodeBody(r)
+			if err != nil {
+				writeError(w, http.StatusBadRequest, err)
+				return
+			}
+			req, err := build(r, body)
+			if err != nil {
+				writeError(w, http.StatusBadRequest, err)
+				return
+			}
+			reply, err := b.Operate(r.Context(), req)
+			if err != nil {
+				writeError(w, opStatus(err), err)
+				return
+			}
+			writeJSON(w, http.StatusOK, api.OpReply{Leader: reply.Leader, Message: reply.Message, Plan: reply.Plan, Users: reply.Users, Targets: reply.Targets})
+		}
+	}
+	nodeOp := func(kind string) func(r *http.Request, body api.OpRequest) (failover.Request, error) {
+		return func(r *http.Request, body api.OpRequest) (failover.Request, error) {
+			if body.User != "" || body.Node != "" || body.On != nil || (kind != failover.OpDrain && (body.Rate != 0 || body.DryRun)) {
+				return failover.Request{}, fmt.Errorf("%s takes only reason%s", kind, map[bool]string{true: ", rate and dry_run"}[kind == failover.OpDrain])
+			}
+			return failover.Request{Op: kind, Node: r.PathValue("node"), Reason: body.Reason, Rate: body.Rate, DryRun: body.DryRun}, nil
+		}
+	}
+	mux.HandleFunc("POST /v1/nodes/{node}/drain", op("drain", nodeOp(failover.OpDrain)))
+	mux.HandleFunc("POST /v1/nodes/{node}/undrain", op("undrain", nodeOp(failover.OpUndrain)))
+	mux.HandleFunc("POST /v1/nodes/{node}/failback", op("failback", nodeOp(failover.OpFailback)))
+	mux.HandleFunc("POST /v1/nodes/{node}/ack", op("ack", nodeOp(failover.OpAck)))
+	mux.HandleFunc("POST /v1/ack", op("ack", func(r *http.Request, body api.OpRequest) (failover.Request, error) {
+		if body != (api.OpRequest{}) {
+			return failover.Request{}, errors.New("ack takes no fields")
+		}
+		return failover.Request{Op: failover.OpAck}, nil
+	}))
+	mux.HandleFunc("POST /v1/nodes/{node}/maintenance", op("maintenance", func(r *http.Request, body api.OpRequest) (failover.Request, error) {
+		if body.On == nil {
+			return failover.Request{}, errors.New(`maintenance needs "on": true or false`)
+		}
+		if body.User != "" || body.Node != "" || body.Rate != 0 {
+			return failover.Request{}, errors.New("maintenance takes only on, reason and dry_run")
+		}
+		kind := failover.OpMaintenanceOff
+		if *body.On {
+			kind = failover.OpMaintenanceOn
+		}
+		return failover.Request{Op: kind, Node: r.PathValue("node"), Reason: body.Reason, DryRun: body.DryRun}, nil
+	}))
+	mux.HandleFunc("POST /v1/move", op("move", func(r *http.Request, body api.OpRequest) (failover.Request, error) {
+		if body.Rate != 0 || body.DryRun || body.On != nil {
+			return failover.Request{}, errors.New("move takes only user, node and reason")
+		}
+		return failover.Request{Op: failover.OpMove, User: body.User, Node: body.Node, Reason: body.Reason}, nil
+	}))
+	mux.HandleFunc("GET /v1/where", func(w http.ResponseWriter, r *http.Request) {
+		user := r.URL.Query().Get("user")
+		if user == "" {
+			writeError(w, http.StatusBadRequest, errors.New("where needs ?user="))
+			return
+		}
+		wh, err := b.Where(r.Context(), user)
+		if err != nil {
+			writeError(w, opStatus(err), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, wh)
+	})
+	mux.HandleFunc("GET /v1/history", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		limit := 100
+		if s := q.Get("limit"); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 1 || n > 100000 {
+				writeError(w, http.StatusBadRequest, fmt.Errorf("limit %q: want 1..100000", s))
+				return
+			}
+			limit = n
+		}
+		h, err := b.History(r.Context(), q.Get("user"), q.Get("node"), limit)
+		if err != nil {
+			writeError(w, opStatus(err), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, h)
+	})
+	mux.HandleFunc("GET /v1/nodes/{node}/sessions", func(w http.ResponseWriter, r *http.Request) {
+		s, err := b.Sessions(r.Context(), r.PathValue("node"))
+		if err != nil {
+			writeError(w, opStatus(err), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, s)
+	})
+}
+
+// decodeBody reads an optional JSON body, strictly.
+func decodeBody(r *http.Request) (api.OpRequest, error) {
+	var body api.OpRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil && !errors.Is(err, io.EOF) {
+		return body, fmt.Errorf("request body: %w", err)
+	}
+	if dec.More() {
+		return body, errors.New("request body: more than one JSON object")
+	}
+	return body, nil
+}
+
+func opStatus(err error) int {
+	switch {
+	case errors.Is(err, failover.ErrInvalid):
+		return http.StatusBadRequest
+	case errors.Is(err, failover.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, failover.ErrConflict):
+		return http.StatusConflict
+	case errors.Is(err, failover.ErrNoLeader), errors.Is(err, errRoutingNotOpen):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, api.Error{Error: err.Error()})
+}
+
+// Operate carries out an operator's request through the raft leader.
+func (a *Agent) Operate(ctx context.Context, r failover.Request) (failover.Reply, error) {
+	return a.cluster.Operate(ctx, r)
+}
+
+// Where says where a user is routed, from this node's routing database.
+func (a *Agent) Where(ctx context.Context, user string) (api.Where, error) {
+	h, err := a.routing.Lookup(ctx, user)
+	if errors.Is(err, failover.ErrNoSuchUser) {
+		return api.Where{}, fmt.Errorf("%w: no user %q in the routing table (or the filter excludes it)", failover.ErrNotFound, user)
+	}
+	if err != nil {
+		return api.Where{}, err
+	}
+	wh := api.Where{User: user, ProxyHost: h}
+	for _, m := range a.gossip.Members() {
+		if m.Meta.ProxyHost == h && m.Meta.Role == RoleMail {
+			wh.Node = m.Name
+		}
+	}
+	return wh, nil
+}
+
+// History lists journaled moves, newest first.
+func (a *Agent) History(ctx context.Context, user, node string, limit int) ([]api.Move, error) {
+	s, err := a.routing.store()
+	if err != nil {
+		return nil, err
+	}
+	host := ""
+	if node != "" {
+		m, ok := a.member(node)
+		if !ok || m.Meta.ProxyHost == "" {
+			return nil, fmt.Errorf("%w: no mail node %q in the cluster", failover.ErrNotFound, node)
+		}
+		host = m.Meta.ProxyHost
+	}
+	es, err := s.History(ctx, user, host, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Move, len(es))
+	for i, e := range es {
+		out[i] = api.Move{User: e.User, From: e.From, To: e.To, Home: e.Home, Reason: e.Reason, Plan: e.Plan, Term: e.Term, At: e.At}
+	}
+	return out, nil
+}
+
+// Sessions asks a node's Dovecot (through its gossiped doveadm API) who
+// it serves.
+func (a *Agent) Sessions(ctx context.Context, node string) (api.Sessions, error) {
+	m, ok := a.member(node)
+	if !ok {
+		return api.Sessions{}, fmt.Errorf("%w: no node %q in the cluster", failover.ErrNotFound, node)
+	}
+	if m.Meta.Doveadm == "" {
+		return api.Sessions{}, fmt.Errorf("%w: %s gossips no doveadm API (dovecot.url)", failover.ErrConflict, node)
+	}
+	c, err := a.kicker.client(m.Meta.Doveadm)
+	if err != nil {
+		return api.Sessions{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ss, err := c.Who(ctx)
+	if err != nil {
+		return api.Sessions{}, fmt.Errorf("doveadm who on %s: %w", node, err)
+	}
+	out := api.Sessions{Node: node}
+	for _, s := range ss {
+		if s.Service == "lmtp" {
+			continue
+		}
+		out.Sessions += max(s.Connections, 1)
+		if len(out.Users) < 100 {
+			out.Users = append(out.Users, s.User)
+		}
+	}
+	return out, nil
+}
+
+func (a *Agent) member(name string) (gossip.Member, bool) {
+	for _, m := range a.gossip.Members() {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return gossip.Member{}, false
+}

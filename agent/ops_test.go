@@ -1,0 +1,163 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roost-mail/roost/agent"
+	"github.com/roost-mail/roost/agent/agenttest"
+	"github.com/roost-mail/roost/api"
+	"github.com/roost-mail/roost/failover"
+)
+
+func member(st api.Status, name string) api.Member {
+	for _, m := range st.Members {
+		if m.Name == name {
+			return m
+		}
+	}
+	return api.Member{}
+}
+
+func wantCode(t *testing.T, what string, err error, code int, text string) {
+	t.Helper()
+	var se *api.StatusError
+	if !errors.As(err, &se) || se.Code != code || !strings.Contains(se.Message, text) {
+		t.Fatalf("%s: got %v, want %d with %q", what, err, code, text)
+	}
+}
+
+// Every operator request goes to a follower, which forwards it to the
+// leader: a dry run, a rate-limited drain, a move of an oddly named user,
+// refusals that name the problem, undrain, and ack.
+func TestOperatorRequestsThroughAFollower(t *testing.T) {
+	odd := `o'brien "ü" \ ; --` + "\u00e9\u4e2d@example.test"
+	long := strings.Repeat("x", 255-len("@example.test")) + "@example.test"
+	c, db, _ := sqliteCluster(t, []string{odd, long}, func(i int, cfg *agent.Config) {
+		cfg.Failover.FailbackHoldDown = time.Hour // failback only when asked
+	})
+	var f *agenttest.Node
+	c.WaitFor(20*time.Second, "a follower whose leader knows all three", func() bool {
+		l := c.Leader()
+		if l == nil || len(l.Status().Members) != 3 {
+			return false
+		}
+		for _, n := range c.Running() {
+			if n != l {
+				f = n
+			}
+		}
+		return f != nil
+	})
+	cl := f.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// A dry run moves nobody and says where the 100 would go.
+	r, err := cl.Post(ctx, "/v1/nodes/node2/drain", api.OpRequest{DryRun: true})
+	if err != nil || r.Users != 100 || r.Targets["node1"]+r.Targets["node3"] != 100 || r.Targets["node1"] < 30 || r.Plan != "" {
+		t.Fatalf("dry run: %+v %v", r, err)
+	}
+	if n := usersOn(t, db)["127.0.1.2"]; n != 100 {
+		t.Fatalf("the dry run moved users: %d left on node2", n)
+	}
+
+	// A drain at 50 users/s: two batches of 50.
+	r, err = cl.Post(ctx, "/v1/nodes/node2/drain", api.OpRequest{Reason: "kernel update", Rate: 50})
+	if err != nil || r.Plan == "" || r.Users != 100 || r.Leader != c.Leader().Name {
+		t.Fatalf("drain: %+v %v", r, err)
+	}
+	c.WaitFor(30*time.Second, "node2 drained", func() bool {
+		st := f.Status()
+		for _, p := range st.Plans {
+			if p.ID == r.Plan {
+				return p.Status == "done" && usersOn(t, db)["127.0.1.2"] == 0
+			}
+		}
+		return false
+	})
+	st := f.Status()
+	m := member(st, "node2")
+	if m.State != "draining" || m.LB != "drain" || m.Users != 0 || m.StateReason != "kernel update" || !st.UsersKnown {
+		t.Fatalf("node2 after the drain, as the follower sees it: %+v", m)
+	}
+	for _, p := range st.Plans {
+		if p.ID == r.Plan && (p.Moved != 100 || p.Batches != 2 || p.Kind != "drain" || p.Rate != 50) {
+			t.Fatalf("drain plan %+v: want 100 moved in 2 batches", p)
+		}
+	}
+	if r2, err := cl.Post(ctx, "/v1/nodes/node2/drain", api.OpRequest{}); err != nil || !strings.Contains(r2.Message, "already draining") {
+		t.Fatalf("a second drain: %+v %v", r2, err)
+	}
+
+	// Refusals name the problem and change nothing.
+	_, err = cl.Post(ctx, "/v1/move", api.OpRequest{User: odd, Node: "node2"})
+	wantCode(t, "move to a draining node", err, http.StatusConflict, "cannot take users")
+	_, err = cl.Post(ctx, "/v1/move", api.OpRequest{User: "nobody@example.test", Node: "node3"})
+	wantCode(t, "move of a missing user", err, http.StatusNotFound, `no user "nobody@example.test"`)
+	_, err = cl.Post(ctx, "/v1/nodes/node9/drain", api.OpRequest{})
+	wantCode(t, "drain of a missing node", err, http.StatusNotFound, `no node "node9"`)
+	_, err = cl.Post(ctx, "/v1/nodes/node1/failback", api.OpRequest{})
+	wantCode(t, "failback of an active node", err, http.StatusConflict, "not failed over")
+	_, err = cl.Post(ctx, "/v1/nodes/node1/maintenance", api.OpRequest{})
+	wantCode(t, "maintenance without on", err, http.StatusBadRequest, `"on": true or false`)
+	_, err = cl.Post(ctx, "/v1/nodes/node1/undrain", api.OpRequest{Rate: 5})
+	wantCode(t, "undrain with a rate", err, http.StatusBadRequest, "takes only reason")
+	var bad api.OpReply
+	err = cl.Get(ctx, "/v1/history?limit=0", &bad)
+	wantCode(t, "history limit 0", err, http.StatusBadRequest, "limit")
+
+	// The odd users move, and where and history say so.
+	for _, u := range []string{odd, long} {
+		if r, err := cl.Post(ctx, "/v1/move", api.OpRequest{User: u, Node: "node3", Reason: "closer to the user"}); err != nil || r.Plan == "" {
+			t.Fatalf("move %q: %+v %v", u, r, err)
+		}
+		c.WaitFor(20*time.Second, "the move", func() bool {
+			var w api.Where
+			return cl.Get(ctx, "/v1/where?user="+urlQuery(u), &w) == nil && w.ProxyHost == "127.0.1.3" && w.Node == "node3"
+		})
+		var h []api.Move
+		if err := cl.Get(ctx, "/v1/history?user="+urlQuery(u), &h); err != nil || len(h) != 1 || h[0].User != u || h[0].From != "127.0.1.1" || h[0].Reason != "closer to the user" {
+			t.Fatalf("history of %q: %+v %v", u, h, err)
+		}
+	}
+	var h []api.Move
+	if err := cl.Get(ctx, "/v1/history?node=node2&limit=500", &h); err != nil || len(h) != 100 {
+		t.Fatalf("node2's history: %d moves, %v", len(h), err)
+	}
+
+	// Undrain: the users come home and node2 is active again.
+	if r, err := cl.Post(ctx, "/v1/nodes/node2/undrain", api.OpRequest{}); err != nil || r.Plan == "" {
+		t.Fatalf("undrain: %+v %v", r, err)
+	}
+	c.WaitFor(30*time.Second, "node2's users home", func() bool {
+		m := member(f.Status(), "node2")
+		return m.State == "active" && m.LB == "up" && usersOn(t, db)["127.0.1.2"] == 100
+	})
+
+	// Maintenance is a drain that says "down".
+	if r, err := cl.Post(ctx, "/v1/nodes/node2/maintenance", api.OpRequest{On: ptr(true)}); err != nil || r.Plan == "" {
+		t.Fatalf("maintenance on: %+v %v", r, err)
+	}
+	c.WaitFor(30*time.Second, "node2 in maintenance and empty", func() bool {
+		m := member(f.Status(), "node2")
+		return m.State == "maintenance" && m.LB == "down" && m.Users == 0
+	})
+
+	// Nothing is frozen: ack says so; ack of a node resets its block period.
+	if r, err := cl.Post(ctx, "/v1/ack", api.OpRequest{}); err != nil || !strings.Contains(r.Message, "not frozen") {
+		t.Fatalf("ack: %+v %v", r, err)
+	}
+	if _, err := cl.Post(ctx, "/v1/nodes/node1/ack", api.OpRequest{}); err != nil {
+		t.Fatalf("ack node1: %v", err)
+	}
+	if l := c.Leader(); l == nil || l.Agent.FailoverState().Node("node2").State != failover.Maintenance {
+		t.Fatal("the leader's state lost the maintenance")
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

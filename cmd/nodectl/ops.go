@@ -1,0 +1,360 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/url"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/roost-mail/roost/api"
+)
+
+// failCode is the exit status for an error talking to roostd: 3 when it
+// could not be reached, 1 when it answered with an error.
+func failCode(err error) int {
+	var se *api.StatusError
+	if errors.As(err, &se) {
+		return exitError
+	}
+	if strings.Contains(err.Error(), "reaching roostd") {
+		return exitUnreachable
+	}
+	return exitError
+}
+
+const exitStatusHelp = `
+
+Exit status: 0 on success, 1 on an error (roostd's answer says which),
+3 when roostd cannot be reached.`
+
+// operatorCommands are the writes (carried out by the raft leader, from any
+// node) and the routing lookups.
+func operatorCommands(g *globals, code *int) []*cobra.Command {
+	// run calls fn with a client and a context bounded by --timeout.
+	run := func(fn func(ctx context.Context, c *api.Client, out io.Writer) error) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
+			defer cancel()
+			if err := fn(ctx, c, cmd.OutOrStdout()); err != nil {
+				*code = failCode(err)
+				return err
+			}
+			return nil
+		}
+	}
+	post := func(ctx context.Context, c *api.Client, out io.Writer, path string, req api.OpRequest) (api.OpReply, error) {
+		r, err := c.Post(ctx, path, req)
+		if err != nil {
+			return r, err
+		}
+		fmt.Fprintln(out, r.Message)
+		if r.Plan != "" {
+			fmt.Fprintf(out, "plan %s (leader %s)\n", r.Plan, r.Leader)
+		}
+		return r, nil
+	}
+	nodePath := func(node, verb string) string { return "/v1/nodes/" + url.PathEscape(node) + "/" + verb }
+
+	var reason string
+	var rate int
+	var wait, dryRun bool
+	var waitTimeout time.Duration
+	drainWith := func(cmd *cobra.Command, node string, req api.OpRequest, verb string) error {
+		c, err := g.client()
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
+		defer cancel()
+		out := cmd.OutOrStdout()
+		r, err := post(ctx, c, out, nodePath(node, verb), req)
+		if err != nil {
+			*code = failCode(err)
+			return err
+		}
+		if req.DryRun {
+			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "TARGET\tUSERS")
+			for _, t := range slices.Sorted(maps.Keys(r.Targets)) {
+				fmt.Fprintf(tw, "%s\t%d\n", t, r.Targets[t])
+			}
+			tw.Flush()
+			return nil
+		}
+		if !wait {
+			return nil
+		}
+		wctx, wcancel := context.WithTimeout(cmd.Context(), waitTimeout)
+		defer wcancel()
+		if err := waitEmpty(wctx, c, out, node, r.Plan); err != nil {
+			*code = failCode(err)
+			return err
+		}
+		return nil
+	}
+	addDrainFlags := func(cmd *cobra.Command) {
+		cmd.Flags().StringVar(&reason, "reason", "", "why, for the log, the journal and status")
+		cmd.Flags().BoolVar(&wait, "wait", false, "wait until every user is moved and the node holds no sessions (doveadm who)")
+		cmd.Flags().DurationVar(&waitTimeout, "wait-timeout", 30*time.Minute, "give up waiting after this long (the drain goes on)")
+		cmd.Flags().BoolVar(&dryRun, "dry-run", false, "say how many users would go to which node, and change nothing")
+	}
+
+	drain := &cobra.Command{
+		Use:   "drain NODE",
+		Short: "Move a node's users to the other nodes, at a rate, and kick their sessions",
+		Long: `drain marks NODE draining (the load balancer signal says "drain"), moves
+its users to the healthy active nodes at --rate users per second (default:
+failover.drain_rate), and kicks their sessions so they reconnect there.
+With --wait it waits until every user is moved and the node's Dovecot holds
+no sessions. undrain brings the users back.` + exitStatusHelp,
+		Example: "  nodectl drain mail2 --reason 'kernel update' --wait\n  nodectl drain mail2 --dry-run",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return drainWith(cmd, args[0], api.OpRequest{Reason: reason, Rate: rate, DryRun: dryRun}, "drain")
+		},
+	}
+	addDrainFlags(drain)
+	drain.Flags().IntVar(&rate, "rate", 0, "users per second (0: the cluster's failover.drain_rate)")
+
+	maintenance := &cobra.Command{
+		Use:   "maintenance NODE on|off",
+		Short: "Drain a node and mark it expected down (on), or bring it back (off)",
+		Long: `maintenance NODE on drains NODE like drain and marks it expected down: its
+load balancer signal says "down" and no alert fires while it is away.
+maintenance NODE off makes it recovering: its users come back at the
+failback rate, and it is active once they are home.` + exitStatusHelp,
+		Example: "  nodectl maintenance mail2 on --reason 'disk swap' --wait\n  nodectl maintenance mail2 off",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 2 || (args[1] != "on" && args[1] != "off") {
+				return errors.New("want NODE on|off")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			on := args[1] == "on"
+			if !on && (wait || dryRun) {
+				return errors.New("--wait and --dry-run go with maintenance on")
+			}
+			return drainWith(cmd, args[0], api.OpRequest{Reason: reason, On: &on, DryRun: dryRun}, "maintenance")
+		},
+	}
+	addDrainFlags(maintenance)
+
+	simple := func(use, short, long, example, verb string) *cobra.Command {
+		return &cobra.Command{
+			Use: use, Short: short, Long: long + exitStatusHelp, Example: example, Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return run(func(ctx context.Context, c *api.Client, out io.Writer) error {
+					_, err := post(ctx, c, out, nodePath(args[0], verb), api.OpRequest{})
+					return err
+				})(cmd, args)
+			},
+		}
+	}
+	undrain := simple("undrain NODE", "End a drain: the node's users come back at the failback rate",
+		`undrain stops a drain (or a maintenance) of NODE and makes it recovering: its
+users come back at failover.failback_rate, and it is active once they are
+home. NODE must be healthy.`, "  nodectl undrain mail2", "undrain")
+	failback := simple("failback NODE", "Bring a failed-over node's users home now",
+		`failback starts the failback of a failed-over NODE now, without waiting for
+the hold-down (and also with failover.failback: manual). NODE must be
+healthy.`, "  nodectl failback mail2", "failback")
+
+	ack := &cobra.Command{
+		Use:   "ack [NODE]",
+		Short: "Acknowledge a freeze (no NODE) or reset a node's block period",
+		Long: `ack without NODE ends a freeze: automatic moves resume (and the cluster
+freezes again if the mass failure goes on). ack NODE resets NODE's block
+period, so it may be failed over again before the period ends.` + exitStatusHelp,
+		Example: "  nodectl ack\n  nodectl ack mail2",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return run(func(ctx context.Context, c *api.Client, out io.Writer) error {
+				path := "/v1/ack"
+				if len(args) == 1 {
+					path = nodePath(args[0], "ack")
+				}
+				_, err := post(ctx, c, out, path, api.OpRequest{})
+				return err
+			})(cmd, args)
+		},
+	}
+
+	var moveReason string
+	move := &cobra.Command{
+		Use:   "move USER NODE",
+		Short: "Route one user to a node and kick their sessions",
+		Long: `move rewrites USER's proxy_host to NODE's (fenced and journaled like every
+move) and kicks the user's sessions so they reconnect there. NODE must be
+active and healthy.` + exitStatusHelp,
+		Example: "  nodectl move alice@example.com mail3",
+		Args:    cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return run(func(ctx context.Context, c *api.Client, out io.Writer) error {
+				_, err := post(ctx, c, out, "/v1/move", api.OpRequest{User: args[0], Node: args[1], Reason: moveReason})
+				return err
+			})(cmd, args)
+		},
+	}
+	move.Flags().StringVar(&moveReason, "reason", "", "why, for the journal")
+
+	var asJSON bool
+	where := &cobra.Command{
+		Use:     "where USER",
+		Short:   "Show which proxy_host (and node) a user is routed to",
+		Long:    `where reads USER's proxy_host from the routing database.` + exitStatusHelp,
+		Example: "  nodectl where alice@example.com",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return run(func(ctx context.Context, c *api.Client, out io.Writer) error {
+				var w api.Where
+				if err := c.Get(ctx, "/v1/where?user="+url.QueryEscape(args[0]), &w); err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(out, w)
+				}
+				fmt.Fprintf(out, "%s\t%s\t%s\n", w.User, w.ProxyHost, dash(w.Node))
+				return nil
+			})(cmd, args)
+		},
+	}
+	where.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+
+	var hUser, hNode string
+	var hLimit int
+	history := &cobra.Command{
+		Use:   "history",
+		Short: "Show journaled moves, newest first",
+		Long: `history lists the moves Roost made (from the routing database's journal),
+newest first: every move, a user's (--user) or a node's (--node, moves
+from or to it).` + exitStatusHelp,
+		Example: "  nodectl history --node mail2 --limit 20\n  nodectl history --user alice@example.com",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return run(func(ctx context.Context, c *api.Client, out io.Writer) error {
+				q := url.Values{}
+				q.Set("limit", fmt.Sprint(hLimit))
+				if hUser != "" {
+					q.Set("user", hUser)
+				}
+				if hNode != "" {
+					q.Set("node", hNode)
+				}
+				var ms []api.Move
+				if err := c.Get(ctx, "/v1/history?"+q.Encode(), &ms); err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(out, ms)
+				}
+				tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "AT\tUSER\tFROM\tTO\tHOME\tPLAN\tTERM\tREASON")
+				for _, m := range ms {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", m.At.Local().Format(time.DateTime), m.User, m.From, m.To, m.Home, m.Plan, m.Term, m.Reason)
+				}
+				return tw.Flush()
+			})(cmd, args)
+		},
+	}
+	history.Flags().StringVar(&hUser, "user", "", "only this user's moves")
+	history.Flags().StringVar(&hNode, "node", "", "only moves from or to this node")
+	history.Flags().IntVar(&hLimit, "limit", 100, "at most this many moves")
+	history.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+
+	return []*cobra.Command{drain, undrain, maintenance, failback, move, where, history, ack}
+}
+
+// waitEmpty follows a drain's plan to its end, then the node's sessions
+// until there are none.
+func waitEmpty(ctx context.Context, c *api.Client, out io.Writer, node, plan string) error {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	pause := func() error {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("gave up waiting (--wait-timeout); the drain goes on: %w", ctx.Err())
+		case <-tick.C:
+			return nil
+		}
+	}
+	last := -1
+	// The answering node may apply the plan a moment after the leader.
+	unseenUntil := time.Now().Add(10 * time.Second)
+	for plan != "" {
+		st, err := c.Status(ctx)
+		if err != nil {
+			return err
+		}
+		var p *api.Plan
+		for i := range st.Plans {
+			if st.Plans[i].ID == plan {
+				p = &st.Plans[i]
+			}
+		}
+		if p == nil {
+			if time.Now().After(unseenUntil) {
+				break // pruned: long finished
+			}
+			if err := pause(); err != nil {
+				return err
+			}
+			continue
+		}
+		if p.Moved != last {
+			last = p.Moved
+			if p.Users > 0 {
+				fmt.Fprintf(out, "moved %d of %d users\n", p.Moved, p.Users)
+			} else {
+				fmt.Fprintf(out, "moved %d users\n", p.Moved)
+			}
+		}
+		switch p.Status {
+		case "done":
+			plan = ""
+			continue
+		case "canceled":
+			return fmt.Errorf("plan %s was canceled: %s", p.ID, p.Error)
+		}
+		if err := pause(); err != nil {
+			return err
+		}
+	}
+	lastN := -1
+	for {
+		var s api.Sessions
+		if err := c.Get(ctx, "/v1/nodes/"+url.PathEscape(node)+"/sessions", &s); err != nil {
+			return err
+		}
+		if s.Sessions == 0 {
+			fmt.Fprintf(out, "%s holds no sessions\n", node)
+			return nil
+		}
+		if s.Sessions != lastN {
+			lastN = s.Sessions
+			fmt.Fprintf(out, "%s still holds %d sessions (%s)\n", node, s.Sessions, strings.Join(s.Users[:min(len(s.Users), 5)], ", "))
+		}
+		if err := pause(); err != nil {
+			return err
+		}
+	}
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,403 @@
+package failover
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sort"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/hashicorp/raft"
+)
+
+// Operator requests. Their names are the API's and nodectl's verbs.
+const (
+	OpDrain          = "drain"
+	OpUndrain        = "undrain"
+	OpMaintenanceOn  = "maintenance-on"
+	OpMaintenanceOff = "maintenance-off"
+	OpFailback       = "failback"
+	OpMove           = "move"
+	OpAck            = "ack"
+)
+
+// Request is an operator's write. Any node takes it; the leader carries
+// it out (a follower forwards it over the cluster port).
+type Request struct {
+	Op     string `json:"op"`
+	Node   string `json:"node,omitempty"`
+	User   string `json:"user,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// Rate is users per second for a drain (0: failover.drain_rate).
+	Rate int `json:"rate,omitempty"`
+	// DryRun: say what a drain would move, and change nothing.
+	DryRun bool `json:"dry_run,omitempty"`
+}
+
+// Reply says what the leader did.
+type Reply struct {
+	Leader  string `json:"leader"`
+	Message string `json:"message"`
+	// Plan is the plan started (or already running), if any.
+	Plan string `json:"plan,omitempty"`
+	// Users is how many users the plan concerns (a drain's, counted when
+	// it starts) and Targets how many each node would take (dry run).
+	Users   int            `json:"users,omitempty"`
+	Targets map[string]int `json:"targets,omitempty"`
+}
+
+// Kinds of operator errors, for the API's status codes.
+var (
+	ErrInvalid  = errors.New("invalid request")          // 400
+	ErrNotFound = errors.New("not found")                // 404
+	ErrConflict = errors.New("conflicts with the state") // 409
+	ErrNoLeader = errors.New("no leader")                // 503
+)
+
+// opError is an operator error of one of the kinds above.
+func opError(kind error, format string, args ...any) error {
+	return &kindError{kind: kind, msg: fmt.Sprintf(format, args...)}
+}
+
+type kindError struct {
+	kind error
+	msg  string
+}
+
+func (e *kindError) Error() string { return e.msg }
+func (e *kindError) Unwrap() error { return e.kind }
+
+// errorKind names an error's kind for the wire.
+func errorKind(err error) string {
+	for _, k := range []error{ErrInvalid, ErrNotFound, ErrConflict, ErrNoLeader} {
+		if errors.Is(err, k) {
+			return k.Error()
+		}
+	}
+	return ""
+}
+
+func kindOf(name string) error {
+	for _, k := range []error{ErrInvalid, ErrNotFound, ErrConflict, ErrNoLeader} {
+		if k.Error() == name {
+			return k
+		}
+	}
+	return nil
+}
+
+// Validate checks what a request carries, before any node acts on it.
+func (r Request) Validate() error {
+	switch r.Op {
+	case OpDrain, OpUndrain, OpMaintenanceOn, OpMaintenanceOff, OpFailback:
+		if r.Node == "" {
+			return opError(ErrInvalid, "%s: no node given", r.Op)
+		}
+	case OpMove:
+		if r.Node == "" || r.User == "" {
+			return opError(ErrInvalid, "move: want a user and a node")
+		}
+	case OpAck:
+	default:
+		return opError(ErrInvalid, "unknown operation %q", r.Op)
+	}
+	if r.Rate < 0 {
+		return opError(ErrInvalid, "rate %d: want users per second, > 0 (or 0 for the default)", r.Rate)
+	}
+	if r.DryRun && r.Op != OpDrain && r.Op != OpMaintenanceOn {
+		return opError(ErrInvalid, "%s has no dry run", r.Op)
+	}
+	for what, s := range map[string]string{"node": r.Node, "user": r.User, "reason": r.Reason} {
+		if !utf8.ValidString(s) || strings.ContainsRune(s, 0) {
+			return opError(ErrInvalid, "%s %q: not valid UTF-8 text", what, s)
+		}
+	}
+	if len(r.Node) > 255 || len(r.User) > 1024 || len(r.Reason) > 1024 {
+		return opError(ErrInvalid, "node (255 bytes), user or reason (1024 bytes) too long")
+	}
+	return nil
+}
+
+// Operate carries out an operator's request: here on the leader, else on
+// the leader by forwarding.
+func (c *Cluster) Operate(ctx context.Context, r Request) (Reply, error) {
+	if err := r.Validate(); err != nil {
+		return Reply{}, err
+	}
+	if c.raft.State() == raft.Leader {
+		return c.operate(ctx, r)
+	}
+	addr, id := c.raft.LeaderWithID()
+	if addr == "" {
+		return Reply{}, opError(ErrNoLeader, "no raft leader now (an election, or no quorum): try again in a few seconds")
+	}
+	return c.forward(ctx, string(addr), string(id), r)
+}
+
+// forwardTimeout bounds a forwarded request: a dry run lists a node's
+// users.
+const forwardTimeout = 60 * time.Second
+
+// wireReply is a forwarded request's answer.
+type wireReply struct {
+	Reply Reply  `json:"reply"`
+	Error string `json:"error,omitempty"`
+	Kind  string `json:"kind,omitempty"`
+}
+
+func (c *Cluster) forward(ctx context.Context, addr, leader string, r Request) (Reply, error) {
+	conn, err := c.stream.dial(addr, chanOp, 5*time.Second)
+	if err != nil {
+		return Reply{}, opError(ErrNoLeader, "forwarding to the leader %s (%s): %v", leader, addr, err)
+	}
+	defer conn.Close()
+	dl := time.Now().Add(forwardTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(dl) {
+		dl = d
+	}
+	_ = conn.SetDeadline(dl)
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	if err := json.NewEncoder(conn).Encode(r); err != nil {
+		return Reply{}, opError(ErrNoLeader, "forwarding to the leader %s: %v", leader, err)
+	}
+	var w wireReply
+	if err := json.NewDecoder(io.LimitReader(conn, 1<<20)).Decode(&w); err != nil {
+		return Reply{}, opError(ErrNoLeader, "the leader %s did not answer: %v", leader, err)
+	}
+	if w.Error != "" {
+		if k := kindOf(w.Kind); k != nil {
+			return w.Reply, &kindError{kind: k, msg: w.Error}
+		}
+		return w.Reply, errors.New(w.Error)
+	}
+	return w.Reply, nil
+}
+
+// serveOp answers one forwarded request; only the leader carries it out.
+func (c *Cluster) serveOp(conn net.Conn) {
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(forwardTimeout))
+	var r Request
+	var w wireReply
+	dec := json.NewDecoder(io.LimitReader(conn, 1<<20))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(&r)
+	if err == nil {
+		err = r.Validate()
+	}
+	if err == nil {
+		if c.raft.State() != raft.Leader {
+			err = opError(ErrNoLeader, "%s is not the leader any more: try again", c.id)
+		} else {
+			ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
+			w.Reply, err = c.operate(ctx, r)
+			cancel()
+		}
+	}
+	if err != nil {
+		w.Error, w.Kind = err.Error(), errorKind(err)
+	}
+	_ = json.NewEncoder(conn).Encode(w)
+}
+
+// operate carries out a request on the leader. It holds decideMu, so the
+// leader's own decisions see its effect.
+func (c *Cluster) operate(ctx context.Context, r Request) (Reply, error) {
+	w := c.leading
+	if w == nil {
+		return Reply{}, opError(ErrConflict, "the leader %s has no routing database (routing.dsn_file is empty): it cannot move users", c.id)
+	}
+	c.decideMu.Lock()
+	defer c.decideMu.Unlock()
+	now := time.Now()
+	st := c.fsm.read()
+	view := w.View()
+	reply := Reply{Leader: c.id}
+	var node NodeView
+	if r.Node != "" {
+		i := indexOf(view, r.Node)
+		if i < 0 {
+			return reply, opError(ErrNotFound, "no node %q in the cluster", r.Node)
+		}
+		node = view[i]
+		if !node.Mail {
+			return reply, opError(ErrInvalid, "%s is a witness: it serves no users", r.Node)
+		}
+	}
+	rec := st.Node(r.Node)
+	running, hasPlan := st.Running(r.Node)
+	var cmds []command
+	switch r.Op {
+	case OpDrain, OpMaintenanceOn:
+		state, kind := Draining, "drained"
+		if r.Op == OpMaintenanceOn {
+			state, kind = Maintenance, "in maintenance"
+		}
+		reason := r.Reason
+		if reason == "" {
+			reason = kind + " by an operator"
+		}
+		rate := r.Rate
+		if rate == 0 {
+			rate = w.Policy.DrainRate
+		}
+		if rec.State == Draining || rec.State == Maintenance {
+			if rec.State != state && !r.DryRun {
+				cmds = append(cmds, command{Op: opSetNode, Node: r.Node, State: state, Reason: reason, At: now})
+			}
+			reply.Message = fmt.Sprintf("%s is already %s", r.Node, rec.State)
+			if hasPlan {
+				reply.Plan = running.ID
+			}
+			break
+		}
+		if rec.State == Failed {
+			return reply, opError(ErrConflict, "%s is failed over already: its users live elsewhere (nodectl failback brings them back)", r.Node)
+		}
+		targets := w.Executor.targets(view, st, r.Node)
+		if len(targets) == 0 {
+			return reply, opError(ErrConflict, "no other healthy active mail node could take %s's users", r.Node)
+		}
+		counts, total, err := w.Executor.spread(ctx, node.ProxyHost, targets)
+		if err != nil {
+			return reply, fmt.Errorf("listing %s's users: %w", r.Node, err)
+		}
+		reply.Users = total
+		if r.DryRun {
+			reply.Targets = counts
+			reply.Message = fmt.Sprintf("would move %d users off %s at %d/s to %s", total, r.Node, rate, describeCounts(counts))
+			return reply, nil
+		}
+		if hasPlan && running.Kind == PlanFailback {
+			cmds = append(cmds, command{Op: opPlanEnd, PlanID: running.ID, Status: PlanCanceled, Reason: "node " + kind, At: now})
+		}
+		cmds = append(cmds,
+			command{Op: opSetNode, Node: r.Node, State: state, Reason: reason, At: now},
+			command{Op: opPlanStart, Plan: &Plan{Kind: PlanDrain, Node: r.Node, Host: node.ProxyHost, Reason: reason, Rate: rate, Users: total}, At: now})
+		reply.Message = fmt.Sprintf("%s is %s: moving its %d users at %d/s", r.Node, state, total, rate)
+	case OpUndrain, OpMaintenanceOff, OpFailback:
+		if r.Op == OpFailback {
+			if rec.State != Failed && rec.State != Recovering {
+				return reply, opError(ErrConflict, "%s is %s, not failed over: nothing to fail back", r.Node, rec.State)
+			}
+			if hasPlan && running.Kind == PlanFailback {
+				reply.Plan, reply.Message = running.ID, fmt.Sprintf("%s is failing back already", r.Node)
+				break
+			}
+		} else if rec.State != Draining && rec.State != Maintenance {
+			return reply, opError(ErrConflict, "%s is %s, not drained or in maintenance", r.Node, rec.State)
+		}
+		if node.Gossip != "alive" || node.Health != "passing" {
+			return reply, opError(ErrConflict, "%s is not healthy (gossip %s, health %s %s): its users stay away until it is", r.Node, node.Gossip, dashIfEmpty(node.Health), node.Reason)
+		}
+		if hasPlan {
+			cmds = append(cmds, command{Op: opPlanEnd, PlanID: running.ID, Status: PlanCanceled, Reason: "operator: " + r.Op, At: now})
+		}
+		reason := r.Reason
+		if reason == "" {
+			reason = "operator: " + r.Op
+		}
+		cmds = append(cmds,
+			command{Op: opSetNode, Node: r.Node, State: Recovering, Reason: reason, At: now},
+			command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailback, Node: r.Node, Host: node.ProxyHost, Reason: reason, Rate: w.Policy.FailbackRate}, At: now})
+		reply.Message = fmt.Sprintf("%s is recovering: its users come back at %d/s", r.Node, w.Policy.FailbackRate)
+	case OpMove:
+		if rec.State != Active || node.Gossip != "alive" || node.Health != "passing" || node.ProxyHost == "" {
+			return reply, opError(ErrConflict, "%s cannot take users now (state %s, gossip %s, health %s)", r.Node, rec.State, node.Gossip, dashIfEmpty(node.Health))
+		}
+		from, err := w.Executor.Router.Lookup(ctx, r.User)
+		if err != nil {
+			return reply, lookupError(r.User, err)
+		}
+		if from == node.ProxyHost {
+			reply.Message = fmt.Sprintf("%q is on %s already", r.User, r.Node)
+			return reply, nil
+		}
+		reason := r.Reason
+		if reason == "" {
+			reason = "moved by an operator"
+		}
+		cmds = append(cmds, command{Op: opPlanStart, Plan: &Plan{Kind: PlanMove, To: r.Node, User: r.User, Reason: reason, Users: 1}, At: now})
+		reply.Message = fmt.Sprintf("moving %q from %s to %s", r.User, from, r.Node)
+	case OpAck:
+		if r.Node == "" {
+			if st.Frozen == nil {
+				reply.Message = "the cluster is not frozen: nothing to acknowledge"
+				return reply, nil
+			}
+			reply.Message = "unfrozen (was: " + st.Frozen.Reason + "); automatic moves resume, and freeze again if the trouble persists"
+		} else {
+			reply.Message = fmt.Sprintf("%s's block period is reset: it may be failed over again", r.Node)
+		}
+		cmds = append(cmds, command{Op: opAck, Node: r.Node, At: now})
+	}
+	for _, cmd := range cmds {
+		if err := c.apply(cmd); err != nil {
+			return reply, opError(ErrConflict, "%v", err)
+		}
+		if cmd.Op == opPlanStart {
+			reply.Plan = fmt.Sprintf("%06d-%s", c.fsm.read().PlanSeq, cmd.Plan.Kind)
+		}
+	}
+	c.log.Warn("operator_request", "op", r.Op, "node", r.Node, "user", r.User, "plan", reply.Plan, "message", reply.Message)
+	c.wake()
+	return reply, nil
+}
+
+func lookupError(user string, err error) error {
+	if errors.Is(err, ErrNoSuchUser) {
+		return opError(ErrNotFound, "no user %q in the routing table (or the filter excludes it)", user)
+	}
+	return fmt.Errorf("looking up %q: %w", user, err)
+}
+
+// ErrNoSuchUser: the Router has no such user; the agent wraps routing's.
+var ErrNoSuchUser = errors.New("no such user")
+
+func indexOf(view []NodeView, name string) int {
+	for i, n := range view {
+		if n.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+func describeCounts(m map[string]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %d", k, m[k])
+	}
+	return strings.Join(parts, ", ")
+}
+
+func dashIfEmpty(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// spread lists the users on host and counts where each would go.
+func (e *Executor) spread(ctx context.Context, host string, targets []Target) (map[string]int, int, error) {
+	counts := map[string]int{}
+	total := 0
+	err := e.Router.UsersOn(ctx, host, func(u string) error {
+		t, _ := e.Choose(u, targets)
+		counts[t.Node]++
+		total++
+		return nil
+	})
+	return counts, total, err
+}

@@ -1,0 +1,54 @@
+package failover
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestRequestValidateNamesTheProblem(t *testing.T) {
+	for _, tc := range []struct {
+		r    Request
+		want string
+	}{
+		{Request{Op: "explode", Node: "a"}, `unknown operation "explode"`},
+		{Request{Op: OpDrain}, "drain: no node given"},
+		{Request{Op: OpMove, Node: "a"}, "move: want a user and a node"},
+		{Request{Op: OpDrain, Node: "a", Rate: -1}, "rate -1"},
+		{Request{Op: OpUndrain, Node: "a", DryRun: true}, "undrain has no dry run"},
+		{Request{Op: OpMove, Node: "a", User: "bad\xffutf8"}, "not valid UTF-8"},
+		{Request{Op: OpMove, Node: "a", User: "nul\x00"}, "not valid UTF-8"},
+		{Request{Op: OpDrain, Node: strings.Repeat("n", 256)}, "too long"},
+	} {
+		err := tc.r.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrInvalid) {
+			t.Errorf("%+v: got %v, want an invalid-request error containing %q", tc.r, err, tc.want)
+		}
+	}
+	for _, r := range []Request{
+		{Op: OpAck},
+		{Op: OpDrain, Node: "a", Rate: 10, DryRun: true},
+		{Op: OpMove, Node: "a", User: `o'brien "ü"`},
+	} {
+		if err := r.Validate(); err != nil {
+			t.Errorf("%+v: %v", r, err)
+		}
+	}
+}
+
+// Moves of single users do not own their target node: several run beside
+// a node's own plan.
+func TestMovePlansDoNotBlockANodesPlan(t *testing.T) {
+	var s State
+	for _, p := range []*Plan{{Kind: PlanMove, To: "a", User: "u1"}, {Kind: PlanMove, To: "a", User: "u2"}, {Kind: PlanDrain, Node: "a"}} {
+		if err := s.apply(command{Op: opPlanStart, Plan: p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.apply(command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailover, Node: "a"}}); err == nil {
+		t.Fatal("a second plan for node a started")
+	}
+	if len(s.RunningPlans()) != 3 {
+		t.Fatalf("running: %+v", s.RunningPlans())
+	}
+}
