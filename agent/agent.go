@@ -137,6 +137,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	} else {
 		a.log.Warn("failover_off", "hint", "routing.dsn_file is empty: this node never moves users when it leads")
 	}
+	if a.cfg.Node.Role == RoleMail {
+		g.Go(func() error { a.reapOrphans(ctx); return nil })
+	}
 	if a.cfg.Node.Role == RoleMail && len(a.cfg.FSProbe.Mounts) == 0 {
 		a.log.Warn("fsprobe_no_mounts", "hint", "fsprobe.mounts is empty: the shared mail filesystem is not watched")
 	}

@@ -259,3 +259,30 @@ func (a *Agent) sweep(ctx context.Context, admin dovecot.Admin, every time.Durat
 		a.log.Warn("sweep_kicked", "users", n, "of", len(stray), "first", stray[0], "err", err)
 	}
 }
+
+// reapOrphans ends, every second while this node's users are moved away
+// (failed, draining or in maintenance), the mail processes its Dovecot
+// master left behind when it died: they would serve on, for about ten
+// seconds, mailboxes that another node now serves (DESIGN.md, invariant
+// 8). While the node is active it ends nothing, so a restart with
+// shutdown_clients = no keeps its sessions.
+func (a *Agent) reapOrphans(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		switch a.cluster.State().Node(a.cfg.Node.Name).State {
+		case failover.Failed, failover.Draining, failover.Maintenance:
+		default:
+			continue
+		}
+		pids, err := dovecot.EndOrphans(a.cfg.Dovecot.InstanceName)
+		if len(pids) > 0 || err != nil {
+			a.log.Warn("orphans_ended", "instance", a.cfg.Dovecot.InstanceName, "pids", pids, "err", err)
+		}
+	}
+}

@@ -415,3 +415,57 @@ func TestDoveadmAPIPasswordOverTLS(t *testing.T) {
 		t.Fatalf("wrong password: %v", err)
 	}
 }
+
+// noop says whether the session still answers.
+func (s *imapSession) noop() bool {
+	s.c.SetDeadline(time.Now().Add(5 * time.Second))
+	defer s.c.SetDeadline(time.Time{})
+	fmt.Fprintf(s.c, "n NOOP\r\n")
+	for {
+		line, err := s.r.ReadString('\n')
+		if err != nil {
+			return false
+		}
+		if strings.HasPrefix(line, "n ") {
+			return strings.HasPrefix(line, "n OK")
+		}
+	}
+}
+
+// A killed master's mail processes keep serving their sessions; EndOrphans
+// ends them (and, while the master lives, nothing; nor another instance's).
+func TestEndOrphansAfterTheMasterDies(t *testing.T) {
+	d := dovecotlab.Start(t, "orphans")
+	other := dovecotlab.Start(t, "bystander")
+	s, err := imapLogin(d.IMAP, d.User, d.Pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	o, err := imapLogin(other.IMAP, other.User, other.Pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	if pids, err := dovecot.EndOrphans(d.Name); err != nil || len(pids) != 0 {
+		t.Fatalf("with the master alive EndOrphans ended %v (%v)", pids, err)
+	}
+	if !s.noop() {
+		t.Fatal("the session died while its master lived")
+	}
+	other.Kill9()
+	d.Kill9()
+	if !s.noop() {
+		t.Fatal("the orphan did not serve on: the test shows nothing")
+	}
+	pids, err := dovecot.EndOrphans(d.Name)
+	if err != nil || len(pids) == 0 {
+		t.Fatalf("EndOrphans: %v %v", pids, err)
+	}
+	if _, err := s.closed(3 * time.Second); err != nil {
+		t.Fatalf("the orphan's session is still open: %v", err)
+	}
+	if !o.noop() {
+		t.Fatal("the other instance's orphan was ended too")
+	}
+}

@@ -224,3 +224,46 @@ func exitCode(err error) int {
 	}
 	return 0
 }
+
+// b's Dovecot master dies. Its mail processes would serve their sessions
+// on for about ten seconds while the users' mail is served from a or c;
+// once b is failed over, b's agent ends them.
+func TestAgentEndsADeadMastersOrphans(t *testing.T) {
+	path, _ := usersDB(t, mailUsers, "127.0.1.2")
+	nodes := dovecotlab.StartCluster(t, 3, path, false)
+	var held []*imapSession
+	for _, u := range mailUsers {
+		s, err := imapLogin(nodes[1].IMAP, u, mailPass)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		held = append(held, s)
+	}
+	c := agentsBeside(t, nodes, path, func(i int, cfg *agent.Config) {
+		cfg.Failover.SweepInterval = 0
+		// The master's pid: a process check an operator could configure.
+		cfg.Health.Checks[0].Command = "kill -0 $(cat " + nodes[i].PIDFile() + ")"
+	})
+	c.WaitFor(20*time.Second, "every node sees three passing", func() bool {
+		for _, m := range c.Leader().Status().Members {
+			if m.Health != "passing" {
+				return false
+			}
+		}
+		return true
+	})
+	nodes[1].Kill9()
+	start := time.Now()
+	for i, s := range held {
+		if _, err := s.closed(30 * time.Second); err != nil {
+			t.Fatalf("%q's orphaned session on b is still open: %v", mailUsers[i], err)
+		}
+	}
+	t.Logf("orphans ended %s after the master died", time.Since(start).Round(time.Millisecond))
+	// The agent logs right after its signal, maybe after the client saw
+	// the end.
+	if !agenttest.Eventually(5*time.Second, func() bool { return strings.Contains(c.Nodes()[1].Logs.String(), "orphans_ended") }) {
+		t.Fatalf("b's agent did not end the orphans (they died on their own?):\n%s", c.Nodes()[1].Logs.String())
+	}
+}

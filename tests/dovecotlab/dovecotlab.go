@@ -344,6 +344,9 @@ func (i *Instance) Start() {
 	i.t.Fatalf("dovecot %s did not greet on %s within 15s\n%s", i.Name, i.IMAP, i.Log())
 }
 
+// PIDFile is where the master writes its pid.
+func (i *Instance) PIDFile() string { return i.pidFile }
+
 // Kill9 kills the master with SIGKILL, as a crash: its children that
 // serve sessions live on for a while as orphans (lab step 6).
 func (i *Instance) Kill9() {
