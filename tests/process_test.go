@@ -40,8 +40,10 @@ func run(t *testing.T, bin string, args ...string) (string, error) {
 type proc struct {
 	name   string
 	socket string
+	config string
 	cmd    *exec.Cmd
 	log    *agenttest.SyncBuffer
+	done   chan struct{} // closed once cmd exited (procCluster)
 }
 
 // TestProcessClusterSurvivesKill9 runs three roostd processes configured

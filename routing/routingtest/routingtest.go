@@ -55,6 +55,19 @@ type server struct {
 	admin string         // DSN of the superuser, without a database
 	sig   syscall.Signal // what shuts it down fast
 	err   error
+	// restart starts the server again on its data and port (PostgreSQL).
+	restart func() error
+	exited  chan struct{} // closed once cmd has exited and been reaped
+}
+
+// run starts cmd and reaps it when it exits.
+func (s *server) run() error {
+	if err := s.cmd.Start(); err != nil {
+		return err
+	}
+	s.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, exited chan struct{}) { cmd.Wait(); close(exited) }(s.cmd, s.exited)
+	return nil
 }
 
 // DB is one test's database.
@@ -238,13 +251,11 @@ func (s *server) stop() {
 		return
 	}
 	_ = s.cmd.Process.Signal(s.sig)
-	done := make(chan struct{})
-	go func() { s.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-s.exited:
 	case <-time.After(30 * time.Second):
 		_ = s.cmd.Process.Kill()
-		<-done
+		<-s.exited
 	}
 	os.RemoveAll(s.dir)
 }
@@ -299,8 +310,7 @@ func waitReady(s *server, driver, dsn, logFile string) error {
 		return err
 	}
 	defer db.Close()
-	exited := make(chan struct{})
-	go func() { s.cmd.Process.Wait(); close(exited) }()
+	exited := s.exited
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -351,20 +361,51 @@ func startPostgres(s *server) error {
 		return err
 	}
 	logFile := filepath.Join(dir, "postgres.log")
-	lf, err := os.Create(logFile)
-	if err != nil {
-		return err
-	}
-	defer lf.Close()
-	os.Chown(logFile, int(uid), int(gid))
-	s.cmd = asUser(exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-p", strconv.Itoa(port), "-k", dir,
-		"-c", "listen_addresses=127.0.0.1", "-c", "max_connections=100"), uid, gid, s.sig)
-	s.cmd.Stdout, s.cmd.Stderr = lf, lf
-	if err := s.cmd.Start(); err != nil {
-		return err
-	}
 	s.admin = fmt.Sprintf("host=127.0.0.1 port=%d user=postgres sslmode=disable", port)
-	return waitReady(s, "pgx", s.admin+" dbname=postgres", logFile)
+	s.restart = func() error {
+		lf, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return err
+		}
+		defer lf.Close() // the server has its own copy
+		os.Chown(logFile, int(uid), int(gid))
+		s.cmd = asUser(exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-p", strconv.Itoa(port), "-k", dir,
+			"-c", "listen_addresses=127.0.0.1", "-c", "max_connections=100"), uid, gid, s.sig)
+		s.cmd.Stdout, s.cmd.Stderr = lf, lf
+		if err := s.run(); err != nil {
+			return err
+		}
+		return waitReady(s, "pgx", s.admin+" dbname=postgres", logFile)
+	}
+	return s.restart()
+}
+
+// Down stops the test binary's PostgreSQL server (a fast shutdown: every
+// session ends, new ones are refused) and returns a function that starts
+// it again on the same data and port. Every test of the binary shares the
+// server: use it only in a test that runs alone.
+func (d *DB) Down(tb testing.TB) (up func()) {
+	tb.Helper()
+	if d.Driver != "postgres" {
+		tb.Fatalf("Down: only for postgres, not %s", d.Driver)
+	}
+	s := start(tb, d.Driver, startPostgres)
+	mu.Lock()
+	defer mu.Unlock()
+	_ = s.cmd.Process.Signal(s.sig)
+	select {
+	case <-s.exited:
+	case <-time.After(30 * time.Second):
+		tb.Fatal("postgres did not stop within 30s of its fast shutdown")
+	}
+	return func() {
+		tb.Helper()
+		mu.Lock()
+		defer mu.Unlock()
+		if err := s.restart(); err != nil {
+			tb.Fatalf("restarting postgres: %v", err)
+		}
+	}
 }
 
 func startMariaDB(s *server) error {
@@ -394,7 +435,7 @@ func startMariaDB(s *server) error {
 	s.cmd = asUser(exec.Command(bin, "--no-defaults", "--datadir="+data, "--socket="+sock, "--port="+strconv.Itoa(port),
 		"--bind-address=127.0.0.1", "--pid-file="+filepath.Join(dir, "mysqld.pid"), "--log-error="+logFile,
 		"--skip-log-bin", "--innodb-buffer-pool-size=256M", "--max-connections=200"), uid, gid, s.sig)
-	if err := s.cmd.Start(); err != nil {
+	if err := s.run(); err != nil {
 		return err
 	}
 	cfg := mysql.NewConfig()

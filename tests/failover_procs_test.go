@@ -1,0 +1,202 @@
+package tests
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roost-mail/roost/routing/routingtest"
+)
+
+// pgFailoverCluster starts three roostd processes on a PostgreSQL users
+// table with perNode users on each node's proxy_host (127.0.1.1-3). Node
+// i's own check fails while broken(i) exists.
+func pgFailoverCluster(t *testing.T, perNode, batch int) (c *procCluster, db *routingtest.DB, broken func(*proc) string) {
+	t.Helper()
+	db = routingtest.Open(t, "postgres")
+	db.Exec(t, `CREATE TABLE users (username VARCHAR(255) PRIMARY KEY, password VARCHAR(255), proxy_host VARCHAR(255))`)
+	db.Exec(t, fmt.Sprintf(`INSERT INTO users (username, proxy_host) SELECT 'user' || lpad(g::text, 6, '0') || '@example.test', '127.0.1.' || (g %% 3 + 1) FROM generate_series(0, %d) g`, 3*perNode-1))
+	dir := t.TempDir()
+	dsn := filepath.Join(dir, "dsn")
+	if err := os.WriteFile(dsn, []byte(db.DSN), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	flag := func(i int) string { return filepath.Join(dir, fmt.Sprintf("broken-node%d", i+1)) }
+	c = startProcs(t, 3, func(i int) string {
+		return fmt.Sprintf(`routing:
+  driver: postgres
+  dsn_file: %s
+health:
+  checks:
+    - name: site
+      protocol: command
+      command: test ! -e %s
+      interval: 200ms
+      timeout: 200ms
+failover:
+  interval: 100ms
+  batch_size: %d
+  sweep_interval: 0s
+`, dsn, flag(i), batch)
+	})
+	c.waitFor(60*time.Second, "a leader that sees three passing nodes", func() bool {
+		l := c.leader()
+		if l == nil {
+			return false
+		}
+		st, err := c.status(l)
+		if err != nil || len(st.Members) != 3 {
+			return false
+		}
+		for _, m := range st.Members {
+			if m.Health != "passing" {
+				return false
+			}
+		}
+		return true
+	})
+	broken = func(p *proc) string {
+		for i, q := range c.procs {
+			if q == p {
+				return flag(i)
+			}
+		}
+		return ""
+	}
+	return c, db, broken
+}
+
+func (c *procCluster) other(not ...*proc) *proc {
+	for _, p := range c.procs {
+		skip := false
+		for _, n := range not {
+			skip = skip || p == n
+		}
+		if !skip {
+			return p
+		}
+	}
+	return nil
+}
+
+func countRows(t *testing.T, db *routingtest.DB, q string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := db.Admin.QueryRow(db.Rebind(q), args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return n
+}
+
+// checkFailedOver: nobody is left on host, each of its users moved
+// exactly once (one journal row each), and every journal row agrees with
+// the table.
+func checkFailedOver(t *testing.T, db *routingtest.DB, host string, users int) {
+	t.Helper()
+	if n := countRows(t, db, `SELECT COUNT(*) FROM users WHERE proxy_host = ?`, host); n != 0 {
+		t.Errorf("%d users left on %s", n, host)
+	}
+	rows := countRows(t, db, `SELECT COUNT(*) FROM roost_journal WHERE from_host = ?`, host)
+	distinct := countRows(t, db, `SELECT COUNT(DISTINCT username) FROM roost_journal WHERE from_host = ?`, host)
+	if rows != users || distinct != users {
+		t.Errorf("journal: %d moves of %d users off %s, want %d each (exactly once)", rows, distinct, host, users)
+	}
+	if n := countRows(t, db, `SELECT COUNT(*) FROM roost_journal j JOIN users u ON u.username = j.username WHERE u.proxy_host <> j.to_host`); n != 0 {
+		t.Errorf("%d journal rows disagree with the table", n)
+	}
+}
+
+// The leader is killed (kill -9) in the middle of a 10,000-user failover:
+// the next leader resumes the plan from the log, and every user ends on a
+// healthy node, journaled exactly once.
+func TestLeaderKilledMidPlanNextLeaderFinishes(t *testing.T) {
+	const users = 10000
+	c, db, broken := pgFailoverCluster(t, users, 100)
+	leader := c.leader()
+	victim := c.other(leader)
+	host := "127.0.1." + strings.TrimPrefix(victim.name, "node")
+	if err := os.WriteFile(broken(victim), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	moved := 0
+	c.waitFor(60*time.Second, "the plan under way", func() bool {
+		moved = countRows(t, db, `SELECT COUNT(*) FROM roost_journal`)
+		return moved >= 1000
+	})
+	leader.kill9(t)
+	if moved >= users {
+		t.Fatalf("the plan was done (%d moved) before the leader died: the test shows nothing", moved)
+	}
+	t.Logf("killed the leader %s with %d of %d users moved", leader.name, moved, users)
+	var next *proc
+	c.waitFor(60*time.Second, "a new leader to finish the plan", func() bool {
+		next = c.leader()
+		if next == nil || next == leader {
+			return false
+		}
+		st, err := c.status(next)
+		if err != nil || len(st.Plans) == 0 {
+			return false
+		}
+		p := st.Plans[len(st.Plans)-1]
+		return p.Kind == "failover" && p.Node == victim.name && p.Status == "done"
+	})
+	checkFailedOver(t, db, host, users)
+	if n := countRows(t, db, `SELECT COUNT(DISTINCT term) FROM roost_journal`); n < 2 {
+		t.Errorf("the journal names %d raft term(s): the new leader moved nobody", n)
+	}
+	// Users the old leader moved to itself stay there: its Dovecot still
+	// serves (only roostd died); the rest went to the one live target.
+	out, err := c.ctl(next, "status")
+	if err != nil || !strings.Contains(out, victim.name) || !strings.Contains(out, "failed") {
+		t.Fatalf("status after the failover: %v\n%s", err, out)
+	}
+}
+
+// The database goes down for 30 s in the middle of a plan: batches fail
+// and are retried with backoff, nothing is half written, and the plan
+// completes once it is back.
+func TestDatabaseDownMidPlanThePlanWaitsAndCompletes(t *testing.T) {
+	const users = 10000
+	c, db, broken := pgFailoverCluster(t, users, 100)
+	victim := c.other(c.leader())
+	host := "127.0.1." + strings.TrimPrefix(victim.name, "node")
+	if err := os.WriteFile(broken(victim), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor(60*time.Second, "the plan under way", func() bool {
+		return countRows(t, db, `SELECT COUNT(*) FROM roost_journal`) >= 1000
+	})
+	up := db.Down(t)
+	downAt := time.Now()
+	time.Sleep(30 * time.Second)
+	up()
+	t.Logf("the database was down for %s", time.Since(downAt).Round(time.Millisecond))
+	moved := countRows(t, db, `SELECT COUNT(*) FROM roost_journal`)
+	if moved >= users {
+		t.Fatalf("all %d moved before the database went down: the test shows nothing", moved)
+	}
+	c.waitFor(90*time.Second, "the plan to complete", func() bool {
+		l := c.leader()
+		if l == nil {
+			return false
+		}
+		st, err := c.status(l)
+		if err != nil || len(st.Plans) == 0 {
+			return false
+		}
+		p := st.Plans[len(st.Plans)-1]
+		return p.Kind == "failover" && p.Status == "done"
+	})
+	checkFailedOver(t, db, host, users)
+	logs := ""
+	for _, p := range c.procs {
+		logs += p.log.String()
+	}
+	if !strings.Contains(logs, "plan_batch_failed") {
+		t.Error("no batch failed while the database was down")
+	}
+}
