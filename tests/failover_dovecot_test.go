@@ -94,23 +94,34 @@ func TestFailoverKicksSessionsOnRealDovecot(t *testing.T) {
 // passes (tune may change it), fast failover rounds and sweeps.
 func agentsBeside(t *testing.T, nodes []*dovecotlab.Instance, path string, tune func(i int, cfg *agent.Config)) *agenttest.Cluster {
 	t.Helper()
+	return agentsWith(t, nodes, 0, path, tune)
+}
+
+// agentsWith is agentsBeside plus witnesses: agents that only vote (and
+// probe the mail nodes), numbered after the mail nodes.
+func agentsWith(t *testing.T, nodes []*dovecotlab.Instance, witnesses int, path string, tune func(i int, cfg *agent.Config)) *agenttest.Cluster {
+	t.Helper()
 	dsn := filepath.Join(t.TempDir(), "dsn")
 	if err := os.WriteFile(dsn, []byte(path), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	c := agenttest.New(t)
 	c.Tune = func(i int, cfg *agent.Config) {
-		d := nodes[i]
 		cfg.Routing.DSNFile = dsn
-		cfg.Dovecot.URL, cfg.Dovecot.APIKeyFile, cfg.Dovecot.InstanceName = d.HTTP+"/doveadm/v1", d.APIKeyFile, d.Name
-		cfg.Health.Checks = []health.CheckConfig{{Name: "site", Protocol: "command", Command: "true", Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond}}
 		cfg.Failover.Interval = 100 * time.Millisecond
 		cfg.Failover.SweepInterval = 200 * time.Millisecond
+		if i >= len(nodes) {
+			cfg.Node.Role, cfg.Node.ProxyHost = agent.RoleWitness, ""
+		} else {
+			d := nodes[i]
+			cfg.Dovecot.URL, cfg.Dovecot.APIKeyFile, cfg.Dovecot.InstanceName = d.HTTP+"/doveadm/v1", d.APIKeyFile, d.Name
+			cfg.Health.Checks = []health.CheckConfig{{Name: "site", Protocol: "command", Command: "true", Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond}}
+		}
 		if tune != nil {
 			tune(i, cfg)
 		}
 	}
-	c.Add(len(nodes))
+	c.Add(len(nodes) + witnesses)
 	c.WaitLeader(20 * time.Second)
 	return c
 }
@@ -265,5 +276,66 @@ func TestAgentEndsADeadMastersOrphans(t *testing.T) {
 	// the end.
 	if !agenttest.Eventually(5*time.Second, func() bool { return strings.Contains(c.Nodes()[1].Logs.String(), "orphans_ended") }) {
 		t.Fatalf("b's agent did not end the orphans (they died on their own?):\n%s", c.Nodes()[1].Logs.String())
+	}
+}
+
+// Two mail nodes and a witness. A mail node's host is lost (its agent and
+// every Dovecot process killed): the survivor and the witness both cannot
+// reach its IMAP port, and the leader (whichever is left) moves its users
+// to the survivor, where their logins land. Either mail node may go.
+func TestTwoMailNodesAndAWitnessSurviveTheLossOfEither(t *testing.T) {
+	for _, lose := range []int{0, 1} {
+		t.Run(fmt.Sprintf("lose-node%d", lose+1), func(t *testing.T) {
+			path, store := usersDB(t, mailUsers, fmt.Sprintf("127.0.1.%d", lose+1))
+			nodes := dovecotlab.StartCluster(t, 2, path, false)
+			c := agentsWith(t, nodes, 1, path, func(i int, cfg *agent.Config) {
+				cfg.Failover.SweepInterval = 0
+				if i < 2 {
+					cfg.Health.PeerAddr = nodes[i].IMAP
+				}
+				cfg.Health.PeerInterval, cfg.Health.PeerTimeout = 200*time.Millisecond, 200*time.Millisecond
+			})
+			c.WaitFor(20*time.Second, "everyone reaching both mail nodes", func() bool {
+				l := c.Leader()
+				if l == nil {
+					return false
+				}
+				st := l.Status()
+				n := 0
+				for _, m := range st.Members {
+					if m.Role == "mail" && m.PeersReach == 2 {
+						n++
+					}
+				}
+				return n == 2
+			})
+			lost, survivor := c.Nodes()[lose], nodes[1-lose]
+			if err := lost.Stop(); err != nil {
+				t.Fatal(err)
+			}
+			nodes[lose].KillAll()
+			c.WaitFor(60*time.Second, "the lost node's users on the survivor", func() bool {
+				l := c.Leader()
+				if l == nil {
+					return false
+				}
+				st := l.Agent.FailoverState()
+				_, running := st.Running(lost.Name)
+				return st.Node(lost.Name).State == failover.Failed && !running
+			})
+			for _, u := range mailUsers {
+				s, err := imapLogin(survivor.IMAP, u, mailPass)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s.Close()
+				if s.Node != survivor.Short() {
+					t.Fatalf("%q logs in on %q, want %q", u, s.Node, survivor.Short())
+				}
+				if j, err := store.Journal(t.Context(), u); err != nil || len(j) != 1 || j[0].To != fmt.Sprintf("127.0.1.%d", 2-lose) {
+					t.Fatalf("journal of %q: %+v %v", u, j, err)
+				}
+			}
+		})
 	}
 }

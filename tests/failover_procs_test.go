@@ -2,8 +2,10 @@ package tests
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -16,16 +18,32 @@ import (
 // i's own check fails while broken(i) exists.
 func pgFailoverCluster(t *testing.T, perNode, batch int) (c *procCluster, db *routingtest.DB, broken func(*proc) string) {
 	t.Helper()
+	return pgFailoverClusterIn(t, nil, perNode, batch)
+}
+
+// pgFailoverClusterIn is pgFailoverCluster with each node in its own
+// network namespace of lab (nil: all on loopback).
+func pgFailoverClusterIn(t *testing.T, lab *netLab, perNode, batch int) (c *procCluster, db *routingtest.DB, broken func(*proc) string) {
+	t.Helper()
 	db = routingtest.Open(t, "postgres")
 	db.Exec(t, `CREATE TABLE users (username VARCHAR(255) PRIMARY KEY, password VARCHAR(255), proxy_host VARCHAR(255))`)
 	db.Exec(t, fmt.Sprintf(`INSERT INTO users (username, proxy_host) SELECT 'user' || lpad(g::text, 6, '0') || '@example.test', '127.0.1.' || (g %% 3 + 1) FROM generate_series(0, %d) g`, 3*perNode-1))
 	dir := t.TempDir()
 	dsn := filepath.Join(dir, "dsn")
-	if err := os.WriteFile(dsn, []byte(db.DSN), 0o600); err != nil {
+	dsnText := db.DSN
+	o := procOptions{n: 3}
+	if lab != nil {
+		// The namespaces reach PostgreSQL (on loopback) through a relay on
+		// the host's bridge address.
+		host, port, _ := net.SplitHostPort(lab.forward(pgAddr(t, db.DSN)))
+		dsnText = regexp.MustCompile(`host=\S+ port=\d+`).ReplaceAllString(db.DSN, "host="+host+" port="+port)
+		o.ip, o.wrap = lab.ip, lab.wrap
+	}
+	if err := os.WriteFile(dsn, []byte(dsnText), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	flag := func(i int) string { return filepath.Join(dir, fmt.Sprintf("broken-node%d", i+1)) }
-	c = startProcs(t, 3, func(i int) string {
+	o.extra = func(i int) string {
 		return fmt.Sprintf(`routing:
   driver: postgres
   dsn_file: %s
@@ -41,7 +59,8 @@ failover:
   batch_size: %d
   sweep_interval: 0s
 `, dsn, flag(i), batch)
-	})
+	}
+	c = startProcsWith(t, o)
 	c.waitFor(60*time.Second, "a leader that sees three passing nodes", func() bool {
 		l := c.leader()
 		if l == nil {
@@ -67,6 +86,16 @@ failover:
 		return ""
 	}
 	return c, db, broken
+}
+
+// pgAddr is host:port of a libpq key=value DSN.
+func pgAddr(t *testing.T, dsn string) string {
+	t.Helper()
+	m := regexp.MustCompile(`host=(\S+) port=(\d+)`).FindStringSubmatch(dsn)
+	if m == nil {
+		t.Fatalf("no host and port in %q", dsn)
+	}
+	return net.JoinHostPort(m[1], m[2])
 }
 
 func (c *procCluster) other(not ...*proc) *proc {
@@ -199,4 +228,63 @@ func TestDatabaseDownMidPlanThePlanWaitsAndCompletes(t *testing.T) {
 	if !strings.Contains(logs, "plan_batch_failed") {
 		t.Error("no batch failed while the database was down")
 	}
+}
+
+// The leader is cut off from both peers (network namespaces; the database
+// stays reachable from every side) in the middle of a 10,000-user plan.
+// The majority elects a new leader that finishes the plan; the cut-off
+// node writes nothing once the new term has written, steps down, and
+// rejoins as a follower when the network heals.
+func TestMinorityPartitionCutOffLeaderNeverWrites(t *testing.T) {
+	const users = 10000
+	lab := newNetLab(t, 3)
+	c, db, broken := pgFailoverClusterIn(t, lab, users, 100)
+	leader := c.leader()
+	victim := c.other(leader)
+	host := "127.0.1." + strings.TrimPrefix(victim.name, "node")
+	if err := os.WriteFile(broken(victim), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor(60*time.Second, "the plan under way", func() bool {
+		return countRows(t, db, `SELECT COUNT(*) FROM roost_journal`) >= 1000
+	})
+	li := 0
+	for i, p := range c.procs {
+		if p == leader {
+			li = i
+		}
+	}
+	lab.cut(li)
+	oldTerm := countRows(t, db, `SELECT MAX(term) FROM roost_journal`)
+	t.Logf("cut off the leader %s (term %d) with %d of %d users moved", leader.name, oldTerm, countRows(t, db, `SELECT COUNT(*) FROM roost_journal`), users)
+	c.waitFor(60*time.Second, "the majority's new leader to finish the plan", func() bool {
+		for _, p := range c.procs {
+			if p == leader {
+				continue
+			}
+			st, err := c.status(p)
+			if err != nil || st.Leader == "" || st.Leader == leader.name || len(st.Plans) == 0 {
+				return false
+			}
+			if pl := st.Plans[len(st.Plans)-1]; pl.Kind != "failover" || pl.Status != "done" {
+				return false
+			}
+		}
+		return true
+	})
+	checkFailedOver(t, db, host, users)
+	// No row of the old term after the new term's first: the deposed
+	// leader wrote nothing once it was deposed.
+	if n := countRows(t, db, `SELECT COUNT(*) FROM roost_journal WHERE term <= ? AND id > (SELECT MIN(id) FROM roost_journal WHERE term > ?)`, oldTerm, oldTerm); n != 0 {
+		t.Fatalf("%d moves of the old term after the new term wrote", n)
+	}
+	c.waitFor(30*time.Second, "the cut-off node to step down", func() bool {
+		st, err := c.status(leader)
+		return err == nil && st.Leader != leader.name
+	})
+	lab.heal(li)
+	c.waitFor(60*time.Second, "one leader again, the old one a follower", func() bool {
+		l := c.leader()
+		return l != nil && l != leader
+	})
 }

@@ -41,6 +41,7 @@ type proc struct {
 	name   string
 	socket string
 	config string
+	wrap   []string // runs roostd inside it (ip netns exec NS)
 	cmd    *exec.Cmd
 	log    *agenttest.SyncBuffer
 	done   chan struct{} // closed once cmd exited (procCluster)

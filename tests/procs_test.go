@@ -30,6 +30,25 @@ type procCluster struct {
 // base file does not have).
 func startProcs(t *testing.T, n int, extra func(i int) string) *procCluster {
 	t.Helper()
+	return startProcsWith(t, procOptions{n: n, extra: extra})
+}
+
+// procOptions shape a procCluster.
+type procOptions struct {
+	n     int
+	extra func(i int) string
+	// ip is node i's address (default 127.0.0.1) and wrap the command
+	// that runs its roostd (e.g. ip netns exec NS), if any.
+	ip   func(i int) string
+	wrap func(i int) []string
+}
+
+func startProcsWith(t *testing.T, o procOptions) *procCluster {
+	t.Helper()
+	n, extra := o.n, o.extra
+	if o.ip == nil {
+		o.ip = func(int) string { return "127.0.0.1" }
+	}
 	bin := buildBinaries(t)
 	c := &procCluster{t: t, roostd: filepath.Join(bin, "roostd"), nodectl: filepath.Join(bin, "nodectl"), dir: t.TempDir()}
 	var err error
@@ -50,11 +69,11 @@ func startProcs(t *testing.T, n int, extra func(i int) string) *procCluster {
 	ports := agenttest.FreePorts(t, 2*n)
 	var join []string
 	for i := range n {
-		join = append(join, fmt.Sprintf("127.0.0.1:%d", ports[i]))
+		join = append(join, fmt.Sprintf("%s:%d", o.ip(i), ports[i]))
 	}
 	for i := range n {
 		name := fmt.Sprintf("node%d", i+1)
-		if out, err := run(t, c.roostd, "tls", "cert", "--dir", c.dir, "--name", name, "--host", "127.0.0.1"); err != nil {
+		if out, err := run(t, c.roostd, "tls", "cert", "--dir", c.dir, "--name", name, "--host", o.ip(i)); err != nil {
 			t.Fatalf("tls cert: %v %s", err, out)
 		}
 		cfg := fmt.Sprintf(`node:
@@ -64,12 +83,12 @@ func startProcs(t *testing.T, n int, extra func(i int) string) *procCluster {
 log:
   level: debug
 gossip:
-  bind: 127.0.0.1:%[4]d
+  bind: %[8]s:%[4]d
   join: [%[5]s]
   join_retry_interval: 200ms
   key_file: %[3]s/gossip.key
 raft:
-  bind: 127.0.0.1:%[6]d
+  bind: %[8]s:%[6]d
   bootstrap_expect: 3
   server_stabilization_time: 1s
   tls:
@@ -78,7 +97,7 @@ raft:
     key_file: %[3]s/%[1]s-key.pem
 api:
   socket: %[7]s/%[1]s.sock
-`, name, i+1, c.dir, ports[i], strings.Join(join, ", "), ports[n+i], c.sockDir)
+`, name, i+1, c.dir, ports[i], strings.Join(join, ", "), ports[n+i], c.sockDir, o.ip(i))
 		if extra != nil {
 			cfg += extra(i)
 		}
@@ -90,6 +109,9 @@ api:
 			t.Fatalf("check-config %s: %v %s", name, err, out)
 		}
 		p := &proc{name: name, socket: filepath.Join(c.sockDir, name+".sock"), config: path}
+		if o.wrap != nil {
+			p.wrap = o.wrap(i)
+		}
 		c.procs = append(c.procs, p)
 		c.start(p)
 	}
@@ -103,7 +125,8 @@ func (c *procCluster) start(p *proc) {
 	if p.log == nil {
 		p.log = &agenttest.SyncBuffer{}
 	}
-	p.cmd = exec.Command(c.roostd, "--config", p.config)
+	args := append(append([]string(nil), p.wrap...), c.roostd, "--config", p.config)
+	p.cmd = exec.Command(args[0], args[1:]...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {

@@ -363,6 +363,24 @@ func (i *Instance) Kill9() {
 	}
 }
 
+// KillAll kills the master and every process of the instance with
+// SIGKILL, as a lost host looks to its peers: nothing answers any more.
+func (i *Instance) KillAll() {
+	i.t.Helper()
+	i.Kill9()
+	for _, pid := range i.pids() {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if c, err := net.DialTimeout("tcp", i.IMAP, 100*time.Millisecond); err != nil {
+			return
+		} else {
+			c.Close()
+		}
+	}
+	i.t.Fatalf("%s still accepts IMAP connections after KillAll", i.Name)
+}
+
 // Log returns the instance's log.
 func (i *Instance) Log() string {
 	b, _ := os.ReadFile(filepath.Join(i.Dir, "dovecot.log"))
