@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/roost-mail/roost/agent"
 	"github.com/roost-mail/roost/agent/agenttest"
+	"github.com/roost-mail/roost/api"
 	"github.com/roost-mail/roost/failover"
 	"github.com/roost-mail/roost/health"
 )
@@ -128,4 +130,51 @@ func TestFailoverAndFailbackThroughRaft(t *testing.T) {
 	if on := usersOn(t, db); on["127.0.1.1"] != 100 || on["127.0.1.3"] != 100 {
 		t.Fatalf("after the failback: %v, want 100 each", on)
 	}
+}
+
+// node2 flaps: broken for two seconds, healthy for three, four times. It
+// is failed over once; its users come home after the hold-down; and the
+// later failures within the block period move nobody (its LB signal goes
+// down) until an operator acks, which moves the users on it away again.
+func TestFlappingNodeIsFailedOverOncePerBlockPeriod(t *testing.T) {
+	c, db, flag := sqliteCluster(t, nil, func(i int, cfg *agent.Config) {
+		cfg.Failover.FailbackHoldDown = 500 * time.Millisecond
+	})
+	for range 4 {
+		if err := os.WriteFile(flag(1), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second)
+		if err := os.Remove(flag(1)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * time.Second)
+	}
+	if err := os.WriteFile(flag(1), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(30*time.Second, "node2 failed and idle", func() bool {
+		l := c.Leader()
+		if l == nil {
+			return false
+		}
+		st := l.Agent.FailoverState()
+		_, running := st.Running("node2")
+		return st.Node("node2").State == failover.Failed && !running
+	})
+	kinds := map[failover.PlanKind]int{}
+	for _, p := range c.Leader().Agent.FailoverState().Plans {
+		kinds[p.Kind]++
+	}
+	if kinds[failover.PlanFailover] != 1 || kinds[failover.PlanFailback] < 1 {
+		t.Fatalf("plans by kind: %v; want one failover and at least one failback", kinds)
+	}
+	if n := usersOn(t, db)["127.0.1.2"]; n != 100 {
+		t.Fatalf("%d users on node2, want its 100 back home and not moved again", n)
+	}
+	r, err := c.Leader().Client().Post(t.Context(), "/v1/nodes/node2/ack", api.OpRequest{})
+	if err != nil || r.Plan == "" || !strings.Contains(r.Message, "moving the users still routed to it") {
+		t.Fatalf("ack: %+v %v", r, err)
+	}
+	c.WaitFor(30*time.Second, "node2's users moved after the ack", func() bool { return usersOn(t, db)["127.0.1.2"] == 0 })
 }

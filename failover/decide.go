@@ -134,16 +134,20 @@ func Decide(view []NodeView, s State, now time.Time, p Policy) []command {
 		if now.Sub(c.n.FailingSince) < p.Settle {
 			continue
 		}
-		if r.State == Recovering {
-			// Failing while its users come home: stop that and send them
-			// away again; the failback's hold-down already limits flapping.
-			if pl, ok := s.Running(c.n.Name); ok {
-				out = append(out, command{Op: opPlanEnd, PlanID: pl.ID, Status: PlanCanceled, Reason: "node failing again: " + c.reason, At: now})
+		if pl, ok := s.Running(c.n.Name); ok {
+			if r.State != Recovering {
+				continue // an operator's plan owns the node
 			}
-		} else if !r.LastFailover.IsZero() && now.Sub(r.LastFailover) < p.BlockPeriod {
-			continue // failed over within the block period: an operator must ack
-		} else if _, ok := s.Running(c.n.Name); ok {
-			continue // an operator's plan owns the node
+			// Failing while its users come home: stop that.
+			out = append(out, command{Op: opPlanEnd, PlanID: pl.ID, Status: PlanCanceled, Reason: "node failing again: " + c.reason, At: now})
+		}
+		if !r.LastFailover.IsZero() && now.Sub(r.LastFailover) < p.BlockPeriod {
+			// Failed over within the block period: its LB signal goes down,
+			// but the users on it stay until an operator acks (nodectl ack
+			// NODE moves them).
+			out = append(out, command{Op: opSetNode, Node: c.n.Name, State: Failed, At: now,
+				Reason: fmt.Sprintf("failing again within the block period (failed over at %s), users not moved until nodectl ack: %s", r.LastFailover.Format(time.DateTime), c.reason)})
+			continue
 		}
 		out = append(out,
 			command{Op: opSetNode, Node: c.n.Name, State: Failed, Reason: c.reason, At: now},

@@ -112,8 +112,8 @@ func TestDecide(t *testing.T) {
 			state(func(s *State) { node(s, "a", NodeRecord{State: Failed}) }), p, "freeze"},
 		{"frozen: nobody moves", with(three, "b", critical("dovecot down", false)),
 			state(func(s *State) { s.Frozen = &Freeze{Reason: "x"} }), p, ""},
-		{"failed over within the block period: wait for an ack", with(three, "b", critical("dovecot down", false)),
-			state(func(s *State) { node(s, "b", NodeRecord{State: Active, LastFailover: t0.Add(-30 * time.Minute)}) }), p, ""},
+		{"failed over within the block period: marked failed, nobody moves until an ack", with(three, "b", critical("dovecot down", false)),
+			state(func(s *State) { node(s, "b", NodeRecord{State: Active, LastFailover: t0.Add(-30 * time.Minute)}) }), p, "set-node b failed"},
 		{"the block period is over", with(three, "b", critical("dovecot down", false)),
 			state(func(s *State) { node(s, "b", NodeRecord{State: Active, LastFailover: t0.Add(-61 * time.Minute)}) }), p,
 			"set-node b failed; plan-start b failover"},
@@ -147,12 +147,18 @@ func TestDecide(t *testing.T) {
 			critical("dovecot down", false)(n)
 			n.FailingSince = t0.Add(-time.Second)
 		}), "c", func(n *NodeView) { critical("dovecot down", false)(n); n.FailingSince = t0 }), state(nil), settle, "freeze"},
-		{"failing again while coming home: cancel and fail over", with(three, "b", critical("dovecot down", false)),
+		{"failing again while coming home, past the block period: cancel and fail over", with(three, "b", critical("dovecot down", false)),
+			state(func(s *State) {
+				node(s, "b", NodeRecord{State: Recovering, LastFailover: t0.Add(-70 * time.Minute)})
+				plan(s, Plan{ID: "000002-failback", Kind: PlanFailback, Node: "b"})
+			}), p,
+			"plan-end 000002-failback canceled; set-node b failed; plan-start b failover"},
+		{"failing again while coming home, within the block period: cancel, mark failed, move nobody", with(three, "b", critical("dovecot down", false)),
 			state(func(s *State) {
 				node(s, "b", NodeRecord{State: Recovering, LastFailover: t0.Add(-20 * time.Minute)})
 				plan(s, Plan{ID: "000002-failback", Kind: PlanFailback, Node: "b"})
 			}), p,
-			"plan-end 000002-failback canceled; set-node b failed; plan-start b failover"},
+			"plan-end 000002-failback canceled; set-node b failed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := summary(Decide(tc.view, tc.state, t0, tc.policy))

@@ -332,10 +332,18 @@ func (c *Cluster) operate(ctx context.Context, r Request) (Reply, error) {
 				return reply, nil
 			}
 			reply.Message = "unfrozen (was: " + st.Frozen.Reason + "); automatic moves resume, and freeze again if the trouble persists"
-		} else {
-			reply.Message = fmt.Sprintf("%s's block period is reset: it may be failed over again", r.Node)
+			cmds = append(cmds, command{Op: opAck, At: now})
+			break
 		}
+		reply.Message = fmt.Sprintf("%s's block period is reset: it may be failed over again", r.Node)
 		cmds = append(cmds, command{Op: opAck, Node: r.Node, At: now})
+		if bad, why := failing(node, view); bad && rec.State == Failed && !hasPlan {
+			// Failed again within the block period: some users came home
+			// before it did. The ack sends them away.
+			reason := "acknowledged by an operator: " + why
+			cmds = append(cmds, command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailover, Node: r.Node, Host: node.ProxyHost, Reason: reason}, At: now})
+			reply.Message += "; moving the users still routed to it"
+		}
 	}
 	for _, cmd := range cmds {
 		if err := c.apply(cmd); err != nil {

@@ -35,8 +35,9 @@ type NodeRecord struct {
 	State  NodeState `json:"state"`
 	Reason string    `json:"reason,omitempty"`
 	Since  time.Time `json:"since"`
-	// LastFailover anchors the block period: a node is failed over at
-	// most once per block period unless an operator acknowledges.
+	// LastFailover (when its last failover plan began) anchors the block
+	// period: a node is failed over at most once per block period unless
+	// an operator acknowledges.
 	LastFailover time.Time `json:"last_failover,omitzero"`
 }
 
@@ -212,9 +213,6 @@ func (s *State) apply(c command) error {
 			r.Since = c.At
 		}
 		r.State, r.Reason = c.State, c.Reason
-		if c.State == Failed {
-			r.LastFailover = c.At
-		}
 		if s.Nodes == nil {
 			s.Nodes = map[string]NodeRecord{}
 		}
@@ -234,6 +232,14 @@ func (s *State) apply(c command) error {
 			s.Plans = map[string]Plan{}
 		}
 		s.Plans[p.ID] = p
+		if p.Kind == PlanFailover {
+			r := s.Node(p.Node)
+			r.LastFailover = c.At
+			if s.Nodes == nil {
+				s.Nodes = map[string]NodeRecord{}
+			}
+			s.Nodes[p.Node] = r
+		}
 	case opPlanBatch:
 		p, ok := s.Plans[c.PlanID]
 		if !ok || p.Status != PlanRunning {

@@ -210,7 +210,7 @@ func TestNodectlDrainWaitsUntilTheNodeIsEmpty(t *testing.T) {
 		}
 	}
 	out, err = run(t, nodectl, sock, "status")
-	if err != nil || !regexpMatch(`node2\s+mail\s+127\.0\.1\.2\s+draining\s+drain\s+0\s`, out) || !strings.Contains(out, "node2 is draining since") {
+	if err != nil || !regexpMatch(`node2( \*)?\s+mail\s+127\.0\.1\.2\s+draining\s+drain\s+0\s`, out) || !strings.Contains(out, "node2 is draining since") {
 		t.Fatalf("status after the drain: %v\n%s", err, out)
 	}
 	out, err = run(t, nodectl, sock, "drain", "node9")

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"fmt"
+	"github.com/roost-mail/roost/tests/dovecotlab"
 	"net"
 	"os"
 	"path/filepath"
@@ -287,4 +288,92 @@ func TestMinorityPartitionCutOffLeaderNeverWrites(t *testing.T) {
 		l := c.leader()
 		return l != nil && l != leader
 	})
+}
+
+// Three roostd processes, each in its own network namespace, probe three
+// real Dovecot nodes on the host. node1 alone loses its route to b's
+// Dovecot: one observer, so nothing moves. Once node3 cannot reach b
+// either, a quorum of b's peers agrees and b's users move.
+func TestOnePeerAloneCannotFailANode(t *testing.T) {
+	lab := newNetLab(t, 3)
+	ips := []string{lab.hostAddr(101), lab.hostAddr(102), lab.hostAddr(103)}
+	path, store := usersDB(t, mailUsers, ips[1])
+	nodes := dovecotlab.StartClusterOn(t, ips, path, false)
+	dsn := writeDSN(t, path)
+	c := startProcsWith(t, procOptions{n: 3, ip: lab.ip, wrap: lab.wrap, proxyHost: func(i int) string { return ips[i] },
+		extra: func(i int) string {
+			return fmt.Sprintf(`routing:
+  driver: sqlite
+  dsn_file: %s
+health:
+  peer_addr: %s
+  peer_interval: 200ms
+  peer_timeout: 200ms
+  checks:
+    - name: site
+      protocol: command
+      command: "true"
+      interval: 200ms
+      timeout: 200ms
+failover:
+  interval: 100ms
+  sweep_interval: 0s
+`, dsn, nodes[i].IMAP)
+		}})
+	reach := func(p *proc, node string) (int, []string) {
+		st, err := c.status(p)
+		if err != nil {
+			return -1, nil
+		}
+		for _, m := range st.Members {
+			if m.Name == node {
+				return m.PeersReach, m.PeersCannot
+			}
+		}
+		return -1, nil
+	}
+	c.waitFor(60*time.Second, "every node reached by both peers", func() bool {
+		l := c.leader()
+		if l == nil {
+			return false
+		}
+		for _, n := range []string{"node1", "node2", "node3"} {
+			if r, _ := reach(l, n); r != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	lab.block(0, ips[1])
+	c.waitFor(30*time.Second, "node1's view of b gossiped", func() bool {
+		l := c.leader()
+		_, cannot := reach(l, "node2")
+		return l != nil && len(cannot) == 1 && cannot[0] == "node1"
+	})
+	time.Sleep(3 * time.Second) // thirty decision rounds
+	st, err := c.status(c.leader())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Plans) != 0 || statusMember(st, "node2").State != "active" {
+		t.Fatalf("one observer moved node2: plans %+v, node2 %+v", st.Plans, statusMember(st, "node2"))
+	}
+	for _, u := range mailUsers {
+		if h, err := store.Lookup(t.Context(), u); err != nil || h != ips[1] {
+			t.Fatalf("%q is on %q (%v), want b", u, h, err)
+		}
+	}
+	lab.block(2, ips[1])
+	c.waitFor(30*time.Second, "b's users moved once a quorum cannot reach it", func() bool {
+		for _, u := range mailUsers {
+			if h, err := store.Lookup(t.Context(), u); err != nil || h == ips[1] {
+				return false
+			}
+		}
+		return true
+	})
+	st, _ = c.status(c.leader())
+	if m := statusMember(st, "node2"); m.State != "failed" || !strings.Contains(m.StateReason, "unreachable by 2 of 2 peers") {
+		t.Fatalf("node2: %+v", m)
+	}
 }

@@ -7,5 +7,12 @@ import (
 	"github.com/roost-mail/roost/routing/routingtest"
 )
 
-// TestMain stops the database servers the tests started.
-func TestMain(m *testing.M) { os.Exit(routingtest.Main(m)) }
+// TestMain stops the database servers the tests started and removes the
+// binaries they built.
+func TestMain(m *testing.M) {
+	code := routingtest.Main(m)
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}

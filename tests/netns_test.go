@@ -59,6 +59,21 @@ func (l *netLab) ip(i int) string     { return fmt.Sprintf("%s%d", l.prefix, i+1
 func (l *netLab) hostIP() string      { return l.prefix + "254" }
 func (l *netLab) wrap(i int) []string { return []string{"ip", "netns", "exec", l.ns[i]} }
 
+// hostAddr adds another address on the host's side of the bridge (for a
+// server the namespaces reach, such as a Dovecot node) and returns it.
+func (l *netLab) hostAddr(last int) string {
+	l.t.Helper()
+	ip := fmt.Sprintf("%s%d", l.prefix, last)
+	ipCmd(l.t, "addr", "add", ip+"/32", "dev", l.bridge)
+	return ip
+}
+
+// block makes node i unable to reach ip (and ip's answers to it).
+func (l *netLab) block(i int, ip string) {
+	l.t.Helper()
+	ipCmd(l.t, "-n", l.ns[i], "route", "add", "blackhole", ip+"/32")
+}
+
 // cut cuts node i off from every other node.
 func (l *netLab) cut(i int) {
 	l.t.Helper()

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,16 +17,46 @@ import (
 	"github.com/roost-mail/roost/api"
 )
 
-// buildBinaries builds roostd and nodectl once per test binary run.
+// buildBinaries builds roostd, nodectl and faultfs once per test binary
+// run (TestMain removes them).
 func buildBinaries(t testing.TB) string {
 	t.Helper()
-	dir := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/roostd", "./cmd/nodectl", "./cmd/faultfs")
-	cmd.Dir = ".."
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	binOnce.Do(func() {
+		if binDir, binErr = os.MkdirTemp("", "roost-bin-"); binErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/roostd", "./cmd/nodectl", "./cmd/faultfs")
+		cmd.Dir = ".."
+		if out, err := cmd.CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
 	}
-	return dir
+	return binDir
+}
+
+var (
+	binOnce sync.Once
+	binDir  string
+	binErr  error
+)
+
+// nodectl runs nodectl against an in-process agent's socket.
+func nodectl(t *testing.T, n *agenttest.Node, args ...string) (string, error) {
+	t.Helper()
+	return run(t, filepath.Join(buildBinaries(t), "nodectl"), append([]string{"--socket", n.Config.API.Socket}, args...)...)
+}
+
+// writeDSN writes a dsn_file holding dsn.
+func writeDSN(t testing.TB, dsn string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "dsn")
+	if err := os.WriteFile(p, []byte(dsn), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func run(t *testing.T, bin string, args ...string) (string, error) {

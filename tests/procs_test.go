@@ -41,6 +41,8 @@ type procOptions struct {
 	// that runs its roostd (e.g. ip netns exec NS), if any.
 	ip   func(i int) string
 	wrap func(i int) []string
+	// proxyHost is node i's proxy_host (default 127.0.1.i+1).
+	proxyHost func(i int) string
 }
 
 func startProcsWith(t *testing.T, o procOptions) *procCluster {
@@ -48,6 +50,9 @@ func startProcsWith(t *testing.T, o procOptions) *procCluster {
 	n, extra := o.n, o.extra
 	if o.ip == nil {
 		o.ip = func(int) string { return "127.0.0.1" }
+	}
+	if o.proxyHost == nil {
+		o.proxyHost = func(i int) string { return fmt.Sprintf("127.0.1.%d", i+1) }
 	}
 	bin := buildBinaries(t)
 	c := &procCluster{t: t, roostd: filepath.Join(bin, "roostd"), nodectl: filepath.Join(bin, "nodectl"), dir: t.TempDir()}
@@ -78,7 +83,7 @@ func startProcsWith(t *testing.T, o procOptions) *procCluster {
 		}
 		cfg := fmt.Sprintf(`node:
   name: %[1]s
-  proxy_host: 127.0.1.%[2]d
+  proxy_host: %[2]s
   data_dir: %[3]s/%[1]s
 log:
   level: debug
@@ -97,7 +102,7 @@ raft:
     key_file: %[3]s/%[1]s-key.pem
 api:
   socket: %[7]s/%[1]s.sock
-`, name, i+1, c.dir, ports[i], strings.Join(join, ", "), ports[n+i], c.sockDir, o.ip(i))
+`, name, o.proxyHost(i), c.dir, ports[i], strings.Join(join, ", "), ports[n+i], c.sockDir, o.ip(i))
 		if extra != nil {
 			cfg += extra(i)
 		}

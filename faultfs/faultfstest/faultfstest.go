@@ -33,3 +33,20 @@ func Mount(tb testing.TB) (fs *faultfs.FS, backing, mountpoint string) {
 	tb.Cleanup(func() { _ = fs.Unmount() })
 	return fs, backing, mountpoint
 }
+
+// MountOn mounts another faultfs over an existing backing directory, as
+// a second node mounts the same shared filesystem; each mount's faults
+// are its own.
+func MountOn(tb testing.TB, backing string) (fs *faultfs.FS, mountpoint string) {
+	tb.Helper()
+	mountpoint = filepath.Join(tb.TempDir(), "mnt")
+	if err := os.Mkdir(mountpoint, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	fs, err := faultfs.Mount(backing, mountpoint, faultfs.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = fs.Unmount() })
+	return fs, mountpoint
+}

@@ -185,6 +185,16 @@ func Start(t testing.TB, name string) *Instance {
 // takes any login and proxies it to the user's proxy_host.
 func StartCluster(t testing.TB, n int, db string, authCache bool) []*Instance {
 	t.Helper()
+	var ips []string
+	for k := range n {
+		ips = append(ips, fmt.Sprintf("127.0.1.%d", k+1))
+	}
+	return StartClusterOn(t, ips, db, authCache)
+}
+
+// StartClusterOn is StartCluster with node k listening on ips[k].
+func StartClusterOn(t testing.TB, ips []string, db string, authCache bool) []*Instance {
+	t.Helper()
 	shared, err := os.MkdirTemp("/tmp", "roost-shared-")
 	if err != nil {
 		t.Fatal(err)
@@ -195,8 +205,8 @@ func StartCluster(t testing.TB, n int, db string, authCache bool) []*Instance {
 	}
 	p := freePorts(t)
 	var out []*Instance
-	for k := range n {
-		out = append(out, StartWith(t, string(rune('a'+k)), Options{IP: fmt.Sprintf("127.0.1.%d", k+1), Ports: p, SQLite: db, Shared: shared, AuthCache: authCache}))
+	for k, ip := range ips {
+		out = append(out, StartWith(t, string(rune('a'+k)), Options{IP: ip, Ports: p, SQLite: db, Shared: shared, AuthCache: authCache}))
 	}
 	return out
 }
