@@ -76,15 +76,17 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 	}
 	a.routing = &routingDB{}
 	a.kicker = &kicker{cfg: cfg.Dovecot, members: func() []gossip.Member { return a.gossip.Members() }, clients: map[string]*dovecot.HTTP{}}
+	var leading *failover.Leading
 	if cfg.Routing.DSNFile != "" {
-		a.cluster.Lead(&failover.Leading{
+		leading = &failover.Leading{
 			Executor: &failover.Executor{
 				Router: a.routing, Choose: choose, BatchSize: cfg.Failover.BatchSize,
 				Kicker:   a.kicker,
 				RetryMin: time.Second, RetryMax: 30 * time.Second, Log: a.log,
 			},
 			View: a.view, Policy: cfg.Failover.Policy, Interval: cfg.Failover.Interval,
-		})
+		}
+		a.cluster.Lead(leading)
 	}
 	fail := func(err error) (*Agent, error) {
 		a.cluster.Close()
@@ -109,6 +111,9 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 		return fail(err)
 	}
 	members.g = a.gossip
+	if leading != nil {
+		leading.Changes = a.gossip.Subscribe()
+	}
 	// Peers are probed from this node's gossip address, known only now.
 	a.peers.Source = probeSource(a.gossip.Addr())
 	return a, nil

@@ -16,6 +16,9 @@ type Leading struct {
 	View     func() []NodeView
 	Policy   Policy
 	Interval time.Duration
+	// Changes, if set, wakes the leader between intervals when the view
+	// may have changed (gossip.Subscribe), so it decides at once.
+	Changes <-chan struct{}
 }
 
 // lead runs while this node leads: every Interval it decides and applies
@@ -89,6 +92,7 @@ func (c *Cluster) lead(ctx context.Context, w *Leading) {
 			delete(running, id)
 		case <-tick.C:
 		case <-c.wakeLead:
+		case <-w.Changes:
 		}
 	}
 }
