@@ -37,9 +37,21 @@ type dialect struct {
 	// column or one JSON parameter: a batch joins it, where a CASE of n
 	// WHENs would cost O(n²) and a statement per row a round trip each.
 	rows func(q *query, cols []string, data [][]string)
+	// txBounds start every write transaction: a writer that freezes (a
+	// paused VM, SIGSTOP) in the middle of one must not hold the fence and
+	// the rows locked for ever, or the next leader could never write. The
+	// server ends a transaction left idle for txIdle, and a writer waits
+	// twice that for a lock (longer than a frozen writer can hold it).
+	// Statements that fail with "unknown variable" (MySQL has no
+	// idle_transaction_timeout) are skipped.
+	txBounds func(idle time.Duration) []string
 	// updateJoin: UPDATE t JOIN v ON … SET (MySQL), not UPDATE t SET … FROM v.
 	updateJoin bool
 }
+
+// txIdle bounds how long a frozen writer can hold its transaction open.
+// Tests shorten it.
+var txIdle = 10 * time.Second
 
 var dialects = map[string]dialect{
 	"sqlite": {
@@ -102,6 +114,12 @@ var dialects = map[string]dialect{
 		},
 		// Concurrent CREATE TABLE IF NOT EXISTS can fail in PostgreSQL.
 		lock: `SELECT pg_advisory_lock(7007001)`, unlock: `SELECT pg_advisory_unlock(7007001)`,
+		txBounds: func(idle time.Duration) []string {
+			return []string{
+				fmt.Sprintf(`SET LOCAL idle_in_transaction_session_timeout = %d`, idle.Milliseconds()),
+				fmt.Sprintf(`SET LOCAL lock_timeout = %d`, 2*idle.Milliseconds()),
+			}
+		},
 	},
 	"mysql": {
 		name: "mysql", sqlDriver: "mysql",
@@ -137,6 +155,12 @@ var dialects = map[string]dialect{
 			q.w(`)) AS roost_v`)
 		},
 		lock: `SELECT GET_LOCK('roost_migrate', 60)`, unlock: `SELECT RELEASE_LOCK('roost_migrate')`,
+		txBounds: func(idle time.Duration) []string {
+			return []string{
+				fmt.Sprintf(`SET SESSION idle_transaction_timeout = %d`, max(1, int(idle.Seconds()))), // MariaDB 10.3+
+				fmt.Sprintf(`SET SESSION innodb_lock_wait_timeout = %d`, max(1, int(2*idle.Seconds()))),
+			}
+		},
 	},
 }
 

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/go-sql-driver/mysql"
 	"os"
 	"regexp"
 	"slices"
@@ -299,6 +300,15 @@ func (s *Store) MoveBatch(ctx context.Context, f Fence, plan, reason string, mov
 		return 0, fmt.Errorf("routing batch: %w", err)
 	}
 	defer tx.Rollback()
+	var bounds []string
+	if s.d.txBounds != nil {
+		bounds = s.d.txBounds(txIdle)
+	}
+	for _, b := range bounds {
+		if _, err := tx.ExecContext(ctx, b); err != nil && !unknownVariable(err) {
+			return 0, fmt.Errorf("routing batch: %s: %w", b, err)
+		}
+	}
 	now := time.Now().UTC()
 	term := int64(f.Term)
 	q := s.d.query(`UPDATE roost_fence SET term = `).arg(term).w(`, leader = `).arg(f.Leader).w(`, updated = `).arg(now).
@@ -492,4 +502,10 @@ func (s *Store) HomedOn(ctx context.Context, host string, fn func(user, now stri
 		}
 	}
 	return nil
+}
+
+// unknownVariable: MySQL lacks a variable that MariaDB has (error 1193).
+func unknownVariable(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == 1193
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -465,4 +466,54 @@ func checkUntouched(t *testing.T, s *Store, db *routingtest.DB) {
 		t.Fatal(err)
 	}
 	db.Exec(t, `DELETE FROM roost_journal`)
+}
+
+// A writer that freezes inside its transaction (a paused VM, SIGSTOP)
+// must not hold the fence for ever: the server ends its idle transaction
+// and the next leader writes; the frozen writer's commit then fails and
+// leaves nothing behind.
+func TestFrozenWriterDoesNotBlockTheNextLeader(t *testing.T) {
+	defer func(d time.Duration) { txIdle = d }(txIdle)
+	txIdle = time.Second
+	for _, driver := range []string{"postgres", "mysql"} {
+		t.Run(driver, func(t *testing.T) {
+			frozen, db := newStore(t, driver, 1000)
+			next := openStore(t, db, "")
+			var first atomic.Bool
+			midway, thaw := make(chan struct{}), make(chan struct{})
+			testHookBeforeCommit = func() {
+				if first.CompareAndSwap(false, true) {
+					close(midway)
+					<-thaw
+				}
+			}
+			defer func() { testHookBeforeCommit = nil }()
+			done := make(chan error, 1)
+			go func() {
+				ms := movesOff(t, frozen, "10.0.0.1", fourTargets[:1])
+				_, err := frozen.MoveBatch(context.Background(), Fence{Term: 5, Leader: "old"}, "p1", "test", ms)
+				done <- err
+			}()
+			<-midway
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			start := time.Now()
+			ms := movesOff(t, next, "10.0.0.1", fourTargets[1:2])
+			n, err := next.MoveBatch(ctx, Fence{Term: 6, Leader: "new"}, "p2", "test", ms)
+			if err != nil || n != 200+len(oddUsers) {
+				t.Fatalf("the next leader, behind a frozen writer: moved %d, %v", n, err)
+			}
+			t.Logf("the next leader wrote after %s", time.Since(start).Round(time.Millisecond))
+			close(thaw)
+			if err := <-done; err == nil {
+				t.Fatal("the frozen writer's commit succeeded after its transaction was ended")
+			}
+			if c := count(t, db, `SELECT COUNT(*) FROM roost_journal WHERE term = 5`); c != 0 {
+				t.Fatalf("%d journal rows of the frozen writer", c)
+			}
+			if c := count(t, db, `SELECT COUNT(*) FROM users WHERE proxy_host = '`+fourTargets[1].Host+`'`); c != 400+len(oddUsers) {
+				t.Fatalf("%s holds %d users, want its 200 and the moved %d", fourTargets[1].Host, c, 200+len(oddUsers))
+			}
+		})
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -375,5 +376,75 @@ failover:
 	st, _ = c.status(c.leader())
 	if m := statusMember(st, "node2"); m.State != "failed" || !strings.Contains(m.StateReason, "unreachable by 2 of 2 peers") {
 		t.Fatalf("node2: %+v", m)
+	}
+}
+
+// The leader freezes (SIGSTOP, as a paused VM) inside a routing
+// transaction, holding the fence row, in the middle of a 10,000-user
+// plan. The database ends its idle transaction, the new leader finishes
+// the plan while the old one is still frozen, and the old leader, thawed,
+// writes nothing: its transaction is gone and its term is fenced.
+func TestFrozenLeaderHoldingTheFenceDoesNotStopTheNextLeader(t *testing.T) {
+	const users = 10000
+	c, db, broken := pgFailoverCluster(t, users, 100)
+	leader := c.leader()
+	victim := c.other(leader)
+	host := "127.0.1." + strings.TrimPrefix(victim.name, "node")
+	if err := os.WriteFile(broken(victim), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor(60*time.Second, "the plan under way", func() bool {
+		return countRows(t, db, `SELECT COUNT(*) FROM roost_journal`) >= 1000
+	})
+	fenceHeld := func() bool {
+		return countRows(t, db, `SELECT COUNT(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'roost_fence' AND l.mode = 'RowExclusiveLock' AND l.granted`) > 0
+	}
+	frozen := false
+	for attempt := 0; attempt < 500 && !frozen; attempt++ {
+		if !fenceHeld() {
+			continue
+		}
+		if err := leader.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		if frozen = fenceHeld(); !frozen {
+			leader.cmd.Process.Signal(syscall.SIGCONT) // it committed first: try again
+		}
+	}
+	if !frozen {
+		t.Fatal("never caught the leader inside a routing transaction")
+	}
+	defer leader.cmd.Process.Signal(syscall.SIGCONT)
+	oldTerm := countRows(t, db, `SELECT MAX(term) FROM roost_journal`)
+	t.Logf("froze the leader %s (term %d) holding the fence, %d users moved", leader.name, oldTerm, countRows(t, db, `SELECT COUNT(*) FROM roost_journal`))
+	start := time.Now()
+	c.waitFor(90*time.Second, "the new leader to finish the plan while the old one is frozen", func() bool {
+		for _, p := range c.procs {
+			if p == leader {
+				continue
+			}
+			st, err := c.status(p)
+			if err != nil || st.Leader == "" || st.Leader == leader.name || len(st.Plans) == 0 {
+				return false
+			}
+			if pl := st.Plans[len(st.Plans)-1]; pl.Kind != "failover" || pl.Status != "done" {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("the new leader finished %s after the freeze", time.Since(start).Round(time.Millisecond))
+	if err := leader.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor(30*time.Second, "the thawed leader to step down", func() bool {
+		st, err := c.status(leader)
+		return err == nil && st.Leader != "" && st.Leader != leader.name
+	})
+	time.Sleep(2 * time.Second) // room for a stray write
+	checkFailedOver(t, db, host, users)
+	if n := countRows(t, db, `SELECT COUNT(*) FROM roost_journal WHERE term <= ? AND id > (SELECT MIN(id) FROM roost_journal WHERE term > ?)`, oldTerm, oldTerm); n != 0 {
+		t.Fatalf("%d moves of the old term after the new term wrote", n)
 	}
 }
