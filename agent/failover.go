@@ -151,6 +151,26 @@ func (k *kicker) client(base string) (*dovecot.HTTP, error) {
 
 // Moved runs on every node at once, so one slow node delays no other.
 func (k *kicker) Moved(ctx context.Context, from string, users []string) error {
+	return k.onEach(func(m gossip.Member, c *dovecot.HTTP) error {
+		var errs []error
+		if m.Name == from {
+			if _, err := c.Kick(ctx, users); err != nil {
+				errs = append(errs, fmt.Errorf("kick on %s: %w", m.Name, err))
+			}
+		}
+		if _, err := c.ProxyKick(ctx, users); err != nil {
+			errs = append(errs, fmt.Errorf("proxy kick on %s: %w", m.Name, err))
+		}
+		if _, err := c.FlushAuthCache(ctx, users); err != nil {
+			errs = append(errs, fmt.Errorf("auth cache flush on %s: %w", m.Name, err))
+		}
+		return errors.Join(errs...)
+	})
+}
+
+// onEach runs fn for every alive node that gossips a doveadm API, all at
+// once.
+func (k *kicker) onEach(fn func(gossip.Member, *dovecot.HTTP) error) error {
 	var mu sync.Mutex
 	var errs []error
 	fail := func(err error) { mu.Lock(); errs = append(errs, err); mu.Unlock() }
@@ -165,21 +185,27 @@ func (k *kicker) Moved(ctx context.Context, from string, users []string) error {
 			continue
 		}
 		wg.Go(func() {
-			if m.Name == from {
-				if _, err := c.Kick(ctx, users); err != nil {
-					fail(fmt.Errorf("kick on %s: %w", m.Name, err))
-				}
-			}
-			if _, err := c.ProxyKick(ctx, users); err != nil {
-				fail(fmt.Errorf("proxy kick on %s: %w", m.Name, err))
-			}
-			if _, err := c.FlushAuthCache(ctx, users); err != nil {
-				fail(fmt.Errorf("auth cache flush on %s: %w", m.Name, err))
+			if err := fn(m, c); err != nil {
+				fail(err)
 			}
 		})
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// HostDown drops, on every other alive node, the sessions it proxies to
+// host.
+func (k *kicker) HostDown(ctx context.Context, node, host string) error {
+	return k.onEach(func(m gossip.Member, c *dovecot.HTTP) error {
+		if m.Name == node {
+			return nil
+		}
+		if _, err := c.ProxyKickHost(ctx, host); err != nil {
+			return fmt.Errorf("proxy kick of host %s on %s: %w", host, m.Name, err)
+		}
+		return nil
+	})
 }
 
 // view is the cluster as this agent's gossip shows it, for the leader.

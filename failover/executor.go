@@ -43,6 +43,10 @@ var ErrFenced = errors.New("fenced")
 // node's Dovecot, a proxy kick on every proxy, an auth cache flush.
 type Kicker interface {
 	Moved(ctx context.Context, from string, users []string) error
+	// HostDown ends every session any proxy holds towards a failed node's
+	// host: sessions proxied to a hung backend would otherwise stay open
+	// for ever.
+	HostDown(ctx context.Context, node, host string) error
 }
 
 // Executor carries out plans on the leader: batch by batch, routing then
@@ -73,6 +77,27 @@ const maxKicks = 4
 // kick ends the moved users' sessions in the background. Best effort: a
 // kick that fails is logged, and the node's own sweep ends what it left.
 func (e *Executor) kick(ctx context.Context, plan, from string, users []string) {
+	e.background(ctx, func(ctx context.Context) error {
+		if err := e.Kicker.Moved(ctx, from, users); err != nil {
+			e.Log.Warn("plan_kick_failed", "plan", plan, "from", from, "users", len(users), "err", err)
+		}
+		return nil
+	})
+}
+
+// hostDown drops the proxies' sessions towards a failed node, in the
+// background.
+func (e *Executor) hostDown(ctx context.Context, p Plan, host string) {
+	e.background(ctx, func(ctx context.Context) error {
+		if err := e.Kicker.HostDown(ctx, p.Node, host); err != nil {
+			e.Log.Warn("plan_host_kick_failed", "plan", p.ID, "node", p.Node, "host", host, "err", err)
+		}
+		return nil
+	})
+}
+
+// background runs fn beside the plan, at most maxKicks at once.
+func (e *Executor) background(ctx context.Context, fn func(context.Context) error) {
 	e.kickOnce.Do(func() { e.kicks = make(chan struct{}, maxKicks) })
 	select {
 	case e.kicks <- struct{}{}:
@@ -82,9 +107,7 @@ func (e *Executor) kick(ctx context.Context, plan, from string, users []string) 
 	e.kicking.Add(1)
 	go func() {
 		defer func() { <-e.kicks; e.kicking.Done() }()
-		if err := e.Kicker.Moved(ctx, from, users); err != nil {
-			e.Log.Warn("plan_kick_failed", "plan", plan, "from", from, "users", len(users), "err", err)
-		}
+		_ = fn(ctx)
 	}()
 }
 
@@ -163,11 +186,17 @@ func (e *Executor) step(ctx context.Context, p Plan, l leaderOps) (int, error) {
 		// remembers its host.
 		hosts[p.Node] = p.Host
 	}
+	if p.Kind == PlanFailover && p.Batches == 0 && hosts[p.Node] != "" {
+		e.hostDown(ctx, p, hosts[p.Node]) // at once: a hung backend's sessions wait on nothing
+	}
 	moves, err := e.nextBatch(ctx, p, view, l.state(), hosts)
 	if err != nil {
 		return 0, err
 	}
 	if len(moves) == 0 {
+		if p.Kind == PlanFailover && hosts[p.Node] != "" {
+			e.hostDown(ctx, p, hosts[p.Node]) // and the sessions opened meanwhile
+		}
 		if err := l.apply(command{Op: opPlanEnd, PlanID: p.ID, Status: PlanDone, At: l.now()}); err != nil {
 			return 0, err
 		}

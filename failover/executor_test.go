@@ -103,6 +103,14 @@ func (r *memRouter) MoveBatch(ctx context.Context, f Fence, plan, reason string,
 type memKicker struct {
 	mu     sync.Mutex
 	kicked map[string][]string // node → users
+	down   []string            // node@host, per HostDown
+}
+
+func (k *memKicker) HostDown(ctx context.Context, node, host string) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.down = append(k.down, node+"@"+host)
+	return nil
 }
 
 func (k *memKicker) Moved(ctx context.Context, from string, users []string) error {
@@ -199,6 +207,11 @@ func TestExecutorFailsOverEveryUserOnceAndRecordsBatches(t *testing.T) {
 	if len(k.kicked["b"]) != 333 {
 		t.Fatalf("kicked %d users on b", len(k.kicked["b"]))
 	}
+	// The proxies drop every session towards b: when the plan starts and
+	// when it ends.
+	if len(k.down) != 2 || k.down[0] != "b@10.0.0.2" || k.down[1] != "b@10.0.0.2" {
+		t.Fatalf("host kicks %v, want b@10.0.0.2 twice", k.down)
+	}
 }
 
 // A failed node that has dropped out of gossip: the plan knows its host.
@@ -220,7 +233,8 @@ func TestExecutorResumesAHalfDonePlan(t *testing.T) {
 	r := newMemRouter(1000, "10.0.0.1", "10.0.0.2", "10.0.0.3")
 	old := &memLeader{view: cluster3(), fence: Fence{Term: 3, Leader: "a"}}
 	id := old.start(t, Plan{Kind: PlanDrain, Node: "b", Reason: "maintenance"})
-	e := newExecutor(r, &memKicker{})
+	k := &memKicker{}
+	e := newExecutor(r, k)
 	for range 2 { // two batches, then the old leader dies
 		if _, err := e.step(context.Background(), old.s.Plans[id], old.ops()); err != nil {
 			t.Fatal(err)
@@ -233,6 +247,9 @@ func TestExecutorResumesAHalfDonePlan(t *testing.T) {
 	p := heir.s.Plans[id]
 	if p.Status != PlanDone || p.Moved != 333 || p.Batches != 4 {
 		t.Fatalf("plan %+v: want done with 333 moved over 4 batches in all", p)
+	}
+	if len(k.down) != 0 {
+		t.Fatalf("a drain dropped the proxies' sessions towards b: %v", k.down)
 	}
 	for u, n := range r.moves {
 		if n != 1 {

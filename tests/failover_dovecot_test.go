@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -337,5 +338,43 @@ func TestTwoMailNodesAndAWitnessSurviveTheLossOfEither(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// b hangs (every Dovecot process stopped, as a hung FUSE mount stops
+// them). A session proxied through a to b would wait for ever; when b is
+// failed over, a drops every session it proxies to b's host, including
+// that of a user the routing filter keeps from moving.
+func TestFailoverDropsProxiedSessionsTowardsAHungNode(t *testing.T) {
+	path, _ := usersDB(t, mailUsers, "127.0.1.2")
+	nodes := dovecotlab.StartCluster(t, 3, path, false)
+	flag := filepath.Join(t.TempDir(), "b-hung")
+	kept := mailUsers[0] // not moved: the filter excludes it
+	s, err := imapLogin(nodes[0].IMAP, kept, mailPass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.Node != "b" {
+		t.Fatalf("%q is served by %q, want b", kept, s.Node)
+	}
+	c := agentsBeside(t, nodes, path, func(i int, cfg *agent.Config) {
+		cfg.Failover.SweepInterval = 0
+		cfg.Routing.Filter = "username <> '" + kept + "'"
+		if i == 1 {
+			cfg.Health.Checks[0].Command = "test ! -e " + flag
+		}
+	})
+	nodes[1].Signal(syscall.SIGSTOP)
+	defer nodes[1].Signal(syscall.SIGCONT)
+	if err := os.WriteFile(flag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.closed(30 * time.Second); err != nil {
+		t.Fatalf("the session proxied to hung b is still open: %v", err)
+	}
+	st := c.Leader().Agent.FailoverState()
+	if st.Node("node2").State != failover.Failed {
+		t.Fatalf("node2 is %s", st.Node("node2").State)
 	}
 }

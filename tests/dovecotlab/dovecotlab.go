@@ -373,6 +373,14 @@ func (i *Instance) Kill9() {
 	}
 }
 
+// Signal sends sig to the master and every process of the instance:
+// SIGSTOP hangs it as a stalled filesystem would, SIGCONT resumes it.
+func (i *Instance) Signal(sig syscall.Signal) {
+	for _, pid := range i.pids() {
+		_ = syscall.Kill(pid, sig)
+	}
+}
+
 // KillAll kills the master and every process of the instance with
 // SIGKILL, as a lost host looks to its peers: nothing answers any more.
 func (i *Instance) KillAll() {
