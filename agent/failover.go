@@ -104,7 +104,7 @@ func (r *routingDB) MoveBatch(ctx context.Context, f failover.Fence, plan, reaso
 	}
 	moves := make([]routing.Move, len(ms))
 	for i, m := range ms {
-		moves[i] = routing.Move{User: m.User, From: m.From, To: m.To}
+		moves[i] = routing.Move{User: m.User, From: m.From, To: m.To, Rehome: m.Rehome}
 	}
 	n, err := s.MoveBatch(ctx, routing.Fence{Term: f.Term, Leader: f.Leader}, plan, reason, moves)
 	if errors.Is(err, routing.ErrFenced) {

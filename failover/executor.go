@@ -28,6 +28,8 @@ type Fence struct {
 // Move is one user's move from one host to another.
 type Move struct {
 	User, From, To string
+	// Rehome: the move is an operator's, and To becomes the user's home.
+	Rehome bool
 }
 
 // Target is a node users may be moved to.
@@ -281,7 +283,7 @@ func (e *Executor) nextBatch(ctx context.Context, p Plan, view []NodeView, s Sta
 		var from string
 		if from, err = e.Router.Lookup(ctx, p.User); err == nil {
 			if to := hosts[p.To]; to != "" && from != to {
-				moves = append(moves, Move{User: p.User, From: from, To: to})
+				moves = append(moves, Move{User: p.User, From: from, To: to, Rehome: true})
 			}
 		}
 	}

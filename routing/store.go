@@ -286,6 +286,9 @@ func (s *Store) CurrentFence(ctx context.Context) (Fence, time.Time, error) {
 // Move is one user's move from one host to another.
 type Move struct {
 	User, From, To string
+	// Rehome makes To the user's home in the journal (an operator's move),
+	// so a failback of their old home leaves them where they were put.
+	Rehome bool
 }
 
 // MoveBatch moves a batch in one transaction: it first advances the fence
@@ -372,7 +375,11 @@ func (s *Store) moveChunk(ctx context.Context, tx *sql.Tx, f Fence, plan, reason
 	}
 	names = names[:0]
 	var tos []string
+	rehome := map[string]bool{}
 	for _, m := range ms {
+		if m.Rehome {
+			rehome[m.User] = true
+		}
 		if h, ok := current[m.User]; ok && h == from {
 			names, tos = append(names, m.User), append(tos, m.To)
 			delete(current, m.User) // a user listed twice moves once
@@ -410,7 +417,10 @@ func (s *Store) moveChunk(ctx context.Context, tx *sql.Tx, f Fence, plan, reason
 	}
 	home := make([]string, len(names))
 	for i, u := range names {
-		if home[i] = homes[u]; home[i] == "" {
+		switch home[i] = homes[u]; {
+		case rehome[u]:
+			home[i] = tos[i]
+		case home[i] == "":
 			home[i] = from
 		}
 	}

@@ -316,6 +316,22 @@ func TestHomedOnForFailback(t *testing.T) {
 		if j, _ := s.Journal(ctx, again[0].User); len(j) != 2 || j[1].Home != "10.0.0.1" {
 			t.Fatalf("second move's home: %+v", j)
 		}
+		// An operator's move makes the target the user's home: a failback
+		// of the old home leaves the user where it was put.
+		put := []Move{{User: ms[4].User, From: "10.0.0.2", To: "10.0.0.4", Rehome: true}}
+		if _, err := s.MoveBatch(ctx, Fence{Term: 2, Leader: "x"}, "p4", "moved by an operator", put); err != nil {
+			t.Fatal(err)
+		}
+		if j, _ := s.Journal(ctx, ms[4].User); len(j) != 2 || j[1].Home != "10.0.0.4" {
+			t.Fatalf("an operator's move's home: %+v", j)
+		}
+		homed = map[string]string{}
+		if err := s.HomedOn(ctx, "10.0.0.1", func(u, now string) error { homed[u] = now; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := homed[ms[4].User]; ok || len(homed) != len(ms)-2 {
+			t.Fatalf("after an operator's move, %d homed on 10.0.0.1 (want %d), moved user listed: %v", len(homed), len(ms)-2, ok)
+		}
 	})
 }
 
