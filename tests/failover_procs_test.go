@@ -100,6 +100,42 @@ func pgAddr(t *testing.T, dsn string) string {
 	return net.JoinHostPort(m[1], m[2])
 }
 
+// failNonLeader breaks a node that does not lead and waits until its
+// failover has moved 1,000 users.
+func failNonLeader(t *testing.T, c *procCluster, db *routingtest.DB, broken func(*proc) string) (leader, victim *proc, host string) {
+	t.Helper()
+	leader = c.leader()
+	victim = c.other(leader)
+	host = "127.0.1." + strings.TrimPrefix(victim.name, "node")
+	if err := os.WriteFile(broken(victim), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor(60*time.Second, "the plan under way", func() bool {
+		return countRows(t, db, `SELECT COUNT(*) FROM roost_journal`) >= 1000
+	})
+	return leader, victim, host
+}
+
+// failoverDone: every node but old agrees on a leader other than old, and
+// its latest plan is a finished failover.
+func (c *procCluster) failoverDone(old *proc) func() bool {
+	return func() bool {
+		for _, p := range c.procs {
+			if p == old || !p.running() {
+				continue
+			}
+			st, err := c.status(p)
+			if err != nil || st.Leader == "" || (old != nil && st.Leader == old.name) || len(st.Plans) == 0 {
+				return false
+			}
+			if pl := st.Plans[len(st.Plans)-1]; pl.Kind != "failover" || pl.Status != "done" {
+				return false
+			}
+		}
+		return true
+	}
+}
+
 func (c *procCluster) other(not ...*proc) *proc {
 	for _, p := range c.procs {
 		skip := false
@@ -146,35 +182,15 @@ func checkFailedOver(t *testing.T, db *routingtest.DB, host string, users int) {
 func TestLeaderKilledMidPlanNextLeaderFinishes(t *testing.T) {
 	const users = 10000
 	c, db, broken := pgFailoverCluster(t, users, 100)
-	leader := c.leader()
-	victim := c.other(leader)
-	host := "127.0.1." + strings.TrimPrefix(victim.name, "node")
-	if err := os.WriteFile(broken(victim), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	moved := 0
-	c.waitFor(60*time.Second, "the plan under way", func() bool {
-		moved = countRows(t, db, `SELECT COUNT(*) FROM roost_journal`)
-		return moved >= 1000
-	})
+	leader, victim, host := failNonLeader(t, c, db, broken)
+	moved := countRows(t, db, `SELECT COUNT(*) FROM roost_journal`)
 	leader.kill9(t)
 	if moved >= users {
 		t.Fatalf("the plan was done (%d moved) before the leader died: the test shows nothing", moved)
 	}
 	t.Logf("killed the leader %s with %d of %d users moved", leader.name, moved, users)
-	var next *proc
-	c.waitFor(60*time.Second, "a new leader to finish the plan", func() bool {
-		next = c.leader()
-		if next == nil || next == leader {
-			return false
-		}
-		st, err := c.status(next)
-		if err != nil || len(st.Plans) == 0 {
-			return false
-		}
-		p := st.Plans[len(st.Plans)-1]
-		return p.Kind == "failover" && p.Node == victim.name && p.Status == "done"
-	})
+	c.waitFor(60*time.Second, "a new leader to finish the plan", c.failoverDone(leader))
+	next := c.leader()
 	checkFailedOver(t, db, host, users)
 	if n := countRows(t, db, `SELECT COUNT(DISTINCT term) FROM roost_journal`); n < 2 {
 		t.Errorf("the journal names %d raft term(s): the new leader moved nobody", n)
@@ -193,14 +209,7 @@ func TestLeaderKilledMidPlanNextLeaderFinishes(t *testing.T) {
 func TestDatabaseDownMidPlanThePlanWaitsAndCompletes(t *testing.T) {
 	const users = 10000
 	c, db, broken := pgFailoverCluster(t, users, 100)
-	victim := c.other(c.leader())
-	host := "127.0.1." + strings.TrimPrefix(victim.name, "node")
-	if err := os.WriteFile(broken(victim), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	c.waitFor(60*time.Second, "the plan under way", func() bool {
-		return countRows(t, db, `SELECT COUNT(*) FROM roost_journal`) >= 1000
-	})
+	_, _, host := failNonLeader(t, c, db, broken)
 	up := db.Down(t)
 	downAt := time.Now()
 	time.Sleep(30 * time.Second)
@@ -210,18 +219,7 @@ func TestDatabaseDownMidPlanThePlanWaitsAndCompletes(t *testing.T) {
 	if moved >= users {
 		t.Fatalf("all %d moved before the database went down: the test shows nothing", moved)
 	}
-	c.waitFor(90*time.Second, "the plan to complete", func() bool {
-		l := c.leader()
-		if l == nil {
-			return false
-		}
-		st, err := c.status(l)
-		if err != nil || len(st.Plans) == 0 {
-			return false
-		}
-		p := st.Plans[len(st.Plans)-1]
-		return p.Kind == "failover" && p.Status == "done"
-	})
+	c.waitFor(90*time.Second, "the plan to complete", c.failoverDone(nil))
 	checkFailedOver(t, db, host, users)
 	logs := ""
 	for _, p := range c.procs {
@@ -241,15 +239,7 @@ func TestMinorityPartitionCutOffLeaderNeverWrites(t *testing.T) {
 	const users = 10000
 	lab := newNetLab(t, 3)
 	c, db, broken := pgFailoverClusterIn(t, lab, users, 100)
-	leader := c.leader()
-	victim := c.other(leader)
-	host := "127.0.1." + strings.TrimPrefix(victim.name, "node")
-	if err := os.WriteFile(broken(victim), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	c.waitFor(60*time.Second, "the plan under way", func() bool {
-		return countRows(t, db, `SELECT COUNT(*) FROM roost_journal`) >= 1000
-	})
+	leader, _, host := failNonLeader(t, c, db, broken)
 	li := 0
 	for i, p := range c.procs {
 		if p == leader {
@@ -259,21 +249,7 @@ func TestMinorityPartitionCutOffLeaderNeverWrites(t *testing.T) {
 	lab.cut(li)
 	oldTerm := countRows(t, db, `SELECT MAX(term) FROM roost_journal`)
 	t.Logf("cut off the leader %s (term %d) with %d of %d users moved", leader.name, oldTerm, countRows(t, db, `SELECT COUNT(*) FROM roost_journal`), users)
-	c.waitFor(60*time.Second, "the majority's new leader to finish the plan", func() bool {
-		for _, p := range c.procs {
-			if p == leader {
-				continue
-			}
-			st, err := c.status(p)
-			if err != nil || st.Leader == "" || st.Leader == leader.name || len(st.Plans) == 0 {
-				return false
-			}
-			if pl := st.Plans[len(st.Plans)-1]; pl.Kind != "failover" || pl.Status != "done" {
-				return false
-			}
-		}
-		return true
-	})
+	c.waitFor(60*time.Second, "the majority's new leader to finish the plan", c.failoverDone(leader))
 	checkFailedOver(t, db, host, users)
 	// No row of the old term after the new term's first: the deposed
 	// leader wrote nothing once it was deposed.
@@ -387,15 +363,7 @@ failover:
 func TestFrozenLeaderHoldingTheFenceDoesNotStopTheNextLeader(t *testing.T) {
 	const users = 10000
 	c, db, broken := pgFailoverCluster(t, users, 100)
-	leader := c.leader()
-	victim := c.other(leader)
-	host := "127.0.1." + strings.TrimPrefix(victim.name, "node")
-	if err := os.WriteFile(broken(victim), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	c.waitFor(60*time.Second, "the plan under way", func() bool {
-		return countRows(t, db, `SELECT COUNT(*) FROM roost_journal`) >= 1000
-	})
+	leader, _, host := failNonLeader(t, c, db, broken)
 	fenceHeld := func() bool {
 		return countRows(t, db, `SELECT COUNT(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'roost_fence' AND l.mode = 'RowExclusiveLock' AND l.granted`) > 0
 	}
@@ -419,21 +387,7 @@ func TestFrozenLeaderHoldingTheFenceDoesNotStopTheNextLeader(t *testing.T) {
 	oldTerm := countRows(t, db, `SELECT MAX(term) FROM roost_journal`)
 	t.Logf("froze the leader %s (term %d) holding the fence, %d users moved", leader.name, oldTerm, countRows(t, db, `SELECT COUNT(*) FROM roost_journal`))
 	start := time.Now()
-	c.waitFor(90*time.Second, "the new leader to finish the plan while the old one is frozen", func() bool {
-		for _, p := range c.procs {
-			if p == leader {
-				continue
-			}
-			st, err := c.status(p)
-			if err != nil || st.Leader == "" || st.Leader == leader.name || len(st.Plans) == 0 {
-				return false
-			}
-			if pl := st.Plans[len(st.Plans)-1]; pl.Kind != "failover" || pl.Status != "done" {
-				return false
-			}
-		}
-		return true
-	})
+	c.waitFor(90*time.Second, "the new leader to finish the plan while the old one is frozen", c.failoverDone(leader))
 	t.Logf("the new leader finished %s after the freeze", time.Since(start).Round(time.Millisecond))
 	if err := leader.cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
