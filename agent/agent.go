@@ -39,6 +39,7 @@ type Agent struct {
 	peers   *health.Peers
 	routing *routingDB
 	kicker  *kicker
+	lb      *lbServer
 }
 
 // New binds every listener (gossip, cluster port, API) so that addresses
@@ -96,6 +97,10 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 	if err != nil {
 		return fail(err)
 	}
+	if a.lb, err = newLBServer(cfg.LB, a.lbSignal, a.log); err != nil {
+		a.api.close()
+		return fail(err)
+	}
 	meta := gossip.Meta{
 		Role:      cfg.Node.Role,
 		ProxyHost: cfg.Node.ProxyHost,
@@ -108,6 +113,7 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 	a.gossip, err = gossip.New(cfg.Gossip, cfg.Node.Name, meta, a.log, a.reg)
 	if err != nil {
 		a.api.close()
+		a.lb.close()
 		return fail(err)
 	}
 	members.g = a.gossip
@@ -126,6 +132,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.gossip.Run(ctx, a.cfg.Node.LeaveOnStop) })
 	g.Go(func() error { return a.cluster.Run(ctx) })
 	g.Go(func() error { return a.api.run(ctx) })
+	g.Go(func() error { return a.lb.run(ctx) })
 	g.Go(func() error { return a.fsprobe.Run(ctx) })
 	g.Go(func() error { return a.health.Run(ctx) })
 	g.Go(func() error { return a.peers.Run(ctx) })
@@ -275,6 +282,9 @@ func (m *membership) SetHasState(b bool) error {
 
 // Snapshot takes a raft snapshot now.
 func (a *Agent) Snapshot() error { return a.cluster.Snapshot() }
+
+// LBAddrs are the LB signal's agent-check and HTTP addresses ("" when off).
+func (a *Agent) LBAddrs() (agentCheck, http string) { return a.lb.addrs() }
 
 // APIAddr is the TCP API's address, or "" when it is off.
 func (a *Agent) APIAddr() string { return a.api.tcpAddr() }

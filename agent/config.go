@@ -36,6 +36,7 @@ type Config struct {
 	Routing  routing.Config        `yaml:"routing"`
 	Dovecot  dovecot.Config        `yaml:"dovecot"`
 	Failover failover.PolicyConfig `yaml:"failover"`
+	LB       LBConfig              `yaml:"lb"`
 }
 
 // NodeConfig says who this node is.
@@ -150,6 +151,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.Failover.Validate(); err != nil {
 		return fmt.Errorf("failover.%w", err)
+	}
+	if err := c.LB.Validate(); err != nil {
+		return fmt.Errorf("lb.%w", err)
 	}
 	a := c.API
 	if a.Socket == "" && a.Listen == "" {

@@ -11,9 +11,10 @@ command -v go >/dev/null || fail "go is not on PATH (Go 1.26 expected)"
 command -v git >/dev/null || need_pkgs+=(git)
 # Real Dovecot 2.3 for the health checks, kicks and end-to-end (its SQLite
 # passdb driver for the proxy_maybe tests); real PostgreSQL and MariaDB for
-# routing. The tests start private servers; the packages' own stay off.
+# routing; HAProxy in front; iproute2 for network namespaces. The tests
+# start private servers; the packages' own stay off.
 for p in dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-submissiond dovecot-managesieved dovecot-sieve dovecot-sqlite \
-         postgresql mariadb-server; do
+         postgresql mariadb-server haproxy iproute2; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 
@@ -22,8 +23,8 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "test-deps: missing ${need_pkgs[*]}; run as root or install them" >&2; exit 1
   fi
   echo "== installing ${need_pkgs[*]}"
-  # The packages must not start the distro's Dovecot on *:143, PostgreSQL
-  # or MariaDB: tests run their own instances. policy-rc.d (exit 101)
+  # The packages must not start the distro's Dovecot on *:143, PostgreSQL,
+  # MariaDB or HAProxy: tests run their own instances. policy-rc.d (exit 101)
   # stops invoke-rc.d.
   created_policy=0
   if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -37,4 +38,6 @@ getent passwd vmail >/dev/null || useradd --system --user-group --home-dir /none
 command -v dovecot >/dev/null || fail "dovecot is not installed"
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || fail "PostgreSQL's server is not installed"
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || fail "MariaDB's server is not installed"
+command -v haproxy >/dev/null || fail "haproxy is not installed"
+command -v ip >/dev/null || fail "ip (iproute2) is not installed"
 echo "== test dependencies present: $(go version), root, /dev/fuse, dovecot $(dovecot --version), $(ls -d /usr/lib/postgresql/*/bin | head -1), $(/usr/sbin/mariadbd --version | head -1)"

@@ -1,0 +1,192 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/roost-mail/roost/failover"
+	"github.com/roost-mail/roost/health"
+)
+
+// LBConfig is how the load balancer in front learns whether this node
+// should get traffic.
+type LBConfig struct {
+	// AgentCheck is a host:port where HAProxy's agent-check reads one line:
+	// "up ready", "up drain", "down" or "maint", then a "#" and why
+	// (server … agent-check agent-port PORT). Empty: off.
+	AgentCheck string `yaml:"agent_check"`
+	// HTTP is a host:port answering GET /lb with 200 when the node should
+	// get new connections and 503 when not, for cloud network load
+	// balancers. Empty: off.
+	HTTP string `yaml:"http"`
+	// Weight, 1-256, is sent to HAProxy as a percentage of the server's
+	// configured weight while the node is up (0: send none).
+	Weight int `yaml:"weight"`
+}
+
+// Validate reports the first problem, naming the key.
+func (c LBConfig) Validate() error {
+	for key, v := range map[string]string{"agent_check": c.AgentCheck, "http": c.HTTP} {
+		if v == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			return fmt.Errorf("%s %q: %w", key, v, err)
+		}
+	}
+	if c.Weight < 0 || c.Weight > 256 {
+		return fmt.Errorf("weight %d: want 1-256 (percent), or 0 for none", c.Weight)
+	}
+	return nil
+}
+
+// LB signals.
+const (
+	lbUp    = "up"
+	lbDrain = "drain"
+	lbDown  = "down"
+	lbMaint = "maint"
+)
+
+// lbSignal is what the load balancer should do with this node now, and
+// why: its failover state, and down at once while its own health is
+// critical (DESIGN.md, invariant 7: a hung mount takes it out before the
+// leader acts).
+func (a *Agent) lbSignal() (string, string) {
+	r := a.cluster.State().Node(a.cfg.Node.Name)
+	rep := a.health.Report()
+	switch {
+	case r.State == failover.Maintenance:
+		return lbMaint, "maintenance: " + r.Reason
+	case rep.Status == health.Critical:
+		return lbDown, "critical: " + strings.Join(rep.Reasons, "; ")
+	}
+	switch r.State.LBSignal() {
+	case "drain":
+		return lbDrain, "draining: " + r.Reason
+	case "down":
+		return lbDown, string(r.State) + ": " + r.Reason
+	}
+	return lbUp, string(r.State)
+}
+
+// agentCheckLine is the HAProxy agent-check answer for a signal.
+func agentCheckLine(signal, why string, weight int) string {
+	words := map[string]string{lbUp: "up ready", lbDrain: "up drain", lbDown: "down", lbMaint: "maint"}[signal]
+	if signal == lbUp && weight > 0 {
+		words += fmt.Sprintf(" %d%%", weight)
+	}
+	// A description follows '#'; keep it one short line.
+	why = strings.Map(func(r rune) rune {
+		if r < ' ' {
+			return ' '
+		}
+		return r
+	}, why)
+	if len(why) > 200 {
+		why = strings.ToValidUTF8(why[:200], "")
+	}
+	return words + " #" + why + "\n"
+}
+
+// lbServer serves the LB signal.
+type lbServer struct {
+	log     *slog.Logger
+	signal  func() (string, string)
+	weight  int
+	agentLn net.Listener
+	httpLn  net.Listener
+}
+
+func newLBServer(cfg LBConfig, signal func() (string, string), log *slog.Logger) (*lbServer, error) {
+	s := &lbServer{log: log, signal: signal, weight: cfg.Weight}
+	var err error
+	if cfg.AgentCheck != "" {
+		if s.agentLn, err = net.Listen("tcp", cfg.AgentCheck); err != nil {
+			return nil, fmt.Errorf("lb.agent_check: %w", err)
+		}
+	}
+	if cfg.HTTP != "" {
+		if s.httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
+			s.close()
+			return nil, fmt.Errorf("lb.http: %w", err)
+		}
+	}
+	return s, nil
+}
+
+func (s *lbServer) close() {
+	for _, ln := range []net.Listener{s.agentLn, s.httpLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+// addrs are the bound addresses (agent-check, HTTP), "" when off.
+func (s *lbServer) addrs() (string, string) {
+	var a, h string
+	if s.agentLn != nil {
+		a = s.agentLn.Addr().String()
+	}
+	if s.httpLn != nil {
+		h = s.httpLn.Addr().String()
+	}
+	return a, h
+}
+
+func (s *lbServer) run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer s.close()
+	if s.agentLn != nil {
+		wg.Go(func() {
+			for {
+				c, err := s.agentLn.Accept()
+				if err != nil {
+					return
+				}
+				wg.Go(func() {
+					defer c.Close()
+					_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+					sig, why := s.signal()
+					_, _ = c.Write([]byte(agentCheckLine(sig, why, s.weight)))
+				})
+			}
+		})
+	}
+	if s.httpLn != nil {
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /lb", func(w http.ResponseWriter, r *http.Request) {
+			sig, why := s.signal()
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.Header().Set("Cache-Control", "no-store")
+			code := http.StatusOK
+			if sig != lbUp {
+				code = http.StatusServiceUnavailable
+			}
+			w.WriteHeader(code)
+			fmt.Fprintf(w, "%s: %s\n", sig, why)
+		})
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		wg.Go(func() {
+			if err := hs.Serve(s.httpLn); !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				s.log.Error("lb_http_failed", "err", err)
+			}
+		})
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = hs.Shutdown(sctx)
+		}()
+	}
+	<-ctx.Done()
+	return nil
+}
