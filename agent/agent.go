@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -93,7 +94,13 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 		a.cluster.Close()
 		return nil, err
 	}
-	a.api, err = newAPIServer(cfg.API, a, a.log, a.reg)
+	hook := &webhookHandler{cfg: cfg.Alertmanager, operate: a.cluster.Operate, logf: a.log.Warn}
+	if cfg.Alertmanager.WebhookTokenFile != "" {
+		if hook.token, err = readToken(cfg.Alertmanager.WebhookTokenFile); err != nil {
+			return fail(fmt.Errorf("alertmanager.webhook_token_file: %w", err))
+		}
+	}
+	a.api, err = newAPIServer(cfg.API, a, hook, a.log, a.reg)
 	if err != nil {
 		return fail(err)
 	}
@@ -133,6 +140,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.cluster.Run(ctx) })
 	g.Go(func() error { return a.api.run(ctx) })
 	g.Go(func() error { return a.lb.run(ctx) })
+	if len(a.cfg.Alertmanager.URLs) > 0 {
+		al := &alerter{cfg: a.cfg.Alertmanager, hc: &http.Client{Timeout: 10 * time.Second}, state: a.cluster.State,
+			leader: func() bool { return a.cluster.Status().Leader == a.cfg.Node.Name }, logf: a.log.Warn}
+		g.Go(func() error { al.run(ctx); return nil })
+	}
 	g.Go(func() error { return a.fsprobe.Run(ctx) })
 	g.Go(func() error { return a.health.Run(ctx) })
 	g.Go(func() error { return a.peers.Run(ctx) })

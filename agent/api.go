@@ -30,12 +30,14 @@ type apiServer struct {
 	unixLn    net.Listener
 	tcpLn     net.Listener
 	token     string
+	hook      *webhookHandler
 	closeOnce sync.Once
 }
 
-func newAPIServer(cfg APIConfig, src backend, log *slog.Logger, reg *prometheus.Registry) (*apiServer, error) {
-	s := &apiServer{log: log}
+func newAPIServer(cfg APIConfig, src backend, hook *webhookHandler, log *slog.Logger, reg *prometheus.Registry) (*apiServer, error) {
+	s := &apiServer{log: log, hook: hook}
 	mux := http.NewServeMux()
+	mux.Handle("POST /v1/alertmanager", hook)
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, src.Status()) })
 	routes(mux, src)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -148,6 +150,16 @@ func (s *apiServer) close() {
 
 func (s *apiServer) requireToken(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/alertmanager" {
+			// Alertmanager's own token, which can do nothing else.
+			if !s.hook.authorized(r) {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="roostd-webhook"`)
+				writeJSON(w, http.StatusUnauthorized, api.Error{Error: "missing or wrong webhook token (alertmanager.webhook_token_file)"})
+				return
+			}
+			next.ServeHTTP(w, r)
+			return
+		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="roostd"`)

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -37,6 +38,8 @@ type Config struct {
 	Dovecot  dovecot.Config        `yaml:"dovecot"`
 	Failover failover.PolicyConfig `yaml:"failover"`
 	LB       LBConfig              `yaml:"lb"`
+	// Alertmanager is Prometheus' Alertmanager, both ways.
+	Alertmanager AlertmanagerConfig `yaml:"alertmanager"`
 }
 
 // NodeConfig says who this node is.
@@ -82,16 +85,17 @@ type APIConfig struct {
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		Node:     NodeConfig{Name: host, Role: RoleMail, DataDir: "/var/lib/roost"},
-		Log:      LogConfig{Level: "info", Format: "text"},
-		Gossip:   gossip.DefaultConfig(),
-		Raft:     failover.DefaultRaftConfig(),
-		API:      APIConfig{Socket: api.DefaultSocket},
-		FSProbe:  fsprobe.DefaultConfig(),
-		Health:   health.DefaultConfig(),
-		Routing:  routing.DefaultConfig(),
-		Dovecot:  dovecot.DefaultConfig(),
-		Failover: failover.DefaultPolicyConfig(),
+		Node:         NodeConfig{Name: host, Role: RoleMail, DataDir: "/var/lib/roost"},
+		Log:          LogConfig{Level: "info", Format: "text"},
+		Gossip:       gossip.DefaultConfig(),
+		Raft:         failover.DefaultRaftConfig(),
+		API:          APIConfig{Socket: api.DefaultSocket},
+		FSProbe:      fsprobe.DefaultConfig(),
+		Health:       health.DefaultConfig(),
+		Routing:      routing.DefaultConfig(),
+		Dovecot:      dovecot.DefaultConfig(),
+		Failover:     failover.DefaultPolicyConfig(),
+		Alertmanager: AlertmanagerConfig{ResendInterval: 30 * time.Second},
 	}
 }
 
@@ -155,6 +159,12 @@ func (c Config) Validate() error {
 	if err := c.LB.Validate(); err != nil {
 		return fmt.Errorf("lb.%w", err)
 	}
+	if err := c.Alertmanager.Validate(); err != nil {
+		return fmt.Errorf("alertmanager.%w", err)
+	}
+	if c.Alertmanager.WebhookTokenFile != "" && c.API.Listen == "" {
+		return errors.New("alertmanager.webhook_token_file is set but api.listen is empty: Alertmanager reaches the webhook on the TCP API")
+	}
 	a := c.API
 	if a.Socket == "" && a.Listen == "" {
 		return errors.New("api.socket and api.listen are both empty: nodectl could not reach the agent")
@@ -206,6 +216,11 @@ func (c Config) CheckFiles() error {
 		}
 		if _, err := readToken(c.API.TokenFile); err != nil {
 			return fmt.Errorf("api.token_file: %w", err)
+		}
+	}
+	if c.Alertmanager.WebhookTokenFile != "" {
+		if _, err := readToken(c.Alertmanager.WebhookTokenFile); err != nil {
+			return fmt.Errorf("alertmanager.webhook_token_file: %w", err)
 		}
 	}
 	return nil

@@ -1,0 +1,133 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roost-mail/roost/failover"
+)
+
+const goodPayload = `{"version":"4","groupKey":"{}:{alertname=\"MailDiskFailing\"}","status":"firing","receiver":"roost",
+"groupLabels":{"alertname":"MailDiskFailing"},"commonLabels":{},"commonAnnotations":{},"externalURL":"http://am:9093","truncatedAlerts":0,
+"alerts":[{"status":"firing","labels":{"alertname":"MailDiskFailing","node":"mail2"},"annotations":{},"startsAt":"2026-11-28T12:00:00Z",
+"endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://prom/graph","fingerprint":"c6eadffa33fcdf37"}]}`
+
+func TestParseWebhookNamesTheProblem(t *testing.T) {
+	if _, err := parseWebhook([]byte(goodPayload)); err != nil {
+		t.Fatal(err)
+	}
+	for want, body := range map[string]string{
+		"not an Alertmanager webhook payload":          `{"version":`,
+		`unknown field "surprise"`:                     strings.Replace(goodPayload, `"receiver"`, `"surprise":1,"receiver"`, 1),
+		`version "3": want "4"`:                        strings.Replace(goodPayload, `"version":"4"`, `"version":"3"`, 1),
+		`status "burning"`:                             strings.Replace(goodPayload, `"status":"firing","receiver"`, `"status":"burning","receiver"`, 1),
+		"no alerts":                                    `{"version":"4","status":"firing","alerts":[]}`,
+		`alerts[0].status "maybe"`:                     strings.Replace(goodPayload, `[{"status":"firing"`, `[{"status":"maybe"`, 1),
+		"alerts[0] has no alertname label":             strings.Replace(goodPayload, `"alertname":"MailDiskFailing","node"`, `"node"`, 1),
+		"alerts[0] has no fingerprint":                 strings.Replace(goodPayload, `"fingerprint":"c6eadffa33fcdf37"`, `"fingerprint":""`, 1),
+		"more than one JSON value":                     goodPayload + ` {}`,
+		"cannot unmarshal number into Go struct field": strings.Replace(goodPayload, `"receiver":"roost"`, `"receiver":7`, 1),
+	} {
+		if _, err := parseWebhook([]byte(body)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v, want an error containing %q", err, want)
+		}
+	}
+}
+
+// FuzzParseWebhook: no payload panics the parser, and whatever it accepts
+// carries what the handler relies on.
+func FuzzParseWebhook(f *testing.F) {
+	f.Add([]byte(goodPayload))
+	f.Add([]byte(`{"version":"4","status":"resolved","alerts":[{"status":"resolved","labels":{"alertname":"x"},"fingerprint":"f"}]}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		w, err := parseWebhook(b)
+		if err != nil {
+			return
+		}
+		if w.Version != "4" || len(w.Alerts) == 0 {
+			t.Fatalf("accepted %q", b)
+		}
+		for _, a := range w.Alerts {
+			if a.Labels["alertname"] == "" || a.Fingerprint == "" || (a.Status != "firing" && a.Status != "resolved") {
+				t.Fatalf("accepted an alert without what the handler needs: %+v", a)
+			}
+		}
+	})
+}
+
+type recordedOps struct{ reqs []failover.Request }
+
+func (r *recordedOps) operate(_ context.Context, req failover.Request) (failover.Reply, error) {
+	r.reqs = append(r.reqs, req)
+	return failover.Reply{Message: "ok: " + req.Op}, nil
+}
+
+func post(t *testing.T, h http.Handler, body string) (int, []AlertResult) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/alertmanager", strings.NewReader(body)))
+	var out []AlertResult
+	_ = json.Unmarshal(rec.Body.Bytes(), &out)
+	return rec.Code, out
+}
+
+// Firing drains once (repeats of the same fingerprint are duplicates),
+// resolved undrains, an unmatched alert does nothing, a malformed payload
+// gets 400 and changes nothing, and dry run only says what it would do.
+func TestWebhookActsOncePerAlertState(t *testing.T) {
+	ops := &recordedOps{}
+	h := &webhookHandler{cfg: AlertmanagerConfig{Rules: []AlertRule{{Alertname: "MailDiskFailing", Action: "drain", UndoOnResolve: true}}},
+		operate: ops.operate, logf: func(string, ...any) {}}
+	for range 2 {
+		if code, res := post(t, h, goodPayload); code != 200 || len(res) != 1 {
+			t.Fatalf("firing: %d %+v", code, res)
+		}
+	}
+	if len(ops.reqs) != 1 || ops.reqs[0].Op != failover.OpDrain || ops.reqs[0].Node != "mail2" || ops.reqs[0].Reason != "alert MailDiskFailing" {
+		t.Fatalf("requests after a repeated firing: %+v", ops.reqs)
+	}
+	resolved := strings.ReplaceAll(goodPayload, `"firing"`, `"resolved"`)
+	if code, res := post(t, h, resolved); code != 200 || res[0].Action != failover.OpUndrain {
+		t.Fatalf("resolved: %d %+v", code, res)
+	}
+	other := strings.Replace(goodPayload, `"alertname":"MailDiskFailing","node"`, `"alertname":"Other","node"`, 1)
+	if _, res := post(t, h, other); res[0].Action != "no-rule" {
+		t.Fatalf("an unmatched alert: %+v", res)
+	}
+	if code, _ := post(t, h, `{"version":"4"`); code != http.StatusBadRequest {
+		t.Fatalf("a malformed payload: %d", code)
+	}
+	if len(ops.reqs) != 2 {
+		t.Fatalf("requests: %+v", ops.reqs)
+	}
+
+	dry := &webhookHandler{cfg: AlertmanagerConfig{DryRun: true, Rules: h.cfg.Rules}, operate: ops.operate, logf: func(string, ...any) {}}
+	if _, res := post(t, dry, strings.Replace(goodPayload, "c6eadffa33fcdf37", "0000000000000001", 1)); res[0].Result != "dry run: would drain mail2" {
+		t.Fatalf("dry run: %+v", res)
+	}
+	if len(ops.reqs) != 2 {
+		t.Fatal("the dry run acted")
+	}
+}
+
+func TestRoostAlerts(t *testing.T) {
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	s := failover.State{ClusterID: "c1",
+		Nodes:  map[string]failover.NodeRecord{"a": {State: failover.Failed, Reason: "mount hung", Since: now.Add(-time.Minute)}, "b": {State: failover.Maintenance}, "c": {State: failover.Active}},
+		Frozen: &failover.Freeze{Reason: "2 of 3 failed", Since: now},
+		Plans:  map[string]failover.Plan{"000001-failover": {ID: "000001-failover", Kind: failover.PlanFailover, Node: "a", Status: failover.PlanRunning, Created: now.Add(-20 * time.Minute)}},
+	}
+	var got []string
+	for _, a := range roostAlerts(s, now) {
+		got = append(got, a.Labels["alertname"]+"/"+a.Labels["node"])
+	}
+	if strings.Join(got, " ") != "RoostNodeFailedOver/a RoostClusterFrozen/ RoostPlanStuck/a" {
+		t.Fatalf("alerts: %v", got)
+	}
+}
