@@ -41,6 +41,10 @@ type Agent struct {
 	routing *routingDB
 	kicker  *kicker
 	lb      *lbServer
+	hook    *webhookHandler
+	leading *failover.Leading
+	// progress is the watch loop's heartbeat, for systemd's watchdog.
+	progress progress
 }
 
 // New binds every listener (gossip, cluster port, API) so that addresses
@@ -78,9 +82,8 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 	}
 	a.routing = &routingDB{}
 	a.kicker = &kicker{cfg: cfg.Dovecot, members: func() []gossip.Member { return a.gossip.Members() }, clients: map[string]*dovecot.HTTP{}}
-	var leading *failover.Leading
 	if cfg.Routing.DSNFile != "" {
-		leading = &failover.Leading{
+		a.leading = &failover.Leading{
 			Executor: &failover.Executor{
 				Router: a.routing, Choose: choose, BatchSize: cfg.Failover.BatchSize,
 				Kicker:   a.kicker,
@@ -88,13 +91,14 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 			},
 			View: a.view, Policy: cfg.Failover.Policy, Interval: cfg.Failover.Interval,
 		}
-		a.cluster.Lead(leading)
+		a.cluster.Lead(a.leading)
 	}
 	fail := func(err error) (*Agent, error) {
 		a.cluster.Close()
 		return nil, err
 	}
 	hook := &webhookHandler{cfg: cfg.Alertmanager, operate: a.cluster.Operate, logf: a.log.Warn}
+	a.hook = hook
 	if cfg.Alertmanager.WebhookTokenFile != "" {
 		if hook.token, err = readToken(cfg.Alertmanager.WebhookTokenFile); err != nil {
 			return fail(fmt.Errorf("alertmanager.webhook_token_file: %w", err))
@@ -124,8 +128,8 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 		return fail(err)
 	}
 	members.g = a.gossip
-	if leading != nil {
-		leading.Changes = a.gossip.Subscribe()
+	if a.leading != nil {
+		a.leading.Changes = a.gossip.Subscribe()
 	}
 	// Peers are probed from this node's gossip address, known only now.
 	a.peers.Source = probeSource(a.gossip.Addr())
@@ -149,6 +153,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.health.Run(ctx) })
 	g.Go(func() error { return a.peers.Run(ctx) })
 	g.Go(func() error { a.watch(ctx); return nil })
+	g.Go(func() error { a.notifySystemd(ctx); return nil })
 	if a.cfg.Routing.DSNFile != "" {
 		g.Go(func() error { a.routing.run(ctx, a.cfg.Routing, a.log); return nil })
 		if a.cfg.Node.Role == RoleMail && a.cfg.Failover.SweepInterval > 0 {
@@ -315,10 +320,17 @@ func (a *Agent) watch(ctx context.Context) {
 	}
 	publish(a.health.Report())
 	fsBad := false
+	beat := time.NewTicker(200 * time.Millisecond)
+	defer beat.Stop()
 	for {
+		a.progress.mark()
+		if testHookWatch != nil {
+			testHookWatch()
+		}
 		select {
 		case <-ctx.Done():
 			return
+		case <-beat.C:
 		case results := <-a.fsprobe.Updates():
 			bad := false
 			for _, r := range results {

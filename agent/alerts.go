@@ -147,6 +147,7 @@ type AlertResult struct {
 
 // webhookHandler carries out alerts through the raft leader.
 type webhookHandler struct {
+	cfgMu   sync.RWMutex // cfg changes on a reload
 	cfg     AlertmanagerConfig
 	token   string // "" on the socket: its file mode authorises
 	operate func(context.Context, failover.Request) (failover.Reply, error)
@@ -179,17 +180,20 @@ func (h *webhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
+	h.cfgMu.RLock()
+	cfg := h.cfg
+	h.cfgMu.RUnlock()
 	alerts := append([]webhookAlert(nil), p.Alerts...)
 	sort.SliceStable(alerts, func(i, j int) bool { return alerts[i].StartsAt.Before(alerts[j].StartsAt) })
 	var out []AlertResult
 	for _, a := range alerts {
-		res, retry := h.handle(r.Context(), a)
+		res, retry := h.handle(r.Context(), cfg, a)
 		if retry != nil {
 			// No leader now: Alertmanager retries the whole group.
 			writeError(w, http.StatusServiceUnavailable, retry)
 			return
 		}
-		h.logf("alert_handled", "alert", res.Alert, "status", res.Status, "node", res.Node, "action", res.Action, "result", res.Result, "dry_run", h.cfg.DryRun)
+		h.logf("alert_handled", "alert", res.Alert, "status", res.Status, "node", res.Node, "action", res.Action, "result", res.Result, "dry_run", cfg.DryRun)
 		out = append(out, res)
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -197,9 +201,9 @@ func (h *webhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // handle carries out one alert; retry is set when the whole payload
 // should be retried later.
-func (h *webhookHandler) handle(ctx context.Context, a webhookAlert) (res AlertResult, retry error) {
+func (h *webhookHandler) handle(ctx context.Context, cfg AlertmanagerConfig, a webhookAlert) (res AlertResult, retry error) {
 	res = AlertResult{Alert: a.Labels["alertname"], Fingerprint: a.Fingerprint, Status: a.Status}
-	rule, ok := h.rule(a.Labels)
+	rule, ok := cfg.rule(a.Labels)
 	if !ok {
 		res.Action, res.Result = "no-rule", "no rule matches"
 		return res, nil
@@ -236,7 +240,7 @@ func (h *webhookHandler) handle(ctx context.Context, a webhookAlert) (res AlertR
 		req.Op = failover.OpMaintenanceOff
 	}
 	res.Action = req.Op
-	if h.cfg.DryRun {
+	if cfg.DryRun {
 		res.Result = "dry run: would " + req.Op + " " + res.Node
 		return res, nil
 	}
@@ -253,8 +257,15 @@ func (h *webhookHandler) handle(ctx context.Context, a webhookAlert) (res AlertR
 	return res, nil
 }
 
-func (h *webhookHandler) rule(labels map[string]string) (AlertRule, bool) {
-	for _, r := range h.cfg.Rules {
+// setRules replaces the rules and dry run (a configuration reload).
+func (h *webhookHandler) setRules(c AlertmanagerConfig) {
+	h.cfgMu.Lock()
+	defer h.cfgMu.Unlock()
+	h.cfg.Rules, h.cfg.DryRun = c.Rules, c.DryRun
+}
+
+func (c AlertmanagerConfig) rule(labels map[string]string) (AlertRule, bool) {
+	for _, r := range c.Rules {
 		if labels["alertname"] != r.Alertname {
 			continue
 		}

@@ -238,6 +238,9 @@ func readToken(path string) (string, error) {
 	return t, nil
 }
 
+// ParseLevel reads a log.level value.
+func ParseLevel(s string) (slog.Level, error) { return logLevel(s) }
+
 func logLevel(s string) (slog.Level, error) {
 	switch s {
 	case "debug":
@@ -253,16 +256,18 @@ func logLevel(s string) (slog.Level, error) {
 }
 
 // NewLogger builds the slog logger the configuration asks for.
-func NewLogger(c LogConfig, w io.Writer) (*slog.Logger, slog.Level, error) {
+func NewLogger(c LogConfig, w io.Writer) (*slog.Logger, *slog.LevelVar, error) {
 	lvl, err := logLevel(c.Level)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
-	opts := &slog.HandlerOptions{Level: lvl}
+	v := &slog.LevelVar{}
+	v.Set(lvl)
+	opts := &slog.HandlerOptions{Level: v}
 	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts)), lvl, nil
+		return slog.New(slog.NewJSONHandler(w, opts)), v, nil
 	}
-	return slog.New(slog.NewTextHandler(w, opts)), lvl, nil
+	return slog.New(slog.NewTextHandler(w, opts)), v, nil
 }
 
 // LoadConfig reads and validates a configuration file.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,7 +20,22 @@ type Leading struct {
 	// Changes, if set, wakes the leader between intervals when the view
 	// may have changed (gossip.Subscribe), so it decides at once.
 	Changes <-chan struct{}
+
+	// reloaded replaces Policy once SetPolicy is called.
+	reloaded atomic.Pointer[Policy]
 }
+
+// policy is the policy in force.
+func (w *Leading) policy() Policy {
+	if p := w.reloaded.Load(); p != nil {
+		return *p
+	}
+	return w.Policy
+}
+
+// SetPolicy changes the policy in force (a configuration reload); the
+// leader's next round follows it.
+func (w *Leading) SetPolicy(p Policy) { w.reloaded.Store(&p) }
 
 // lead runs while this node leads: every Interval it decides and applies
 // the commands, and it runs each running plan in its own goroutine. A
@@ -58,7 +74,7 @@ func (c *Cluster) lead(ctx context.Context, w *Leading) {
 			}
 		}
 		c.decideMu.Lock()
-		for _, cmd := range Decide(view, c.fsm.read(), now, w.Policy) {
+		for _, cmd := range Decide(view, c.fsm.read(), now, w.policy()) {
 			if err := c.apply(cmd); err != nil {
 				c.log.Warn("failover_apply_failed", "op", cmd.Op, "node", cmd.Node, "err", err)
 				break

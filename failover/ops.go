@@ -245,7 +245,7 @@ func (c *Cluster) operate(ctx context.Context, r Request) (Reply, error) {
 		}
 		rate := r.Rate
 		if rate == 0 {
-			rate = w.Policy.DrainRate
+			rate = w.policy().DrainRate
 		}
 		if rec.State == Draining || rec.State == Maintenance {
 			if rec.State != state && !r.DryRun {
@@ -305,8 +305,8 @@ func (c *Cluster) operate(ctx context.Context, r Request) (Reply, error) {
 		}
 		cmds = append(cmds,
 			command{Op: opSetNode, Node: r.Node, State: Recovering, Reason: reason, At: now},
-			command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailback, Node: r.Node, Host: node.ProxyHost, Reason: reason, Rate: w.Policy.FailbackRate}, At: now})
-		reply.Message = fmt.Sprintf("%s is recovering: its users come back at %d/s", r.Node, w.Policy.FailbackRate)
+			command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailback, Node: r.Node, Host: node.ProxyHost, Reason: reason, Rate: w.policy().FailbackRate}, At: now})
+		reply.Message = fmt.Sprintf("%s is recovering: its users come back at %d/s", r.Node, w.policy().FailbackRate)
 	case OpMove:
 		if rec.State != Active || node.Gossip != "alive" || node.Health != "passing" || node.ProxyHost == "" {
 			return reply, opError(ErrConflict, "%s cannot take users now (state %s, gossip %s, health %s)", r.Node, rec.State, node.Gossip, dashIfEmpty(node.Health))

@@ -35,9 +35,10 @@ type Runner struct {
 	specs []Spec
 	log   *slog.Logger
 
-	mu      sync.Mutex
-	tracker *Tracker
-	updates chan Report
+	mu       sync.Mutex
+	tracker  *Tracker
+	updates  chan Report
+	observed time.Time // the last result of any check
 
 	seconds     *prometheus.HistogramVec
 	state       *prometheus.GaugeVec
@@ -118,7 +119,8 @@ func (r *Runner) loop(ctx context.Context, s Spec) {
 func (r *Runner) Observe(name string, sev Severity, err error, immediate bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	changed := r.tracker.Observe(name, sev, err, immediate, time.Now())
+	r.observed = time.Now()
+	changed := r.tracker.Observe(name, sev, err, immediate, r.observed)
 	var st CheckState
 	for _, c := range r.tracker.Checks() {
 		if c.Name == name {
@@ -148,6 +150,23 @@ func (r *Runner) Observe(name string, sev Severity, err error, immediate bool) {
 func (r *Runner) reportLocked() Report {
 	st, reasons := r.tracker.Node()
 	return Report{Status: st, Reasons: reasons, Checks: r.tracker.Checks(), Time: time.Now()}
+}
+
+// LastObserved is when any check last gave a result (zero: none yet).
+func (r *Runner) LastObserved() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.observed
+}
+
+// MaxInterval is the longest interval of the runner's own checks (0: it
+// has none).
+func (r *Runner) MaxInterval() time.Duration {
+	var m time.Duration
+	for _, s := range r.specs {
+		m = max(m, s.Interval)
+	}
+	return m
 }
 
 // Report returns the node's current health.

@@ -259,3 +259,42 @@ func TestVersionAndCheckConfigExitCodes(t *testing.T) {
 		t.Fatalf("check-config of a misspelt key: %v %q", err, out)
 	}
 }
+
+// SIGHUP re-reads the configuration: the failover policy and the log
+// level change at once, other changes are named for a restart, and a
+// broken file changes nothing and keeps the agent running.
+func TestSIGHUPReloadsWhatCanChangeLive(t *testing.T) {
+	c := startProcs(t, 3, func(i int) string { return "failover:\n  block_period: 1h\n" })
+	c.waitFor(60*time.Second, "a leader", func() bool { return c.leader() != nil })
+	p := c.procs[0]
+	b, err := os.ReadFile(p.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := strings.Replace(strings.Replace(string(b), "block_period: 1h", "block_period: 2h", 1), "level: debug", "level: info", 1)
+	changed = strings.Replace(changed, "join_retry_interval: 200ms", "join_retry_interval: 300ms", 1)
+	if err := os.WriteFile(p.config, []byte(changed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor(10*time.Second, "the reload logged", func() bool {
+		return strings.Contains(p.log.String(), `msg=reloaded`) &&
+			strings.Contains(p.log.String(), `applied="[failover policy log.level]" need_restart=[gossip]`)
+	})
+	if err := os.WriteFile(p.config, []byte(changed+"\nnot: [valid"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor(10*time.Second, "the failed reload logged", func() bool { return strings.Contains(p.log.String(), "msg=reload_failed") })
+	time.Sleep(500 * time.Millisecond)
+	if !p.running() {
+		t.Fatal("a broken configuration stopped the agent")
+	}
+	if _, err := c.status(p); err != nil {
+		t.Fatalf("the agent stopped answering after a failed reload: %v", err)
+	}
+}

@@ -151,7 +151,7 @@ func (c *Cluster) Start(cfg agent.Config) *Node {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	a, err := agent.New(cfg, log, level)
+	a, err := agent.New(cfg, log, level.Level())
 	if err != nil {
 		c.t.Fatalf("starting %s: %v", cfg.Node.Name, err)
 	}

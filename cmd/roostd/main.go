@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -135,11 +136,44 @@ func run(ctx context.Context, configPath string) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	a, err := agent.New(cfg, log, level)
+	a, err := agent.New(cfg, log, level.Level())
 	if err != nil {
 		return err
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				reload(configPath, a, level, log)
+			}
+		}
+	}()
 	return a.Run(ctx)
+}
+
+// reload re-reads the configuration on SIGHUP: the log level and what
+// Agent.Reload applies change now; the rest is named for a restart.
+func reload(path string, a *agent.Agent, level *slog.LevelVar, log *slog.Logger) {
+	next, err := agent.LoadConfig(path)
+	if err != nil {
+		log.Error("reload_failed", "err", err, "hint", "nothing changed")
+		return
+	}
+	applied, restart, err := a.Reload(next)
+	if err != nil {
+		log.Error("reload_failed", "err", err, "hint", "nothing changed")
+		return
+	}
+	if l, err := agent.ParseLevel(next.Log.Level); err == nil && l != level.Level() {
+		level.Set(l)
+		applied = append(applied, "log.level")
+	}
+	log.Warn("reloaded", "applied", applied, "need_restart", restart)
 }
 
 func newTLSCmd() *cobra.Command {
