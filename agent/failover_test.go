@@ -111,6 +111,19 @@ func TestFailoverAndFailbackThroughRaft(t *testing.T) {
 	if journaled != 100 || wrong != 0 {
 		t.Fatalf("journal: %d moves off node2 (want 100), %d disagree with the table", journaled, wrong)
 	}
+	// The leader's metrics say the same.
+	m := scrape(t, c.Leader())
+	for _, want := range []string{
+		`roost_failover_node_state{node="node2",state="failed"} 1`,
+		`roost_failover_users_moved_total{kind="failover"} 100`,
+		`roost_routing_batch_seconds_count{result="ok"} 3`,
+		`roost_failover_decisions_total{op="plan-start"} 1`,
+		`roost_failover_frozen 0`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("the leader's metrics lack %s", want)
+		}
+	}
 	var plan failover.Plan
 	for _, p := range c.Leader().Agent.FailoverState().Plans {
 		plan = p

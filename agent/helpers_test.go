@@ -1,7 +1,10 @@
 package agent_test
 
 import (
+	"testing"
+
 	"context"
+	"github.com/roost-mail/roost/agent/agenttest"
 	"io"
 	"net"
 	"net/http"
@@ -21,3 +24,15 @@ func bodyCopy(w io.Writer, resp *http.Response) (int64, error) {
 }
 
 func urlQuery(s string) string { return url.QueryEscape(s) }
+
+// scrape reads an agent's /metrics through its unix socket.
+func scrape(t *testing.T, n *agenttest.Node) string {
+	t.Helper()
+	resp, err := unixHTTP(n.Config.API.Socket).Get("http://roostd/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}

@@ -86,6 +86,7 @@ type Cluster struct {
 
 	leading *Leading
 	leadWG  sync.WaitGroup
+	metrics *metrics
 	// decideMu serialises the leader's decisions and operator requests.
 	decideMu sync.Mutex
 	// wakeLead makes the leader's loop look at the state now.
@@ -179,7 +180,12 @@ func NewCluster(cfg RaftConfig, id, dir string, members Membership, log *slog.Lo
 	c.termGauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_raft_term", Help: "The current raft term."},
 		func() float64 { return float64(c.raft.CurrentTerm()) })
 	c.leaderCount = prometheus.NewCounter(prometheus.CounterOpts{Name: "roost_raft_leadership_gained_total", Help: "Times this node became raft leader."})
+	c.metrics = newMetrics(c.fsm.read)
 	if reg != nil {
+		if err := c.metrics.register(reg); err != nil {
+			c.raft.Shutdown().Error()
+			return fail(fmt.Errorf("registering failover metrics: %w", err))
+		}
 		for _, m := range []prometheus.Collector{c.roleGauge, c.termGauge, c.leaderCount} {
 			if err := reg.Register(m); err != nil {
 				c.raft.Shutdown().Error()
@@ -192,7 +198,10 @@ func NewCluster(cfg RaftConfig, id, dir string, members Membership, log *slog.Lo
 
 // Lead makes this node, while it leads, decide and carry out failover
 // plans. Call it before Run.
-func (c *Cluster) Lead(w *Leading) { c.leading = w }
+func (c *Cluster) Lead(w *Leading) {
+	c.leading = w
+	w.Executor.metrics = c.metrics
+}
 
 // State returns a copy of the replicated state.
 func (c *Cluster) State() State { return c.fsm.read() }

@@ -69,6 +69,7 @@ type Executor struct {
 	kickOnce sync.Once
 	kicks    chan struct{}
 	kicking  sync.WaitGroup
+	metrics  *metrics // set by Cluster.Lead; nil in tests
 }
 
 // maxKicks bounds the batches whose kicks run at once: kicks run beside
@@ -80,7 +81,9 @@ const maxKicks = 4
 // kick that fails is logged, and the node's own sweep ends what it left.
 func (e *Executor) kick(ctx context.Context, plan, from string, users []string) {
 	e.background(ctx, func(ctx context.Context) error {
-		if err := e.Kicker.Moved(ctx, from, users); err != nil {
+		err := e.Kicker.Moved(ctx, from, users)
+		e.metrics.kick("users", err)
+		if err != nil {
 			e.Log.Warn("plan_kick_failed", "plan", plan, "from", from, "users", len(users), "err", err)
 		}
 		return nil
@@ -91,7 +94,9 @@ func (e *Executor) kick(ctx context.Context, plan, from string, users []string) 
 // background.
 func (e *Executor) hostDown(ctx context.Context, p Plan, host string) {
 	e.background(ctx, func(ctx context.Context) error {
-		if err := e.Kicker.HostDown(ctx, p.Node, host); err != nil {
+		err := e.Kicker.HostDown(ctx, p.Node, host)
+		e.metrics.kick("host", err)
+		if err != nil {
 			e.Log.Warn("plan_host_kick_failed", "plan", p.ID, "node", p.Node, "host", host, "err", err)
 		}
 		return nil
@@ -210,9 +215,14 @@ func (e *Executor) step(ctx context.Context, p Plan, l leaderOps) (int, error) {
 		e.Log.Info("plan_done", "plan", p.ID, "kind", p.Kind, "node", p.Node, "moved", p.Moved)
 		return -1, nil
 	}
+	start := time.Now()
 	moved, err := e.Router.MoveBatch(ctx, l.fence, p.ID, p.Reason, moves)
+	e.metrics.observeBatch(start, err)
 	if err != nil {
 		return 0, err
+	}
+	if e.metrics != nil {
+		e.metrics.moved.WithLabelValues(string(p.Kind)).Add(float64(moved))
 	}
 	if moved == 0 {
 		// Listed on the source yet not movable: retry with backoff rather
@@ -305,3 +315,5 @@ func (e *Executor) targets(view []NodeView, s State, source string) []Target {
 	}
 	return out
 }
+
+func isFenced(err error) bool { return errors.Is(err, ErrFenced) }

@@ -80,6 +80,7 @@ func (c *Cluster) lead(ctx context.Context, w *Leading) {
 				break
 			}
 			c.log.Warn("failover_decided", "op", cmd.Op, "node", cmd.Node, "state", cmd.State, "reason", cmd.Reason)
+			c.metrics.decided.WithLabelValues(cmd.Op).Inc()
 		}
 		c.decideMu.Unlock()
 		st := c.fsm.read()

@@ -11,10 +11,11 @@ command -v go >/dev/null || fail "go is not on PATH (Go 1.26 expected)"
 command -v git >/dev/null || need_pkgs+=(git)
 # Real Dovecot 2.3 for the health checks, kicks and end-to-end (its SQLite
 # passdb driver for the proxy_maybe tests); real PostgreSQL and MariaDB for
-# routing; HAProxy in front; Alertmanager; iproute2 for network namespaces. The tests
+# routing; HAProxy in front; Alertmanager; promtool (from prometheus) for
+# the alert rules; iproute2 for network namespaces. The tests
 # start private servers; the packages' own stay off.
 for p in dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-submissiond dovecot-managesieved dovecot-sieve dovecot-sqlite \
-         postgresql mariadb-server haproxy iproute2 prometheus-alertmanager; do
+         postgresql mariadb-server haproxy iproute2 prometheus-alertmanager prometheus; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 
@@ -24,7 +25,7 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   fi
   echo "== installing ${need_pkgs[*]}"
   # The packages must not start the distro's Dovecot on *:143, PostgreSQL,
-  # MariaDB, HAProxy or Alertmanager: tests run their own instances. policy-rc.d (exit 101)
+  # MariaDB, HAProxy, Alertmanager or Prometheus: tests run their own. policy-rc.d (exit 101)
   # stops invoke-rc.d.
   created_policy=0
   if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -40,5 +41,6 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || fail "PostgreSQL's serv
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || fail "MariaDB's server is not installed"
 command -v haproxy >/dev/null || fail "haproxy is not installed"
 command -v prometheus-alertmanager >/dev/null && command -v amtool >/dev/null || fail "prometheus-alertmanager (with amtool) is not installed"
+command -v promtool >/dev/null || fail "promtool (Debian's prometheus package) is not installed"
 command -v ip >/dev/null || fail "ip (iproute2) is not installed"
 echo "== test dependencies present: $(go version), root, /dev/fuse, dovecot $(dovecot --version), $(ls -d /usr/lib/postgresql/*/bin | head -1), $(/usr/sbin/mariadbd --version | head -1)"
