@@ -88,6 +88,7 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 				Router: a.routing, Choose: choose, BatchSize: cfg.Failover.BatchSize,
 				Kicker:   a.kicker,
 				RetryMin: time.Second, RetryMax: 30 * time.Second, Log: a.log,
+				Hooks: &scriptHooks{cfg: cfg.Hooks, log: a.log},
 			},
 			View: a.view, Policy: cfg.Failover.Policy, Interval: cfg.Failover.Interval,
 		}

@@ -40,6 +40,8 @@ type Config struct {
 	LB       LBConfig              `yaml:"lb"`
 	// Alertmanager is Prometheus' Alertmanager, both ways.
 	Alertmanager AlertmanagerConfig `yaml:"alertmanager"`
+	// Hooks are the operator's scripts around moves.
+	Hooks HooksConfig `yaml:"hooks"`
 }
 
 // NodeConfig says who this node is.
@@ -96,6 +98,7 @@ func DefaultConfig() Config {
 		Dovecot:      dovecot.DefaultConfig(),
 		Failover:     failover.DefaultPolicyConfig(),
 		Alertmanager: AlertmanagerConfig{ResendInterval: 30 * time.Second},
+		Hooks:        HooksConfig{Timeout: 30 * time.Second},
 	}
 }
 
@@ -162,6 +165,9 @@ func (c Config) Validate() error {
 	if err := c.Alertmanager.Validate(); err != nil {
 		return fmt.Errorf("alertmanager.%w", err)
 	}
+	if err := c.Hooks.Validate(); err != nil {
+		return fmt.Errorf("hooks.%w", err)
+	}
 	if c.Alertmanager.WebhookTokenFile != "" && c.API.Listen == "" {
 		return errors.New("alertmanager.webhook_token_file is set but api.listen is empty: Alertmanager reaches the webhook on the TCP API")
 	}
@@ -217,6 +223,9 @@ func (c Config) CheckFiles() error {
 		if _, err := readToken(c.API.TokenFile); err != nil {
 			return fmt.Errorf("api.token_file: %w", err)
 		}
+	}
+	if err := c.Hooks.CheckFiles(); err != nil {
+		return fmt.Errorf("hooks.%w", err)
 	}
 	if c.Alertmanager.WebhookTokenFile != "" {
 		if _, err := readToken(c.Alertmanager.WebhookTokenFile); err != nil {

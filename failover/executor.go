@@ -65,6 +65,8 @@ type Executor struct {
 	// RetryMin and RetryMax bound the backoff while the database fails.
 	RetryMin, RetryMax time.Duration
 	Log                *slog.Logger
+	// Hooks, if set, are the operator's scripts around plans.
+	Hooks Hooks
 
 	kickOnce sync.Once
 	kicks    chan struct{}
@@ -134,6 +136,20 @@ var errNoTarget = errors.New("no healthy node to move users to")
 // or the database fences it.
 func (e *Executor) run(ctx context.Context, id string, l leaderOps) error {
 	defer e.kicking.Wait()
+	if p, ok := l.state().Plans[id]; ok && p.Status == PlanRunning && p.Batches == 0 && e.Hooks != nil {
+		if err := e.Hooks.PreMove(ctx, p); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			e.Log.Warn("plan_vetoed", "plan", id, "err", err)
+			if err := l.apply(command{Op: opPlanEnd, PlanID: id, Status: PlanCanceled, Reason: "vetoed by the pre_move hook: " + err.Error(), At: l.now()}); err != nil {
+				return err
+			}
+			p = l.state().Plans[id]
+			e.Hooks.PostMove(ctx, p)
+			return nil
+		}
+	}
 	backoff := e.RetryMin
 	for {
 		if err := ctx.Err(); err != nil {
@@ -213,6 +229,9 @@ func (e *Executor) step(ctx context.Context, p Plan, l leaderOps) (int, error) {
 			}
 		}
 		e.Log.Info("plan_done", "plan", p.ID, "kind", p.Kind, "node", p.Node, "moved", p.Moved)
+		if e.Hooks != nil {
+			e.Hooks.PostMove(ctx, l.state().Plans[p.ID])
+		}
 		return -1, nil
 	}
 	start := time.Now()

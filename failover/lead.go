@@ -46,6 +46,9 @@ func (c *Cluster) lead(ctx context.Context, w *Leading) {
 	ops := leaderOps{fence: Fence{Term: c.raft.CurrentTerm(), Leader: c.id}, state: c.fsm.read, view: w.View, apply: c.apply, now: time.Now}
 	healthySince, failingSince := map[string]time.Time{}, map[string]time.Time{}
 	running := map[string]bool{}
+	// seen is the node states of the last round, for the node_state hook
+	// (changes while another node led are not replayed).
+	var seen map[string]NodeRecord
 	ended := make(chan string)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -84,6 +87,21 @@ func (c *Cluster) lead(ctx context.Context, w *Leading) {
 		}
 		c.decideMu.Unlock()
 		st := c.fsm.read()
+		if w.Executor.Hooks != nil && seen != nil {
+			for name, r := range st.Nodes {
+				prev, ok := seen[name]
+				if !ok {
+					prev = NodeRecord{State: Active} // never acted on
+				}
+				if prev.State != r.State {
+					wg.Go(func() { w.Executor.Hooks.NodeState(ctx, name, prev, r) })
+				}
+			}
+		}
+		seen = st.Nodes
+		if seen == nil {
+			seen = map[string]NodeRecord{}
+		}
 		for _, p := range st.RunningPlans() {
 			if running[p.ID] {
 				continue
