@@ -13,6 +13,7 @@ import (
 	"github.com/roost-mail/roost/api"
 	"github.com/roost-mail/roost/failover"
 	"github.com/roost-mail/roost/gossip"
+	"github.com/roost-mail/roost/routing"
 )
 
 // backend is what the HTTP API serves; the Agent implements it.
@@ -20,7 +21,7 @@ type backend interface {
 	Status() api.Status
 	Operate(ctx context.Context, r failover.Request) (failover.Reply, error)
 	Where(ctx context.Context, user string) (api.Where, error)
-	History(ctx context.Context, user, node string, limit int) ([]api.Move, error)
+	History(ctx context.Context, user, node string, since time.Time, limit int) ([]api.Move, error)
 	Sessions(ctx context.Context, node string) (api.Sessions, error)
 }
 
@@ -110,7 +111,15 @@ func routes(mux *http.ServeMux, b backend) {
 			}
 			limit = n
 		}
-		h, err := b.History(r.Context(), q.Get("user"), q.Get("node"), limit)
+		var since time.Time
+		if v := q.Get("since"); v != "" {
+			var err error
+			if since, err = parseSince(v, time.Now()); err != nil {
+				writeError(w, http.StatusBadRequest, err)
+				return
+			}
+		}
+		h, err := b.History(r.Context(), q.Get("user"), q.Get("node"), since, limit)
 		if err != nil {
 			writeError(w, opStatus(err), err)
 			return
@@ -173,17 +182,23 @@ func (a *Agent) Where(ctx context.Context, user string) (api.Where, error) {
 	if err != nil {
 		return api.Where{}, err
 	}
-	wh := api.Where{User: user, ProxyHost: h}
+	wh := api.Where{User: user, ProxyHost: h, Home: h}
 	for _, m := range a.gossip.Members() {
 		if m.Meta.ProxyHost == h && m.Meta.Role == RoleMail {
 			wh.Node = m.Name
+		}
+	}
+	if s, err := a.routing.store(); err == nil {
+		if es, err := s.History(ctx, user, "", time.Time{}, 1); err == nil && len(es) == 1 {
+			m := apiMove(es[0])
+			wh.Home, wh.LastMove = m.Home, &m
 		}
 	}
 	return wh, nil
 }
 
 // History lists journaled moves, newest first.
-func (a *Agent) History(ctx context.Context, user, node string, limit int) ([]api.Move, error) {
+func (a *Agent) History(ctx context.Context, user, node string, since time.Time, limit int) ([]api.Move, error) {
 	s, err := a.routing.store()
 	if err != nil {
 		return nil, err
@@ -196,15 +211,31 @@ func (a *Agent) History(ctx context.Context, user, node string, limit int) ([]ap
 		}
 		host = m.Meta.ProxyHost
 	}
-	es, err := s.History(ctx, user, host, limit)
+	es, err := s.History(ctx, user, host, since, limit)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]api.Move, len(es))
 	for i, e := range es {
-		out[i] = api.Move{User: e.User, From: e.From, To: e.To, Home: e.Home, Reason: e.Reason, Plan: e.Plan, Term: e.Term, At: e.At}
+		out[i] = apiMove(e)
 	}
 	return out, nil
+}
+
+func apiMove(e routing.Entry) api.Move {
+	return api.Move{User: e.User, From: e.From, To: e.To, Home: e.Home, Reason: e.Reason, Plan: e.Plan, Term: e.Term, At: e.At}
+}
+
+// parseSince reads ?since=: an RFC 3339 time or a duration back from now
+// (24h, 90m).
+func parseSince(v string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(v); err == nil && d > 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, fmt.Errorf("since %q: want an RFC 3339 time (2026-11-28T12:00:00Z) or a duration back from now (24h)", v)
 }
 
 // Sessions asks a node's Dovecot (through its gossiped doveadm API) who

@@ -91,6 +91,10 @@ type Where struct {
 	User      string `json:"user"`
 	ProxyHost string `json:"proxy_host"`
 	Node      string `json:"node,omitempty"` // the node with that proxy_host, if any
+	// Home is where the user lived before Roost first moved them (their
+	// proxy_host if never moved); LastMove is Roost's latest move of them.
+	Home     string `json:"home"`
+	LastMove *Move  `json:"last_move,omitempty"`
 }
 
 // Move is one journaled move, from GET /v1/history.

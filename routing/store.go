@@ -460,20 +460,24 @@ type Entry struct {
 
 // Journal returns a user's moves, oldest first.
 func (s *Store) Journal(ctx context.Context, user string) ([]Entry, error) {
-	es, err := s.History(ctx, user, "", 0)
+	es, err := s.History(ctx, user, "", time.Time{}, 0)
 	slices.Reverse(es)
 	return es, err
 }
 
 // History returns journaled moves, newest first: a user's (user set), a
-// host's (moves from or to it), or everyone's; at most limit (0: all).
-func (s *Store) History(ctx context.Context, user, host string, limit int) ([]Entry, error) {
+// host's (moves from or to it), or everyone's; since a time (unless
+// zero); at most limit (0: all).
+func (s *Store) History(ctx context.Context, user, host string, since time.Time, limit int) ([]Entry, error) {
 	q := s.d.query(`SELECT username, from_host, to_host, home, reason, plan, term, at FROM roost_journal WHERE 1 = 1`)
 	if user != "" {
 		q.w(` AND username = `).arg(user)
 	}
 	if host != "" {
 		q.w(` AND (from_host = `).arg(host).w(` OR to_host = `).arg(host).w(`)`)
+	}
+	if !since.IsZero() {
+		q.w(` AND at >= `).argAs(since.UTC(), "timestamptz")
 	}
 	q.w(` ORDER BY id DESC`)
 	if limit > 0 {

@@ -150,7 +150,7 @@ func TestMoveOneHostsUsersBalancedAndJournaled(t *testing.T) {
 			}
 		}
 		// A host's history: its latest moves, newest first.
-		h, err := s.History(ctx, "", fourTargets[1].Host, 7)
+		h, err := s.History(ctx, "", fourTargets[1].Host, time.Time{}, 7)
 		if err != nil || len(h) != 7 {
 			t.Fatalf("history of %s: %d entries, %v", fourTargets[1].Host, len(h), err)
 		}
@@ -159,8 +159,14 @@ func TestMoveOneHostsUsersBalancedAndJournaled(t *testing.T) {
 				t.Fatalf("history entry %d: %+v", i, e)
 			}
 		}
-		if h, err := s.History(ctx, moves[0].User, "", 0); err != nil || len(h) != 1 || h[0].User != moves[0].User {
+		if h, err := s.History(ctx, moves[0].User, "", time.Time{}, 0); err != nil || len(h) != 1 || h[0].User != moves[0].User {
 			t.Fatalf("history of %q: %+v %v", moves[0].User, h, err)
+		}
+		if h, err := s.History(ctx, "", "", time.Now().Add(time.Hour), 0); err != nil || len(h) != 0 {
+			t.Fatalf("history since an hour from now: %d entries, %v", len(h), err)
+		}
+		if h, err := s.History(ctx, "", "", time.Now().Add(-time.Hour), 3); err != nil || len(h) != 3 {
+			t.Fatalf("history since an hour ago: %d entries, %v", len(h), err)
 		}
 		// Running the same batch again changes nothing.
 		if n, err := s.MoveBatch(ctx, Fence{Term: 3, Leader: "n2"}, "plan-1", "node failed", moves); err != nil || n != 0 {

@@ -24,6 +24,7 @@ import (
 const (
 	exitOK          = 0
 	exitError       = 1 // the request failed
+	exitUsage       = 2 // not confirmed, or misused
 	exitUnreachable = 3 // roostd could not be reached
 )
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,12 +9,14 @@ import (
 	"io"
 	"maps"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/roost-mail/roost/api"
 )
@@ -34,7 +37,7 @@ func failCode(err error) int {
 const exitStatusHelp = `
 
 Exit status: 0 on success, 1 on an error (roostd's answer says which),
-3 when roostd cannot be reached.`
+2 when not confirmed or misused, 3 when roostd cannot be reached.`
 
 // operatorCommands are the writes (carried out by the raft leader, from any
 // node) and the routing lookups.
@@ -70,9 +73,15 @@ func operatorCommands(g *globals, code *int) []*cobra.Command {
 
 	var reason string
 	var rate int
-	var wait, dryRun bool
+	var wait, dryRun, yes bool
 	var waitTimeout time.Duration
 	drainWith := func(cmd *cobra.Command, node string, req api.OpRequest, verb string) error {
+		if !req.DryRun && (req.On == nil || *req.On) {
+			if err := confirm(cmd, fmt.Sprintf("%s %s: its users move to the other nodes and their sessions are kicked", verb, node), yes, reason); err != nil {
+				*code = exitUsage
+				return err
+			}
+		}
 		c, err := g.client()
 		if err != nil {
 			return err
@@ -106,10 +115,11 @@ func operatorCommands(g *globals, code *int) []*cobra.Command {
 		return nil
 	}
 	addDrainFlags := func(cmd *cobra.Command) {
-		cmd.Flags().StringVar(&reason, "reason", "", "why, for the log, the journal and status")
+		cmd.Flags().StringVar(&reason, "reason", "", "why, for the log, the journal and status (confirms, as --yes does)")
 		cmd.Flags().BoolVar(&wait, "wait", false, "wait until every user is moved and the node holds no sessions (doveadm who)")
 		cmd.Flags().DurationVar(&waitTimeout, "wait-timeout", 30*time.Minute, "give up waiting after this long (the drain goes on)")
 		cmd.Flags().BoolVar(&dryRun, "dry-run", false, "say how many users would go to which node, and change nothing")
+		cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do it without asking (or give --reason)")
 	}
 
 	drain := &cobra.Command{
@@ -119,8 +129,9 @@ func operatorCommands(g *globals, code *int) []*cobra.Command {
 its users to the healthy active nodes at --rate users per second (default:
 failover.drain_rate), and kicks their sessions so they reconnect there.
 With --wait it waits until every user is moved and the node's Dovecot holds
-no sessions. undrain brings the users back.` + exitStatusHelp,
-		Example: "  nodectl drain mail2 --reason 'kernel update' --wait\n  nodectl drain mail2 --dry-run",
+no sessions. undrain brings the users back. It asks before it acts, unless
+--yes or --reason says so (without a terminal it refuses, exit status 2).` + exitStatusHelp,
+		Example: "  nodectl drain mail2 --reason 'kernel update' --wait\n  nodectl drain mail2 --dry-run\n  nodectl drain mail2 --yes --rate 50",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return drainWith(cmd, args[0], api.OpRequest{Reason: reason, Rate: rate, DryRun: dryRun}, "drain")
@@ -153,25 +164,31 @@ failback rate, and it is active once they are home.` + exitStatusHelp,
 	}
 	addDrainFlags(maintenance)
 
-	simple := func(use, short, long, example, verb string) *cobra.Command {
-		return &cobra.Command{
+	simple := func(use, short, long, example, verb, what string) *cobra.Command {
+		cmd := &cobra.Command{
 			Use: use, Short: short, Long: long + exitStatusHelp, Example: example, Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
+				if err := confirm(cmd, fmt.Sprintf("%s %s: %s", verb, args[0], what), yes, ""); err != nil {
+					*code = exitUsage
+					return err
+				}
 				return run(func(ctx context.Context, c *api.Client, out io.Writer) error {
 					_, err := post(ctx, c, out, nodePath(args[0], verb), api.OpRequest{})
 					return err
 				})(cmd, args)
 			},
 		}
+		cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do it without asking")
+		return cmd
 	}
 	undrain := simple("undrain NODE", "End a drain: the node's users come back at the failback rate",
 		`undrain stops a drain (or a maintenance) of NODE and makes it recovering: its
 users come back at failover.failback_rate, and it is active once they are
-home. NODE must be healthy.`, "  nodectl undrain mail2", "undrain")
+home. NODE must be healthy.`, "  nodectl undrain mail2 --yes", "undrain", "its users come back at the failback rate")
 	failback := simple("failback NODE", "Bring a failed-over node's users home now",
 		`failback starts the failback of a failed-over NODE now, without waiting for
 the hold-down (and also with failover.failback: manual). NODE must be
-healthy.`, "  nodectl failback mail2", "failback")
+healthy.`, "  nodectl failback mail2 --yes", "failback", "its users come back at the failback rate")
 
 	ack := &cobra.Command{
 		Use:   "ack [NODE]",
@@ -200,22 +217,29 @@ period, so it may be failed over again before the period ends.` + exitStatusHelp
 		Long: `move rewrites USER's proxy_host to NODE's (fenced and journaled like every
 move) and kicks the user's sessions so they reconnect there. NODE must be
 active and healthy.` + exitStatusHelp,
-		Example: "  nodectl move alice@example.com mail3",
+		Example: "  nodectl move alice@example.com mail3 --reason 'closer to her office'",
 		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := confirm(cmd, fmt.Sprintf("move %q to %s: their sessions are kicked", args[0], args[1]), yes, moveReason); err != nil {
+				*code = exitUsage
+				return err
+			}
 			return run(func(ctx context.Context, c *api.Client, out io.Writer) error {
 				_, err := post(ctx, c, out, "/v1/move", api.OpRequest{User: args[0], Node: args[1], Reason: moveReason})
 				return err
 			})(cmd, args)
 		},
 	}
-	move.Flags().StringVar(&moveReason, "reason", "", "why, for the journal")
+	move.Flags().StringVar(&moveReason, "reason", "", "why, for the journal (confirms, as --yes does)")
+	move.Flags().BoolVarP(&yes, "yes", "y", false, "do it without asking (or give --reason)")
 
 	var asJSON bool
 	where := &cobra.Command{
-		Use:     "where USER",
-		Short:   "Show which proxy_host (and node) a user is routed to",
-		Long:    `where reads USER's proxy_host from the routing database.` + exitStatusHelp,
+		Use:   "where USER",
+		Short: "Show which proxy_host (and node) a user is routed to",
+		Long: `where reads USER's proxy_host from the routing database and says which
+node has it, the user's home (where they lived before Roost first moved
+them) and Roost's latest move of them, with its reason.` + exitStatusHelp,
 		Example: "  nodectl where alice@example.com",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -227,14 +251,14 @@ active and healthy.` + exitStatusHelp,
 				if asJSON {
 					return printJSON(out, w)
 				}
-				fmt.Fprintf(out, "%s\t%s\t%s\n", w.User, w.ProxyHost, dash(w.Node))
+				printWhere(out, w)
 				return nil
 			})(cmd, args)
 		},
 	}
 	where.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 
-	var hUser, hNode string
+	var hUser, hNode, hSince string
 	var hLimit int
 	history := &cobra.Command{
 		Use:   "history",
@@ -242,7 +266,7 @@ active and healthy.` + exitStatusHelp,
 		Long: `history lists the moves Roost made (from the routing database's journal),
 newest first: every move, a user's (--user) or a node's (--node, moves
 from or to it).` + exitStatusHelp,
-		Example: "  nodectl history --node mail2 --limit 20\n  nodectl history --user alice@example.com",
+		Example: "  nodectl history --node mail2 --limit 20\n  nodectl history --user alice@example.com\n  nodectl history --since 24h",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return run(func(ctx context.Context, c *api.Client, out io.Writer) error {
@@ -253,6 +277,9 @@ from or to it).` + exitStatusHelp,
 				}
 				if hNode != "" {
 					q.Set("node", hNode)
+				}
+				if hSince != "" {
+					q.Set("since", hSince)
 				}
 				var ms []api.Move
 				if err := c.Get(ctx, "/v1/history?"+q.Encode(), &ms); err != nil {
@@ -273,13 +300,15 @@ from or to it).` + exitStatusHelp,
 	history.Flags().StringVar(&hUser, "user", "", "only this user's moves")
 	history.Flags().StringVar(&hNode, "node", "", "only moves from or to this node")
 	history.Flags().IntVar(&hLimit, "limit", 100, "at most this many moves")
+	history.Flags().StringVar(&hSince, "since", "", "only moves since a time (2026-11-28T12:00:00Z) or for a duration back from now (24h)")
 	history.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 
 	return []*cobra.Command{drain, undrain, maintenance, failback, move, where, history, ack}
 }
 
 // waitEmpty follows a drain's plan to its end, then the node's sessions
-// until there are none.
+// until there are none. On a terminal one line shows progress (users
+// moved of all, rate, time left, sessions); otherwise a line per change.
 func waitEmpty(ctx context.Context, c *api.Client, out io.Writer, node, plan string) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -291,7 +320,13 @@ func waitEmpty(ctx context.Context, c *api.Client, out io.Writer, node, plan str
 			return nil
 		}
 	}
+	p := progressLine{out: out}
+	if f, ok := out.(*os.File); ok {
+		p.tty = isTerminal(f)
+	}
+	defer p.end()
 	last := -1
+	start := time.Now()
 	// The answering node may apply the plan a moment after the leader.
 	unseenUntil := time.Now().Add(10 * time.Second)
 	for plan != "" {
@@ -299,13 +334,13 @@ func waitEmpty(ctx context.Context, c *api.Client, out io.Writer, node, plan str
 		if err != nil {
 			return err
 		}
-		var p *api.Plan
+		var pl *api.Plan
 		for i := range st.Plans {
 			if st.Plans[i].ID == plan {
-				p = &st.Plans[i]
+				pl = &st.Plans[i]
 			}
 		}
-		if p == nil {
+		if pl == nil {
 			if time.Now().After(unseenUntil) {
 				break // pruned: long finished
 			}
@@ -314,25 +349,22 @@ func waitEmpty(ctx context.Context, c *api.Client, out io.Writer, node, plan str
 			}
 			continue
 		}
-		if p.Moved != last {
-			last = p.Moved
-			if p.Users > 0 {
-				fmt.Fprintf(out, "moved %d of %d users\n", p.Moved, p.Users)
-			} else {
-				fmt.Fprintf(out, "moved %d users\n", p.Moved)
-			}
+		if pl.Moved != last {
+			last = pl.Moved
+			p.show(movedText(pl, time.Since(start)))
 		}
-		switch p.Status {
+		switch pl.Status {
 		case "done":
 			plan = ""
 			continue
 		case "canceled":
-			return fmt.Errorf("plan %s was canceled: %s", p.ID, p.Error)
+			return fmt.Errorf("plan %s was canceled: %s", pl.ID, pl.Error)
 		}
 		if err := pause(); err != nil {
 			return err
 		}
 	}
+	p.end()
 	lastN := -1
 	for {
 		var s api.Sessions
@@ -340,12 +372,13 @@ func waitEmpty(ctx context.Context, c *api.Client, out io.Writer, node, plan str
 			return err
 		}
 		if s.Sessions == 0 {
+			p.end()
 			fmt.Fprintf(out, "%s holds no sessions\n", node)
 			return nil
 		}
 		if s.Sessions != lastN {
 			lastN = s.Sessions
-			fmt.Fprintf(out, "%s still holds %d sessions (%s)\n", node, s.Sessions, strings.Join(s.Users[:min(len(s.Users), 5)], ", "))
+			p.show(fmt.Sprintf("%s still holds %d sessions (%s)", node, s.Sessions, strings.Join(s.Users[:min(len(s.Users), 5)], ", ")))
 		}
 		if err := pause(); err != nil {
 			return err
@@ -353,8 +386,84 @@ func waitEmpty(ctx context.Context, c *api.Client, out io.Writer, node, plan str
 	}
 }
 
+// movedText says how far a plan is: users moved (of all, when known),
+// the rate so far and the time left.
+func movedText(p *api.Plan, elapsed time.Duration) string {
+	if p.Users <= 0 {
+		return fmt.Sprintf("moved %d users", p.Moved)
+	}
+	s := fmt.Sprintf("moved %d of %d users", p.Moved, p.Users)
+	if rate := float64(p.Moved) / elapsed.Seconds(); p.Moved > 0 && rate > 0 && p.Moved < p.Users {
+		left := time.Duration(float64(p.Users-p.Moved) / rate * float64(time.Second))
+		s += fmt.Sprintf(", %.0f/s, about %s left", rate, left.Round(time.Second))
+	}
+	return s
+}
+
+// progressLine rewrites one line on a terminal and prints lines elsewhere.
+type progressLine struct {
+	out  io.Writer
+	tty  bool
+	open bool
+}
+
+func (p *progressLine) show(s string) {
+	if !p.tty {
+		fmt.Fprintln(p.out, s)
+		return
+	}
+	fmt.Fprintf(p.out, "\r\033[K%s", s)
+	p.open = true
+}
+
+func (p *progressLine) end() {
+	if p.open {
+		fmt.Fprintln(p.out)
+		p.open = false
+	}
+}
+
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// printWhere prints where a user is routed, their home and last move.
+func printWhere(w io.Writer, wh api.Where) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "user:\t%s\n", wh.User)
+	fmt.Fprintf(tw, "routed to:\t%s (%s)\n", wh.ProxyHost, dash(wh.Node))
+	fmt.Fprintf(tw, "home:\t%s\n", wh.Home)
+	if m := wh.LastMove; m != nil {
+		fmt.Fprintf(tw, "last move:\t%s %s → %s, plan %s, term %d: %s\n", m.At.Local().Format(time.DateTime), m.From, m.To, m.Plan, m.Term, m.Reason)
+	} else {
+		fmt.Fprintf(tw, "last move:\tnone (Roost never moved this user)\n")
+	}
+	tw.Flush()
+}
+
+// confirm: a verb that moves users needs --yes or a reason. On a terminal
+// nodectl asks; otherwise it refuses and changes nothing.
+func confirm(cmd *cobra.Command, what string, yes bool, reason string) error {
+	if yes || reason != "" {
+		return nil
+	}
+	f, ok := cmd.InOrStdin().(*os.File)
+	if !ok || !isTerminal(f) {
+		return fmt.Errorf("%s; confirm with --yes or give --reason (nothing changed)", what)
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "%s.\nProceed? [y/N] ", what)
+	line, _ := bufio.NewReader(f).ReadString('\n')
+	switch strings.ToLower(strings.TrimSpace(line)) {
+	case "y", "yes":
+		return nil
+	}
+	return errors.New("not confirmed: nothing changed")
+}
+
+// isTerminal: f is a terminal, not a pipe, a file or /dev/null.
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
