@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -35,6 +36,11 @@ type AlertmanagerConfig struct {
 	URLs []string `yaml:"urls"`
 	// ResendInterval is how often the leader posts alerts that hold.
 	ResendInterval time.Duration `yaml:"resend_interval"`
+	// SilenceDrained: while a node is draining or in maintenance, the
+	// leader keeps a silence in Alertmanager for alerts whose
+	// SilenceLabel (default "node") names it, and expires it after.
+	SilenceDrained bool   `yaml:"silence_drained"`
+	SilenceLabel   string `yaml:"silence_label"`
 }
 
 // AlertRule maps an alert to an action on the node one of its labels
@@ -377,6 +383,9 @@ type alerter struct {
 	leader func() bool
 	logf   func(msg string, args ...any)
 	posted map[string]amAlert // what holds, as last posted
+	// silences are this leader's silences of drained nodes, by node, per
+	// Alertmanager URL.
+	silences map[string]map[string]string
 }
 
 func (al *alerter) run(ctx context.Context) {
@@ -385,8 +394,11 @@ func (al *alerter) run(ctx context.Context) {
 	for {
 		if al.leader() {
 			al.post(ctx, time.Now())
+			if al.cfg.SilenceDrained {
+				al.silence(ctx, time.Now())
+			}
 		} else {
-			al.posted = nil // the next leader posts them
+			al.posted, al.silences = nil, nil // the next leader posts them
 		}
 		select {
 		case <-ctx.Done():
@@ -417,22 +429,107 @@ func (al *alerter) post(ctx context.Context, now time.Time) {
 	if len(batch) == 0 {
 		return
 	}
-	body, _ := json.Marshal(batch)
 	for _, u := range al.cfg.URLs {
-		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(u, "/")+"/api/v2/alerts", bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := al.hc.Do(req)
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode/100 != 2 {
-				err = fmt.Errorf("%s", resp.Status)
-			}
-		}
-		cancel()
-		if err != nil {
+		if err := al.call(ctx, http.MethodPost, strings.TrimSuffix(u, "/")+"/api/v2/alerts", batch, nil); err != nil {
 			al.logf("alertmanager_post_failed", "url", u, "alerts", len(batch), "err", err)
 		}
 	}
+}
+
+// silence keeps a silence for each draining node (created, then extended
+// every round) and expires those of nodes that are drained no more.
+func (al *alerter) silence(ctx context.Context, now time.Time) {
+	label := al.cfg.SilenceLabel
+	if label == "" {
+		label = "node"
+	}
+	drained := map[string]bool{}
+	for name, r := range al.state().Nodes {
+		if r.State == failover.Draining || r.State == failover.Maintenance {
+			drained[name] = true
+		}
+	}
+	if al.silences == nil {
+		al.silences = map[string]map[string]string{}
+	}
+	for _, u := range al.cfg.URLs {
+		base := strings.TrimSuffix(u, "/")
+		ids := al.silences[u]
+		if ids == nil {
+			ids = map[string]string{}
+			al.silences[u] = ids
+		}
+		for node := range drained {
+			matchers := []map[string]any{{"name": label, "value": node, "isRegex": false, "isEqual": true}}
+			if len(al.cfg.Rules) > 0 {
+				// Never the alerts that drive the webhook: their resolved
+				// notification must still undo the drain.
+				var names []string
+				for _, r := range al.cfg.Rules {
+					names = append(names, regexp.QuoteMeta(r.Alertname))
+				}
+				matchers = append(matchers, map[string]any{"name": "alertname", "value": strings.Join(names, "|"), "isRegex": true, "isEqual": false})
+			}
+			body := map[string]any{
+				"matchers":  matchers,
+				"startsAt":  now.Add(-time.Minute),
+				"endsAt":    now.Add(3 * al.cfg.ResendInterval),
+				"createdBy": "roost",
+				"comment":   "roost: " + node + " is drained; the silence ends with the drain",
+			}
+			if id := ids[node]; id != "" {
+				body["id"] = id // extend it
+			}
+			var out struct {
+				SilenceID string `json:"silenceID"`
+			}
+			if err := al.call(ctx, http.MethodPost, base+"/api/v2/silences", body, &out); err != nil {
+				al.logf("alertmanager_silence_failed", "url", u, "node", node, "err", err)
+				continue
+			}
+			ids[node] = out.SilenceID
+		}
+		for node, id := range ids {
+			if drained[node] {
+				continue
+			}
+			if err := al.call(ctx, http.MethodDelete, base+"/api/v2/silence/"+url.PathEscape(id), nil, nil); err != nil {
+				al.logf("alertmanager_unsilence_failed", "url", u, "node", node, "err", err)
+				continue
+			}
+			delete(ids, node)
+		}
+	}
+}
+
+// call sends one request to Alertmanager's API and decodes its answer.
+func (al *alerter) call(ctx context.Context, method, u string, in, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := al.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s %s: %s: %s", method, u, resp.Status, strings.TrimSpace(string(b)))
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
 }

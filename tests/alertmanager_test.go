@@ -110,12 +110,13 @@ func TestAlertmanagerDrivesDrainsAndShowsRoostsAlerts(t *testing.T) {
 			cmd = "test ! -e " + flag
 		}
 		cfg.Health.Checks = []health.CheckConfig{{Name: "site", Protocol: "command", Command: cmd, Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond}}
-		cfg.Alertmanager.URLs, cfg.Alertmanager.ResendInterval = []string{am}, time.Second
+		cfg.Alertmanager.URLs, cfg.Alertmanager.ResendInterval, cfg.Alertmanager.SilenceDrained = []string{am}, time.Second, true
 		if i == 0 {
 			cfg.API.Listen, cfg.API.TLS, cfg.API.TokenFile = fmt.Sprintf("127.0.0.1:%d", apiPort), certs.Files{CertFile: cert, KeyFile: key}, token
 			cfg.Alertmanager.WebhookTokenFile = webhookToken
-			cfg.Alertmanager.Rules = []agent.AlertRule{{Alertname: "MailDiskFailing", Action: "drain", UndoOnResolve: true}}
 		}
+		// Every node knows the rules: the leader's silences spare them.
+		cfg.Alertmanager.Rules = []agent.AlertRule{{Alertname: "MailDiskFailing", Action: "drain", UndoOnResolve: true}}
 	}
 	am = startAlertmanager(t, fmt.Sprintf("https://127.0.0.1:%d/v1/alertmanager", apiPort), webhookToken, filepath.Join(c.Dir, "ca.pem"))
 	c.Add(3)
@@ -130,11 +131,17 @@ func TestAlertmanagerDrivesDrainsAndShowsRoostsAlerts(t *testing.T) {
 
 	amtool(t, am, "alert", "add", "MailDiskFailing", "node=node2", "severity=critical")
 	c.WaitFor(30*time.Second, "node2 drained by the alert", func() bool { return state("node2") == "draining" })
+	c.WaitFor(30*time.Second, "a silence for drained node2", func() bool {
+		return strings.Contains(amtool(t, am, "silence", "query", "node=node2"), "roost: node2 is drained")
+	})
 	if !strings.Contains(c.Nodes()[0].Logs.String(), `alert_handled`) {
 		t.Fatal("node1 logged no handled alert")
 	}
 	amtool(t, am, "alert", "add", "MailDiskFailing", "node=node2", "severity=critical", "--end="+time.Now().UTC().Format(time.RFC3339))
 	c.WaitFor(30*time.Second, "node2 back once the alert resolved", func() bool { return state("node2") == "active" })
+	c.WaitFor(30*time.Second, "the silence expired", func() bool {
+		return !strings.Contains(amtool(t, am, "silence", "query", "node=node2"), "roost: node2 is drained")
+	})
 
 	if err := os.WriteFile(flag, nil, 0o644); err != nil {
 		t.Fatal(err)
