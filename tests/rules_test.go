@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,7 +25,42 @@ func TestPrometheusRules(t *testing.T) {
 			t.Fatalf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
-	rules, err := os.ReadFile(filepath.Join(dir, "roost-rules.yml"))
+	checkMetricNames(t, filepath.Join(dir, "roost-rules.yml"))
+}
+
+// The Grafana dashboard is JSON Grafana can import, and every metric its
+// panels query is one roostd exports.
+func TestGrafanaDashboard(t *testing.T) {
+	path := filepath.Join("..", "packaging", "grafana", "roost-dashboard.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Title  string `json:"title"`
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil || d.Title == "" || len(d.Panels) == 0 {
+		t.Fatalf("%s: %v (title %q, %d panels)", path, err, d.Title, len(d.Panels))
+	}
+	for _, p := range d.Panels {
+		if len(p.Targets) == 0 || p.Targets[0].Expr == "" {
+			t.Errorf("panel %q queries nothing", p.Title)
+		}
+	}
+	checkMetricNames(t, path)
+}
+
+// checkMetricNames: every roost_ metric a file names is one roostd
+// exports (named in a non-test source file).
+func checkMetricNames(t *testing.T, path string) {
+	t.Helper()
+	rules, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +77,7 @@ func TestPrometheusRules(t *testing.T) {
 	for _, m := range regexp.MustCompile(`roost_[a-z_]+`).FindAllString(string(rules), -1) {
 		name := regexp.MustCompile(`_(bucket|count|sum)$`).ReplaceAllString(m, "")
 		if !strings.Contains(src.String(), `"`+name+`"`) {
-			t.Errorf("the rules use %s, which no roostd metric is called", m)
+			t.Errorf("%s uses %s, which no roostd metric is called", filepath.Base(path), m)
 		}
 	}
 }
