@@ -214,7 +214,7 @@ func TestNodectlDrainWaitsUntilTheNodeIsEmpty(t *testing.T) {
 	if err != nil || !regexpMatch(`node2( \*)?\s+mail\s+127\.0\.1\.2\s+draining\s+drain\s+0\s`, out) || !strings.Contains(out, "node2 is draining since") {
 		t.Fatalf("status after the drain: %v\n%s", err, out)
 	}
-	out, err = run(t, nodectl, sock, "drain", "node9")
+	out, err = run(t, nodectl, sock, "drain", "node9", "--yes")
 	if code := exitCode(err); code != 1 || !strings.Contains(out, `no node "node9" in the cluster`) {
 		t.Fatalf("drain of a missing node: exit %d\n%s", code, out)
 	}

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -183,9 +184,10 @@ func TestSlowSharedFilesystemFreezesUntilAck(t *testing.T) {
 		}
 		return true
 	})
-	out, err = nodectl(t, f, "ack")
-	if err != nil || !strings.Contains(out, "unfrozen") {
-		t.Fatalf("nodectl ack: %v\n%s", err, out)
+	out, err = nodectl(t, f, "ack", "--json")
+	var reply api.OpReply
+	if err != nil || json.Unmarshal([]byte(out), &reply) != nil || !strings.Contains(reply.Message, "unfrozen") || reply.Leader == "" {
+		t.Fatalf("nodectl ack --json: %v\n%s", err, out)
 	}
 	time.Sleep(time.Second)
 	if st := f.Status(); st.Frozen != nil {

@@ -58,10 +58,15 @@ func operatorCommands(g *globals, code *int) []*cobra.Command {
 			return nil
 		}
 	}
+	// writeJSON: the writes print roostd's answer as JSON.
+	var writeJSON bool
 	post := func(ctx context.Context, c *api.Client, out io.Writer, path string, req api.OpRequest) (api.OpReply, error) {
 		r, err := c.Post(ctx, path, req)
 		if err != nil {
 			return r, err
+		}
+		if writeJSON {
+			return r, printJSON(out, r)
 		}
 		fmt.Fprintln(out, r.Message)
 		if r.Plan != "" {
@@ -94,7 +99,7 @@ func operatorCommands(g *globals, code *int) []*cobra.Command {
 			*code = failCode(err)
 			return err
 		}
-		if req.DryRun {
+		if req.DryRun && !writeJSON {
 			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "TARGET\tUSERS")
 			for _, t := range slices.Sorted(maps.Keys(r.Targets)) {
@@ -103,12 +108,16 @@ func operatorCommands(g *globals, code *int) []*cobra.Command {
 			tw.Flush()
 			return nil
 		}
-		if !wait {
+		if !wait || req.DryRun {
 			return nil
 		}
 		wctx, wcancel := context.WithTimeout(cmd.Context(), waitTimeout)
 		defer wcancel()
-		if err := waitEmpty(wctx, c, out, node, r.Plan); err != nil {
+		progress := out
+		if writeJSON {
+			progress = cmd.ErrOrStderr() // stdout holds the JSON answer
+		}
+		if err := waitEmpty(wctx, c, progress, node, r.Plan); err != nil {
 			*code = failCode(err)
 			return err
 		}
@@ -303,6 +312,9 @@ from or to it).` + exitStatusHelp,
 	history.Flags().StringVar(&hSince, "since", "", "only moves since a time (2026-11-28T12:00:00Z) or for a duration back from now (24h)")
 	history.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 
+	for _, cmd := range []*cobra.Command{drain, undrain, maintenance, failback, move, ack} {
+		cmd.Flags().BoolVar(&writeJSON, "json", false, "print roostd's answer as JSON")
+	}
 	return []*cobra.Command{drain, undrain, maintenance, failback, move, where, history, ack}
 }
 
