@@ -1,9 +1,13 @@
 package tests
 
 import (
+	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -71,6 +75,13 @@ func TestFailoverKicksSessionsOnRealDovecot(t *testing.T) {
 		}
 	}
 	t.Logf("sessions ended %s after the fault", time.Since(start).Round(time.Millisecond))
+	// The kicks run beside the plan; a kick by user name still in flight
+	// would end a new login too. Wait for the batch's kick and both host
+	// kicks to have finished.
+	c.WaitFor(30*time.Second, "the kicks done", func() bool {
+		l := c.Leader()
+		return l != nil && metricSum(t, l, "roost_kicks_total") >= 3
+	})
 	for _, u := range mailUsers {
 		s, err := imapLogin(nodes[0].IMAP, u, mailPass)
 		if err != nil {
@@ -377,4 +388,28 @@ func TestFailoverDropsProxiedSessionsTowardsAHungNode(t *testing.T) {
 	if st.Node("node2").State != failover.Failed {
 		t.Fatalf("node2 is %s", st.Node("node2").State)
 	}
+}
+
+// metricSum adds up every series of a metric on an in-process agent.
+func metricSum(t *testing.T, n *agenttest.Node, name string) float64 {
+	t.Helper()
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", n.Config.API.Socket)
+	}}}
+	resp, err := hc.Get("http://roostd/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	sum := 0.0
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
+			var v float64
+			fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
+			sum += v
+		}
+	}
+	return sum
 }
