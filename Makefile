@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/roost-mail/roost/version.Version=$(VERSION)
 PKGS    := ./...
 
-.PHONY: all build test test-deps lint unit bench demo clean
+.PHONY: all build test test-deps lint unit bench demo clean stage deb rpm packages
 
 all: build
 
@@ -36,9 +36,38 @@ unit:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 5x -timeout 180m ./...
 
+# Packages: make deb rpm (ARCH=amd64 or arm64); make packages does both
+# architectures. The package version comes from git (v1.2.3 tags, else
+# 0.0.0~git<date>.<hash>); every file is stamped with the last commit's
+# time, so the same commit builds the same package.
+ARCH       ?= amd64
+STAGE      := $(CURDIR)/build/stage-$(ARCH)
+PKGVERSION ?= $(shell scripts/pkgversion.sh)
+DIST       ?= $(CURDIR)/dist
+export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
+
+stage:
+	@rm -rf $(STAGE) && mkdir -p $(STAGE)/man $(STAGE)/completion/bash $(STAGE)/completion/zsh
+	CGO_ENABLED=0 GOARCH=$(ARCH) $(GO) build -trimpath -buildvcs=false -ldflags '$(LDFLAGS) -buildid=' -o $(STAGE)/ ./cmd/roostd ./cmd/nodectl ./cmd/faultfs
+	@for c in roostd nodectl faultfs; do \
+	  $(GO) run -ldflags '$(LDFLAGS)' ./cmd/$$c man $(STAGE)/man && \
+	  $(GO) run ./cmd/$$c completion bash > $(STAGE)/completion/bash/$$c && \
+	  $(GO) run ./cmd/$$c completion zsh > $(STAGE)/completion/zsh/_$$c || exit 1; \
+	done
+	@rm -f $(STAGE)/man/*-completion-*.1 && gzip -9n $(STAGE)/man/*.1
+	@scripts/copyright.sh > $(STAGE)/copyright
+	@scripts/changelog.sh $(PKGVERSION) | gzip -9n > $(STAGE)/changelog.Debian.gz
+
+deb rpm: stage
+	VERSION=$(PKGVERSION) ARCH=$(ARCH) STAGE=$(STAGE) $(GO) run ./packaging/build -format $@ -out $(DIST) -mtime $(SOURCE_DATE_EPOCH)
+
+packages:
+	$(MAKE) deb rpm ARCH=amd64
+	$(MAKE) deb rpm ARCH=arm64
+
 # A three-agent cluster on loopback; Ctrl-C stops it.
 demo:
 	@scripts/demo.sh
 
 clean:
-	rm -rf $(BIN) .demo
+	rm -rf $(BIN) .demo build dist

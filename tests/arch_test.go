@@ -33,6 +33,7 @@ var allowed = map[string][]string{
 	"cmd/roostd":          {"agent", "certs", "fsprobe", "health", "version"},
 	"cmd/nodectl":         {"api", "certs", "version"},
 	"cmd/faultfs":         {"faultfs", "version"},
+	"packaging/build":     {},
 	"tests":               {"*"},
 }
 
