@@ -13,10 +13,11 @@ command -v git >/dev/null || need_pkgs+=(git)
 # passdb driver for the proxy_maybe tests); real PostgreSQL and MariaDB for
 # routing; HAProxy in front; Alertmanager; promtool (from prometheus) for
 # the alert rules; iproute2 for network namespaces; lintian and rpm to
-# check the packages. The tests
+# check the packages, debootstrap for their install test (its Debian base
+# is cached in /var/cache/roost-test). The tests
 # start private servers; the packages' own stay off.
 for p in dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-submissiond dovecot-managesieved dovecot-sieve dovecot-sqlite \
-         postgresql mariadb-server haproxy iproute2 prometheus-alertmanager prometheus lintian rpm; do
+         postgresql mariadb-server haproxy iproute2 prometheus-alertmanager prometheus lintian rpm debootstrap; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 
@@ -44,5 +45,6 @@ command -v haproxy >/dev/null || fail "haproxy is not installed"
 command -v prometheus-alertmanager >/dev/null && command -v amtool >/dev/null || fail "prometheus-alertmanager (with amtool) is not installed"
 command -v promtool >/dev/null || fail "promtool (Debian's prometheus package) is not installed"
 command -v lintian >/dev/null && command -v rpm >/dev/null || fail "lintian and rpm (to check the packages) are not installed"
+command -v debootstrap >/dev/null || fail "debootstrap (for the package install test) is not installed"
 command -v ip >/dev/null || fail "ip (iproute2) is not installed"
 echo "== test dependencies present: $(go version), root, /dev/fuse, dovecot $(dovecot --version), $(ls -d /usr/lib/postgresql/*/bin | head -1), $(/usr/sbin/mariadbd --version | head -1)"
