@@ -11,7 +11,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -73,6 +75,9 @@ func newAPIServer(cfg APIConfig, src backend, hook *webhookHandler, log *slog.Lo
 	return s, nil
 }
 
+// socketGroup owns the local socket when it exists.
+const socketGroup = "roost"
+
 // listenUnix listens on path, replacing a stale socket left by a crash but
 // never one that another agent still answers on.
 func listenUnix(path string) (net.Listener, error) {
@@ -95,6 +100,15 @@ func listenUnix(path string) (net.Listener, error) {
 	if err := os.Chmod(path, 0o660); err != nil {
 		ln.Close()
 		return nil, err
+	}
+	// Members of the roost group (the packages create it) may use nodectl.
+	if g, err := user.LookupGroup(socketGroup); err == nil {
+		if gid, err := strconv.Atoi(g.Gid); err == nil {
+			if err := os.Chown(path, -1, gid); err != nil {
+				ln.Close()
+				return nil, fmt.Errorf("giving %s to group %s: %w", path, socketGroup, err)
+			}
+		}
 	}
 	return ln, nil
 }

@@ -1,11 +1,14 @@
 package tests
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/roost-mail/roost/agent/agenttest"
 )
 
 // debootstrapCache keeps Debian's minimal base between runs: the first
@@ -94,6 +97,33 @@ raft:
 	}
 	if out := in("roostd", "check-config", "--config", "/etc/roost/roost.yaml"); !strings.Contains(out, "OK") {
 		t.Fatalf("check-config: %q", out)
+	}
+
+	// The agent runs from the package; its socket belongs to the roost group.
+	ports := agenttest.FreePorts(t, 2)
+	run := fmt.Sprintf(`node:
+  name: mail1
+  proxy_host: 10.0.0.1
+gossip:
+  bind: 127.0.0.1:%d
+  key_file: /etc/roost/gossip.key
+raft:
+  bind: 127.0.0.1:%d
+  bootstrap_expect: 1
+  tls:
+    ca_file: /etc/roost/tls/ca.pem
+    cert_file: /etc/roost/tls/mail1.pem
+    key_file: /etc/roost/tls/mail1-key.pem
+`, ports[0], ports[1])
+	if err := os.WriteFile(filepath.Join(root, "etc/roost/run.yaml"), []byte(run), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	out := in("sh", "-c", `mkdir -p /run/roost; roostd run --config /etc/roost/run.yaml 2>/tmp/roostd.log & pid=$!
+for i in $(seq 100); do nodectl status --json 2>/dev/null | grep -q '"leader": "mail1"' && break; sleep 0.1; done
+stat -c 'group=%G mode=%a' /run/roost/roost.sock; nodectl status | grep '^leader:'; kill $pid; wait $pid; echo exit=$?`)
+	if !strings.Contains(out, "group=roost mode=660") || !strings.Contains(out, "leader: mail1") || !strings.Contains(out, "exit=0") {
+		b, _ := os.ReadFile(filepath.Join(root, "tmp/roostd.log"))
+		t.Fatalf("roostd from the package:\n%s\nits log:\n%s", out, tail(b))
 	}
 
 	in("dpkg", "-i", debs[v1+"+1"])
