@@ -16,25 +16,26 @@ const module = "github.com/roost-mail/roost"
 // The stages are leaves that reach each other only through interfaces the
 // consumer declares; only agent wires several together (DESIGN.md).
 var allowed = map[string][]string{
-	"version":             {},
-	"certs":               {},
-	"api":                 {},
-	"gossip":              {},
-	"faultfs":             {},
-	"faultfs/faultfstest": {"faultfs"},
-	"fsprobe":             {"faultfs", "faultfs/faultfstest"}, // its tests mount faultfs
-	"health":              {"certs"},                          // its tests make certificates
-	"routing":             {},
-	"routing/routingtest": {},
-	"dovecot":             {},
-	"failover":            {"certs"},
-	"agent":               {"api", "certs", "failover", "gossip", "version", "fsprobe", "health", "routing", "dovecot"},
-	"agent/agenttest":     {"agent", "api", "certs"},
-	"cmd/roostd":          {"agent", "certs", "fsprobe", "health", "version"},
-	"cmd/nodectl":         {"api", "certs", "version"},
-	"cmd/faultfs":         {"faultfs", "version"},
-	"packaging/build":     {},
-	"tests":               {"*"},
+	"version":              {},
+	"certs":                {},
+	"api":                  {},
+	"gossip":               {},
+	"faultfs":              {},
+	"faultfs/faultfstest":  {"faultfs"},
+	"fsprobe":              {"faultfs", "faultfs/faultfstest"}, // its tests mount faultfs
+	"health":               {"certs"},                          // its tests make certificates
+	"routing":              {},
+	"routing/routingtest":  {},
+	"dovecot":              {},
+	"failover":             {"certs"},
+	"agent":                {"api", "certs", "failover", "gossip", "version", "fsprobe", "health", "routing", "dovecot"},
+	"agent/agenttest":      {"agent", "api", "certs"},
+	"cmd/roostd":           {"agent", "certs", "fsprobe", "health", "version", "cmd/internal/manpage"},
+	"cmd/nodectl":          {"api", "certs", "version", "cmd/internal/manpage"},
+	"cmd/faultfs":          {"faultfs", "version", "cmd/internal/manpage"},
+	"cmd/internal/manpage": {"version"},
+	"packaging/build":      {},
+	"tests":                {"*"},
 }
 
 // owners: third-party packages that only one of our packages may import.

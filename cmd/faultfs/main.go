@@ -19,8 +19,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/cobra/doc"
 
+	"github.com/roost-mail/roost/cmd/internal/manpage"
 	"github.com/roost-mail/roost/faultfs"
 	"github.com/roost-mail/roost/version"
 )
@@ -180,20 +180,6 @@ Mount several faultfs on one backing directory to model nodes that share it.`,
 		&cobra.Command{Use: "release", Short: "Free hung requests, keep the fault", Args: cobra.NoArgs, RunE: call(http.MethodPost, "/release", nil)},
 		&cobra.Command{Use: "crash", Short: "Make the daemon exit without unmounting (ENOTCONN)", Args: cobra.NoArgs, RunE: call(http.MethodPost, "/crash", nil)},
 	)
-	root.AddCommand(mount, ctl, manCommand(root, "FAULTFS"))
+	root.AddCommand(mount, ctl, manpage.Command(root, "FAULTFS"))
 	return root
-}
-
-// manCommand writes the man pages of every command (packaging runs it).
-func manCommand(root *cobra.Command, title string) *cobra.Command {
-	return &cobra.Command{
-		Use:    "man DIR",
-		Short:  "Write man pages to DIR",
-		Hidden: true,
-		Args:   cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			date := version.BuildDate()
-			return doc.GenManTree(root, &doc.GenManHeader{Title: title, Section: "1", Source: "Roost " + version.String(), Manual: "Roost", Date: &date}, args[0])
-		},
-	}
 }

@@ -14,10 +14,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/cobra/doc"
 
 	"github.com/roost-mail/roost/api"
 	"github.com/roost-mail/roost/certs"
+	"github.com/roost-mail/roost/cmd/internal/manpage"
 	"github.com/roost-mail/roost/version"
 )
 
@@ -101,7 +101,7 @@ be reached.`,
 	status.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	root.AddCommand(status)
 	root.AddCommand(operatorCommands(&g, &code)...)
-	root.AddCommand(manCommand(root, "NODECTL"))
+	root.AddCommand(manpage.Command(root, "NODECTL"))
 
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(stderr, "nodectl:", err)
@@ -226,18 +226,4 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
-}
-
-// manCommand writes the man pages of every command (packaging runs it).
-func manCommand(root *cobra.Command, title string) *cobra.Command {
-	return &cobra.Command{
-		Use:    "man DIR",
-		Short:  "Write man pages to DIR",
-		Hidden: true,
-		Args:   cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			date := version.BuildDate()
-			return doc.GenManTree(root, &doc.GenManHeader{Title: title, Section: "1", Source: "Roost " + version.String(), Manual: "Roost", Date: &date}, args[0])
-		},
-	}
 }

@@ -20,10 +20,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/cobra/doc"
 
 	"github.com/roost-mail/roost/agent"
 	"github.com/roost-mail/roost/certs"
+	"github.com/roost-mail/roost/cmd/internal/manpage"
 	"github.com/roost-mail/roost/fsprobe"
 	"github.com/roost-mail/roost/health"
 	"github.com/roost-mail/roost/version"
@@ -121,7 +121,7 @@ one after it on every node, restart them one by one, then drop the old key.`,
 		},
 	}
 
-	root.AddCommand(runCmd, check, versionCmd, keygen, newTLSCmd(), newProbeCmd(), manCommand(root, "ROOSTD"))
+	root.AddCommand(runCmd, check, versionCmd, keygen, newTLSCmd(), newProbeCmd(), manpage.Command(root, "ROOSTD"))
 	root.SetVersionTemplate("{{.Name}} {{.Version}}\n")
 	return root
 }
@@ -441,19 +441,5 @@ func probeInChild(ctx context.Context, mc fsprobe.MountConfig, node string, time
 		return fsprobe.Result{Mount: mc.Path, Class: fsprobe.ClassHung, Err: "the probe process gave no verdict in time", FuseWaiting: -1}, nil
 	case <-ctx.Done():
 		return fsprobe.Result{}, ctx.Err()
-	}
-}
-
-// manCommand writes the man pages of every command (packaging runs it).
-func manCommand(root *cobra.Command, title string) *cobra.Command {
-	return &cobra.Command{
-		Use:    "man DIR",
-		Short:  "Write man pages to DIR",
-		Hidden: true,
-		Args:   cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			date := version.BuildDate()
-			return doc.GenManTree(root, &doc.GenManHeader{Title: title, Section: "1", Source: "Roost " + version.String(), Manual: "Roost", Date: &date}, args[0])
-		},
 	}
 }

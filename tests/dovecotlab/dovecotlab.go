@@ -314,6 +314,15 @@ func (i *Instance) Start() {
 	i.t.Helper()
 	if pid := i.masterPID(); pid > 0 && !alive(pid) {
 		os.Remove(i.pidFile) // a dead (or zombie) master's pid file blocks a restart
+		// A restart after a crash ends what the dead master left, as
+		// systemd's control group would: its login processes still hold
+		// the sockets ("Dovecot is already running?").
+		for _, p := range i.pids() {
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && len(i.livePids()) > 0; {
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 	// Dovecot keeps the caller's stdout and stderr open after it forks
 	// (lab gotcha 8): give it a file, never a pipe we would wait on.
@@ -333,7 +342,7 @@ func (i *Instance) Start() {
 			break
 		}
 		b, _ := os.ReadFile(filepath.Join(i.Dir, "start.out"))
-		if attempt < 50 && strings.Contains(string(b[len(before):]), "Address already in use") {
+		if msg := string(b[len(before):]); attempt < 50 && (strings.Contains(msg, "Address already in use") || strings.Contains(msg, "Socket already exists")) {
 			time.Sleep(200 * time.Millisecond)
 			continue
 		}
@@ -441,6 +450,17 @@ func (i *Instance) pids() []int {
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
 		if err == nil && strings.HasPrefix(string(b), i.Name+"/") || strings.Contains(string(b), i.Conf) {
 			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// livePids are the instance's processes that still run.
+func (i *Instance) livePids() []int {
+	var out []int
+	for _, p := range i.pids() {
+		if alive(p) {
+			out = append(out, p)
 		}
 	}
 	return out
