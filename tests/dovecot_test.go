@@ -105,6 +105,22 @@ func imapLogin(addr, user, pass string) (*imapSession, error) {
 	}
 }
 
+// loginAll logs every user in at addr; the sessions close when the test
+// ends.
+func loginAll(t *testing.T, addr string, users []string) []*imapSession {
+	t.Helper()
+	var out []*imapSession
+	for _, u := range users {
+		s, err := imapLogin(addr, u, mailPass)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		out = append(out, s)
+	}
+	return out
+}
+
 // closed waits until the server ends the session, and says whether it
 // said BYE first.
 func (s *imapSession) closed(timeout time.Duration) (bye bool, err error) {

@@ -143,15 +143,7 @@ func agentsWith(t *testing.T, nodes []*dovecotlab.Instance, witnesses int, path 
 func TestSweepEndsSessionsOfUsersRoutedElsewhere(t *testing.T) {
 	path, _ := usersDB(t, mailUsers, "127.0.1.2")
 	nodes := dovecotlab.StartCluster(t, 3, path, false)
-	var held []*imapSession
-	for _, u := range mailUsers[:2] {
-		s, err := imapLogin(nodes[1].IMAP, u, mailPass)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		held = append(held, s)
-	}
+	held := loginAll(t, nodes[1].IMAP, mailUsers[:2])
 	agentsBeside(t, nodes, path, nil)
 	time.Sleep(time.Second) // sweeps that must kick no one
 	db, err := sql.Open("sqlite", path)
@@ -254,15 +246,7 @@ func exitCode(err error) int {
 func TestAgentEndsADeadMastersOrphans(t *testing.T) {
 	path, _ := usersDB(t, mailUsers, "127.0.1.2")
 	nodes := dovecotlab.StartCluster(t, 3, path, false)
-	var held []*imapSession
-	for _, u := range mailUsers {
-		s, err := imapLogin(nodes[1].IMAP, u, mailPass)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		held = append(held, s)
-	}
+	held := loginAll(t, nodes[1].IMAP, mailUsers)
 	c := agentsBeside(t, nodes, path, func(i int, cfg *agent.Config) {
 		cfg.Failover.SweepInterval = 0
 		// The master's pid: a process check an operator could configure.
