@@ -1,5 +1,6 @@
-// Command nodectl is the operator's client for roostd: it shows the cluster
-// and (in later versions) drains, moves and acknowledges.
+// Command nodectl is the operator's client for roostd: it shows the
+// cluster, drains and undrains nodes, moves users, and acknowledges
+// freezes, on any node (followers forward writes to the raft leader).
 package main
 
 import (
@@ -68,13 +69,12 @@ func execute(args []string, stdout, stderr io.Writer) int {
 	var asJSON bool
 	status := &cobra.Command{
 		Use:   "status",
-		Short: "Show the cluster: members, gossip state, raft role, leader and term",
-		Long: `status prints every member the agent knows (name, role, proxy_host, gossip
-state, raft role, addresses, version), the raft leader and term, and which
-node answered. --json prints the same as stable JSON for scripts.
-
-Exit status: 0 on success, 1 on an error from roostd, 3 when roostd cannot
-be reached.`,
+		Short: "Show the cluster: nodes, their state and users, leader, freeze and plans",
+		Long: `status prints every member the agent knows (name, role, proxy_host, failover
+state, load-balancer signal, users routed to it, health, what its peers
+reach, gossip state, raft role, address, version), the raft leader and
+term, a freeze and why, the plans, and the answering node's own checks and
+mail filesystem probes. --json prints the same as stable JSON for scripts.` + exitStatusHelp,
 		Example: "  nodectl status\n  nodectl status --json | jq -r '.leader'",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

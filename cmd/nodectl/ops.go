@@ -204,7 +204,8 @@ healthy.`, "  nodectl failback mail2 --yes", "failback", "its users come back at
 		Short: "Acknowledge a freeze (no NODE) or reset a node's block period",
 		Long: `ack without NODE ends a freeze: automatic moves resume (and the cluster
 freezes again if the mass failure goes on). ack NODE resets NODE's block
-period, so it may be failed over again before the period ends.` + exitStatusHelp,
+period, so it may be failed over again before the period ends; when NODE
+failed again within it, ack NODE moves the users still routed to it.` + exitStatusHelp,
 		Example: "  nodectl ack\n  nodectl ack mail2",
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
