@@ -3,7 +3,6 @@ package agent
 import (
 	"bytes"
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -313,10 +312,7 @@ func (h *webhookHandler) remember(a webhookAlert) {
 }
 
 // authorized checks the webhook's bearer token (on TCP).
-func (h *webhookHandler) authorized(r *http.Request) bool {
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && h.token != "" && subtle.ConstantTimeCompare([]byte(got), []byte(h.token)) == 1
-}
+func (h *webhookHandler) authorized(r *http.Request) bool { return bearer(r, h.token) }
 
 // amAlert is an alert as Alertmanager's API v2 takes it.
 type amAlert struct {

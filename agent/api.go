@@ -174,8 +174,7 @@ func (s *apiServer) requireToken(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) != 1 {
+		if !bearer(r, s.token) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="roostd"`)
 			writeJSON(w, http.StatusUnauthorized, api.Error{Error: "missing or wrong API token"})
 			return
@@ -190,4 +189,11 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+// bearer reports whether the request carries token as its bearer token
+// (compared in constant time); an empty token admits nobody.
+func bearer(r *http.Request, token string) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && token != "" && subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
 }
