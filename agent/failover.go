@@ -124,8 +124,9 @@ func choose(user string, ts []failover.Target) (failover.Target, bool) {
 }
 
 // kicker ends moved users' sessions through the doveadm HTTP APIs the
-// nodes gossip: kick on the node they left, proxy kick and an auth cache
-// flush on every alive node.
+// nodes gossip: kick on the node they left, an auth cache flush and
+// (unless the plan drops every proxy's sessions to that host) a proxy
+// kick on every alive node.
 type kicker struct {
 	cfg     dovecot.Config
 	members func() []gossip.Member
@@ -150,7 +151,7 @@ func (k *kicker) client(base string) (*dovecot.HTTP, error) {
 }
 
 // Moved runs on every node at once, so one slow node delays no other.
-func (k *kicker) Moved(ctx context.Context, from string, users []string) error {
+func (k *kicker) Moved(ctx context.Context, from string, users []string, proxies bool) error {
 	return k.onEach(func(m gossip.Member, c *dovecot.HTTP) error {
 		var errs []error
 		if m.Name == from {
@@ -158,8 +159,10 @@ func (k *kicker) Moved(ctx context.Context, from string, users []string) error {
 				errs = append(errs, fmt.Errorf("kick on %s: %w", m.Name, err))
 			}
 		}
-		if _, err := c.ProxyKick(ctx, users); err != nil {
-			errs = append(errs, fmt.Errorf("proxy kick on %s: %w", m.Name, err))
+		if proxies {
+			if _, err := c.ProxyKick(ctx, users); err != nil {
+				errs = append(errs, fmt.Errorf("proxy kick on %s: %w", m.Name, err))
+			}
 		}
 		if _, err := c.FlushAuthCache(ctx, users); err != nil {
 			errs = append(errs, fmt.Errorf("auth cache flush on %s: %w", m.Name, err))

@@ -42,9 +42,14 @@ type Target struct {
 var ErrFenced = errors.New("fenced")
 
 // Kicker ends the sessions of users who moved off a node: a kick on that
-// node's Dovecot, a proxy kick on every proxy, an auth cache flush.
+// node's Dovecot, an auth cache flush and, with proxies, a proxy kick by
+// user name on every proxy.
 type Kicker interface {
-	Moved(ctx context.Context, from string, users []string) error
+	// Moved kicks users off from. proxies is false when the plan drops
+	// every session proxied to from's host anyway (HostDown): a proxy kick
+	// by name would also end a new login already proxied to the user's new
+	// node.
+	Moved(ctx context.Context, from string, users []string, proxies bool) error
 	// HostDown ends every session any proxy holds towards a failed node's
 	// host: sessions proxied to a hung backend would otherwise stay open
 	// for ever.
@@ -81,9 +86,9 @@ const maxKicks = 4
 
 // kick ends the moved users' sessions in the background. Best effort: a
 // kick that fails is logged, and the node's own sweep ends what it left.
-func (e *Executor) kick(ctx context.Context, plan, from string, users []string) {
+func (e *Executor) kick(ctx context.Context, plan, from string, users []string, proxies bool) {
 	e.background(ctx, func(ctx context.Context) error {
-		err := e.Kicker.Moved(ctx, from, users)
+		err := e.Kicker.Moved(ctx, from, users, proxies)
 		e.metrics.kick("users", err)
 		if err != nil {
 			e.Log.Warn("plan_kick_failed", "plan", plan, "from", from, "users", len(users), "err", err)
@@ -252,8 +257,10 @@ func (e *Executor) step(ctx context.Context, p Plan, l leaderOps) (int, error) {
 	for _, m := range moves {
 		bySource[m.From] = append(bySource[m.From], m.User)
 	}
+	// A failover drops the proxies' sessions towards the host by host.
+	proxies := p.Kind != PlanFailover || hosts[p.Node] == ""
 	for from, users := range bySource {
-		e.kick(ctx, p.ID, nodeOf(hosts, from), users)
+		e.kick(ctx, p.ID, nodeOf(hosts, from), users, proxies)
 	}
 	if err := l.apply(command{Op: opPlanBatch, PlanID: p.ID, Moved: moved}); err != nil {
 		return 0, err

@@ -104,6 +104,8 @@ type memKicker struct {
 	mu     sync.Mutex
 	kicked map[string][]string // node → users
 	down   []string            // node@host, per HostDown
+	// byName counts the kicks that also proxy-kicked by user name.
+	byName, calls int
 }
 
 func (k *memKicker) HostDown(ctx context.Context, node, host string) error {
@@ -113,13 +115,17 @@ func (k *memKicker) HostDown(ctx context.Context, node, host string) error {
 	return nil
 }
 
-func (k *memKicker) Moved(ctx context.Context, from string, users []string) error {
+func (k *memKicker) Moved(ctx context.Context, from string, users []string, proxies bool) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.kicked == nil {
 		k.kicked = map[string][]string{}
 	}
 	k.kicked[from] = append(k.kicked[from], users...)
+	k.calls++
+	if proxies {
+		k.byName++
+	}
 	return nil
 }
 
@@ -220,11 +226,19 @@ func TestExecutorFailsOverANodeGossipForgot(t *testing.T) {
 	m := &memLeader{view: cluster3()[:1], fence: Fence{Term: 1, Leader: "a"}}
 	m.view = append(m.view, cluster3()[2])
 	id := m.start(t, Plan{Kind: PlanFailover, Node: "b", Host: "10.0.0.2"})
-	if err := newExecutor(r, &memKicker{}).run(context.Background(), id, m.ops()); err != nil {
+	k := &memKicker{}
+	e := newExecutor(r, k)
+	if err := e.run(context.Background(), id, m.ops()); err != nil {
 		t.Fatal(err)
 	}
 	if left := r.sorted(func(_, h string) bool { return h == "10.0.0.2" }); len(left) != 0 || m.s.Plans[id].Moved != 100 {
 		t.Fatalf("%d left on b, plan %+v", len(left), m.s.Plans[id])
+	}
+	// The proxies' sessions to b's host were dropped by host, so no proxy
+	// kick by name ends a new login already proxied to the new node.
+	e.kicking.Wait()
+	if len(k.down) == 0 || k.calls == 0 || k.byName != 0 {
+		t.Fatalf("host kicks %v, %d user kicks of which %d by name on the proxies; want host kicks and none by name", k.down, k.calls, k.byName)
 	}
 }
 
@@ -248,8 +262,9 @@ func TestExecutorResumesAHalfDonePlan(t *testing.T) {
 	if p.Status != PlanDone || p.Moved != 333 || p.Batches != 4 {
 		t.Fatalf("plan %+v: want done with 333 moved over 4 batches in all", p)
 	}
-	if len(k.down) != 0 {
-		t.Fatalf("a drain dropped the proxies' sessions towards b: %v", k.down)
+	e.kicking.Wait()
+	if len(k.down) != 0 || k.byName == 0 || k.byName != k.calls {
+		t.Fatalf("a drain dropped the proxies' sessions towards b (%v), or kicked %d of %d batches by name on the proxies", k.down, k.byName, k.calls)
 	}
 	for u, n := range r.moves {
 		if n != 1 {

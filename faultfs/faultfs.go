@@ -144,6 +144,7 @@ func Mount(backing, mountpoint string, opts Options) (*FS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mounting faultfs on %s: %w", mountpoint, err)
 	}
+	closeFUSEOnExec()
 	go srv.Serve()
 	if err := srv.WaitMount(); err != nil {
 		_ = srv.Unmount()
@@ -327,4 +328,20 @@ func (f *FS) Handler() http.Handler {
 	mux.HandleFunc("POST /clear", func(w http.ResponseWriter, r *http.Request) { f.Clear(); reply(w, 200, f.Status()) })
 	mux.HandleFunc("POST /release", func(w http.ResponseWriter, r *http.Request) { f.Release(); reply(w, 200, f.Status()) })
 	return mux
+}
+
+// closeFUSEOnExec marks this process's /dev/fuse descriptors close-on-exec.
+// go-fuse's direct mount opens /dev/fuse without O_CLOEXEC, so every
+// process started afterwards (Dovecot, an agent) would hold the FUSE
+// connection: it would outlive this server, and a hung request could then
+// never be aborted by the kernel. Mount before starting such processes.
+func closeFUSEOnExec() {
+	entries, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range entries {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == "/dev/fuse" {
+			if fd, err := strconv.Atoi(e.Name()); err == nil {
+				syscall.CloseOnExec(fd)
+			}
+		}
+	}
 }

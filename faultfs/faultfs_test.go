@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -185,5 +187,22 @@ func TestControlAPIRejectsBadFaults(t *testing.T) {
 	}
 	if st := f.Status(); st.Fault.Hang || st.Fault.Errno != "" {
 		t.Fatalf("a rejected fault was applied: %+v", st.Fault)
+	}
+}
+
+// A process started after the mount must not hold the FUSE connection: it
+// would keep a dead server's mount alive and its hung requests unabortable.
+func TestChildrenDoNotInheritTheFUSEConnection(t *testing.T) {
+	mountT(t)
+	out, err := exec.Command("ls", "-l", "/proc/self/fd").CombinedOutput()
+	if err != nil {
+		t.Fatal(err, string(out))
+	}
+	if strings.Contains(string(out), "/dev/fuse") {
+		t.Fatalf("a child process holds /dev/fuse:\n%s", out)
+	}
+	// The server itself still holds it.
+	if self, _ := exec.Command("sh", "-c", "ls -l /proc/"+strconv.Itoa(os.Getpid())+"/fd").CombinedOutput(); !strings.Contains(string(self), "/dev/fuse") {
+		t.Fatalf("the test process holds no /dev/fuse: the check looks in the wrong place\n%s", self)
 	}
 }

@@ -296,8 +296,10 @@ func RaftRoles(st api.Status) map[string]string {
 	return out
 }
 
-// FreePorts returns n distinct free TCP ports on 127.0.0.1: it holds every
-// listener open until all are chosen, so no port is handed out twice.
+// FreePorts returns n distinct free TCP ports: it holds every listener open
+// until all are chosen, so no port is handed out twice. It binds the
+// wildcard address, so a port is free on every loopback address (a test
+// cluster also listens on 127.0.1.x), not only on 127.0.0.1.
 func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var ls []net.Listener
@@ -308,7 +310,7 @@ func FreePorts(t testing.TB, n int) []int {
 	}()
 	ports := make([]int, n)
 	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := net.Listen("tcp4", "0.0.0.0:0")
 		if err != nil {
 			t.Fatal(err)
 		}

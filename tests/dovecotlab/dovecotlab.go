@@ -60,6 +60,9 @@ type Options struct {
 	// SQLite is a database with users(username, password, proxy_host):
 	// the passdb then answers host=proxy_host, proxy_maybe=y.
 	SQLite string
+	// PgSQL is a libpq connect string to such a database on PostgreSQL
+	// (instead of SQLite).
+	PgSQL string
 	// Shared is the maildir root all nodes serve (default per instance).
 	Shared string
 	// AuthCache turns Dovecot's passdb cache on (1 hour).
@@ -92,13 +95,22 @@ login_trusted_networks = 127.0.0.0/8
 {{if .Opts.AuthCache}}auth_cache_size = 1M
 auth_cache_ttl = 1 hour
 auth_cache_negative_ttl = 0{{else}}auth_cache_size = 0{{end}}
-{{if .Opts.SQLite}}auth_proxy_self = {{.IP}}
+{{if .SQL}}auth_proxy_self = {{.IP}}
 login_proxy_timeout = 5s
 lmtp_proxy = yes
-imap_id_send = name * x-roost-node {{.Short}}
+imap_id_send = name * x-roost-node {{.Short}} environment node={{.Short}}
 passdb {
   driver = sql
   args = {{.Dir}}/sql.conf
+}
+# A delivery saved by a node that then died unanswered is retried by the
+# sender: Sieve's duplicate test (by Message-ID, tracked in the user's
+# home on the shared filesystem) drops the second copy wherever it lands.
+protocol lmtp {
+  mail_plugins = $mail_plugins sieve
+}
+plugin {
+  sieve_before = {{.Dir}}/dedupe.sieve
 }{{else}}passdb {
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {{.Dir}}/users
@@ -164,9 +176,19 @@ service doveadm {
 }
 `))
 
+// DedupeSieve drops a message whose Message-ID the user got already
+// (RFC 7352), so an LMTP retry after a node died mid-delivery leaves one
+// copy.
+const DedupeSieve = `require ["duplicate"];
+if duplicate {
+  discard;
+  stop;
+}
+`
+
 var sqlTmpl = template.Must(template.New("sql").Parse(`# rendered by tests/dovecotlab
-driver = sqlite
-connect = {{.Opts.SQLite}}
+driver = {{.SQL}}
+connect = {{.SQLConnect}}
 default_pass_scheme = PLAIN
 password_query = SELECT username AS user, password, proxy_host AS host, 'y' AS proxy_maybe, \
   CASE '%s' WHEN 'pop3' THEN {{.P.pop3}} WHEN 'lmtp' THEN {{.P.lmtp}} ELSE {{.P.imap}} END AS port \
@@ -203,7 +225,7 @@ func StartClusterOn(t testing.TB, ips []string, db string, authCache bool) []*In
 	if err := exec.Command("chown", "vmail:vmail", shared).Run(); err != nil {
 		t.Fatalf("chown vmail: %v", err)
 	}
-	p := freePorts(t)
+	p := FreePorts(t)
 	var out []*Instance
 	for k, ip := range ips {
 		out = append(out, StartWith(t, string(rune('a'+k)), Options{IP: ip, Ports: p, SQLite: db, Shared: shared, AuthCache: authCache}))
@@ -271,7 +293,7 @@ func StartWith(t testing.TB, name string, o Options) *Instance {
 	}
 	p := o.Ports
 	if p == nil {
-		p = freePorts(t)
+		p = FreePorts(t)
 	}
 	addr := func(k string) string { return net.JoinHostPort(i.IP, strconv.Itoa(p[k])) }
 	i.IMAP, i.IMAPS, i.IMAPPP, i.POP3, i.LMTP, i.HTTP = addr("imap"), addr("imaps"), addr("imappp"), addr("pop3"), addr("lmtp"), "http://"+addr("http")
@@ -281,17 +303,34 @@ func StartWith(t testing.TB, name string, o Options) *Instance {
 	i.Sub, i.Sieve = addr("sub"), addr("sieve")
 	data := struct {
 		*Instance
-		P map[string]int
-	}{i, p}
+		P               map[string]int
+		SQL, SQLConnect string
+	}{i, p, "", ""}
+	switch {
+	case o.SQLite != "":
+		data.SQL, data.SQLConnect = "sqlite", o.SQLite
+	case o.PgSQL != "":
+		data.SQL, data.SQLConnect = "pgsql", o.PgSQL
+	}
 	render(t, confTmpl, i.Conf, data)
-	if o.SQLite != "" {
+	if data.SQL != "" {
 		render(t, sqlTmpl, filepath.Join(dir, "sql.conf"), data)
+		script := filepath.Join(dir, "dedupe.sieve")
+		if err := os.WriteFile(script, []byte(DedupeSieve), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// Compiled ahead: the mail user cannot write beside a global script.
+		if out, err := exec.Command("sievec", script).CombinedOutput(); err != nil {
+			t.Fatalf("sievec %s: %v\n%s (is dovecot-sieve installed?)", script, err, out)
+		}
 	}
 	i.Start()
 	return i
 }
 
-func freePorts(t testing.TB) map[string]int {
+// FreePorts picks the ports one node listens on (imap, imaps, imappp,
+// pop3, lmtp, http, sub, sieve); a cluster's nodes share them.
+func FreePorts(t testing.TB) map[string]int {
 	ports := agenttest.FreePorts(t, 8)
 	return map[string]int{"imap": ports[0], "imaps": ports[1], "imappp": ports[2], "pop3": ports[3], "lmtp": ports[4], "http": ports[5], "sub": ports[6], "sieve": ports[7]}
 }

@@ -1,0 +1,441 @@
+package tests
+
+import (
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/roost-mail/roost/faultfs"
+	"github.com/roost-mail/roost/tests/mailcluster"
+)
+
+// The end-to-end scenarios: the whole mail cluster of tests/mailcluster
+// (three Dovecot nodes with proxy_maybe on PostgreSQL, one shared faultfs
+// filesystem mounted per node, HAProxy with roostd's agent-check, three
+// roostd processes at their default failover settings), and 300 users
+// holding IMAP sessions through HAProxy.
+
+func startMailCluster(t *testing.T) (*mailcluster.Cluster, []*mailcluster.Session) {
+	t.Helper()
+	c := mailcluster.Start(t, mailcluster.Options{Bin: buildBinaries(t)})
+	held, err := c.LoginAll(c.Users)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range held {
+		t.Cleanup(func() { s.Close() })
+	}
+	for i, s := range held {
+		if want := c.Nodes[i%3].Short; s.Node != want {
+			t.Fatalf("%s is served by %q, want %q", s.User, s.Node, want)
+		}
+	}
+	return c, held
+}
+
+// failOver breaks node b with fault and checks what every user of b must
+// see: their sessions end, they log in again through HAProxy on a healthy
+// node, the journal holds exactly b's users, HAProxy has b down.
+func failOver(t *testing.T, fault func(b *mailcluster.Node)) (*mailcluster.Cluster, *mailcluster.Node) {
+	c, held := startMailCluster(t)
+	b := c.Nodes[1]
+	affected := c.UsersOf(b)
+	start := time.Now()
+	fault(b)
+	ttr, err := c.FirstLogin(affected[0], b.Short, start, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s logged in on a healthy node %s after the fault", affected[0], ttr.Round(time.Millisecond))
+	c.WaitFor(30*time.Second, "node2's users moved", func() bool { return c.UsersOn(b.Host) == 0 })
+	for i, s := range held {
+		if c.Nodes[i%3] == b && !s.Ended(30*time.Second) {
+			t.Fatalf("%s's session on failed node2 was left open", s.User)
+		}
+	}
+	t.Logf("every session of node2's users ended %s after the fault", time.Since(start).Round(time.Millisecond))
+	again, err := c.LoginAll(affected)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := map[string]int{}
+	for _, s := range again {
+		s.Close()
+		served[s.Node]++
+	}
+	if served[b.Short] != 0 || served["a"]+served["c"] != len(affected) || served["a"] < 20 || served["c"] < 20 {
+		t.Fatalf("node2's %d users now log in on %v", len(affected), served)
+	}
+	for _, n := range c.Nodes {
+		want := 0
+		if n == b {
+			want = len(affected)
+		}
+		if got := c.JournalFrom(n.Host); got != want {
+			t.Fatalf("the journal has %d moves off %s, want %d", got, n.Host, want)
+		}
+	}
+	c.WaitFor(10*time.Second, "HAProxy to see node2 down", func() bool {
+		return strings.HasPrefix(c.HAProxy.Stat("imap")["node2"].Status, "DOWN")
+	})
+	if m, _ := c.Member(c.Nodes[0], b.Name); m.State != "failed" || m.LB != "down" {
+		t.Fatalf("node2 is %q with lb %q, want failed and down", m.State, m.LB)
+	}
+	return c, b
+}
+
+// Scenario 1: Dovecot on node2 dies (kill -9 of its master). Once its
+// users are back, restarting Dovecot and nodectl failback bring them home.
+func TestE2EDovecotCrash(t *testing.T) {
+	c, b := failOver(t, func(b *mailcluster.Node) { b.Dovecot.Kill9() })
+	b.Dovecot.Start()
+	c.WaitFor(30*time.Second, "node2 passing again", func() bool {
+		m, _ := c.Member(c.Nodes[0], b.Name)
+		return m.Health == "passing"
+	})
+	if out, err := c.Ctl(c.Nodes[2], "failback", b.Name, "--yes"); err != nil {
+		t.Fatalf("nodectl failback: %v\n%s", err, out)
+	}
+	c.WaitFor(30*time.Second, "node2's users home and node2 active", func() bool {
+		m, _ := c.Member(c.Nodes[0], b.Name)
+		return c.UsersOn(b.Host) == len(c.UsersOf(b)) && m.State == "active" && m.LB == "up"
+	})
+	c.WaitFor(10*time.Second, "HAProxy to see node2 up", func() bool { return c.HAProxy.Stat("imap")["node2"].Status == "UP" })
+	s, err := c.Login(c.UsersOf(b)[7], 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s.Node != b.Short {
+		t.Fatalf("after the failback %s logs in on %q", s.User, s.Node)
+	}
+}
+
+// Scenario 2: node2's mount of the shared filesystem hangs. After the
+// failover node2 gets no new mail: HAProxy sends it no LMTP connection,
+// and mail for its users lands through the healthy nodes.
+func TestE2EHungMount(t *testing.T) {
+	c, b := failOver(t, func(b *mailcluster.Node) {
+		if err := b.FS.Set(faultfs.Fault{Hang: true}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	before := c.HAProxy.Stat("lmtp")[b.Name].Total
+	delivered := deliverTo(t, c, c.UsersOf(b), "hung")
+	if after := c.HAProxy.Stat("lmtp")[b.Name].Total; after != before {
+		t.Fatalf("HAProxy sent node2 %d LMTP connections after its failover", after-before)
+	}
+	checkMailboxes(t, c, delivered)
+	if h := b.FS.Status().Hung; h == 0 {
+		t.Fatal("node2's mount holds no hung request: the fault did not bite")
+	}
+}
+
+// Scenario 3: node2's mount vanishes (unmounted under Dovecot). Nothing
+// is written under the bare mountpoint, before or after the failover.
+func TestE2EVanishedMount(t *testing.T) {
+	c, b := failOver(t, func(b *mailcluster.Node) {
+		if err := b.FS.Unmount(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	delivered := deliverTo(t, c, c.UsersOf(b), "vanished")
+	checkMailboxes(t, c, delivered)
+	if left, _ := os.ReadDir(b.Mount); len(left) != 0 {
+		t.Fatalf("%d entries were written under node2's bare mountpoint: %v", len(left), left)
+	}
+}
+
+// Scenario 4: the whole shared filesystem is slow on every node (each
+// probe round about 750 ms: past slow_threshold, within timeout). Nobody
+// moves, every session stays, and status says the cluster is frozen. Even
+// when the filesystem then hangs everywhere (every node critical, HAProxy
+// with no server to send to) nobody moves, until the freeze is acked.
+func TestE2ESlowSharedFilesystemFreezes(t *testing.T) {
+	c, held := startMailCluster(t)
+	for _, n := range c.Nodes {
+		if err := n.FS.Set(faultfs.Fault{Delay: faultfs.Duration(250 * time.Millisecond), Ops: []string{"Write", "Fsync", "Create"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.WaitFor(30*time.Second, "the cluster to freeze", func() bool {
+		st, err := c.Status(c.Nodes[0])
+		return err == nil && st.Frozen != nil
+	})
+	out, err := c.Ctl(c.Nodes[2], "status")
+	if err != nil || !strings.Contains(out, "FROZEN") || !strings.Contains(out, "shared filesystem trouble") {
+		t.Fatalf("nodectl status while frozen: %v\n%s", err, out)
+	}
+	t.Logf("nodectl status:\n%s", out)
+	unmoved := func() {
+		t.Helper()
+		for _, n := range c.Nodes {
+			if got := c.UsersOn(n.Host); got != len(c.UsersOf(n)) || c.JournalFrom(n.Host) != 0 {
+				t.Fatalf("%s has %d users and %d journaled moves during the freeze", n.Name, got, c.JournalFrom(n.Host))
+			}
+		}
+	}
+	unmoved()
+	for _, s := range held {
+		if !s.Alive(10 * time.Second) {
+			t.Fatalf("%s's session ended on a slow filesystem", s.User)
+		}
+	}
+	for _, n := range c.Nodes {
+		if err := n.FS.Set(faultfs.Fault{Hang: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.WaitFor(15*time.Second, "every node critical", func() bool {
+		st, err := c.Status(c.Nodes[0])
+		if err != nil {
+			return false
+		}
+		for _, m := range st.Members {
+			if m.Health != "critical" {
+				return false
+			}
+		}
+		return true
+	})
+	time.Sleep(3 * time.Second) // rounds in which the leader must move nobody
+	unmoved()
+	for _, n := range c.Nodes {
+		n.FS.Clear()
+	}
+	c.WaitFor(30*time.Second, "every node passing again", func() bool {
+		st, err := c.Status(c.Nodes[0])
+		if err != nil {
+			return false
+		}
+		for _, m := range st.Members {
+			if m.Health != "passing" {
+				return false
+			}
+		}
+		return true
+	})
+	if out, err := c.Ctl(c.Nodes[1], "ack"); err != nil {
+		t.Fatalf("nodectl ack: %v\n%s", err, out)
+	}
+	c.WaitFor(10*time.Second, "the freeze to end", func() bool {
+		st, err := c.Status(c.Nodes[0])
+		return err == nil && st.Frozen == nil
+	})
+	unmoved()
+}
+
+// Scenario 5: an operator drains node2 with progress: it empties, HAProxy
+// shows it draining; undrain brings its users home.
+func TestE2EDrainAndUndrain(t *testing.T) {
+	c, held := startMailCluster(t)
+	b := c.Nodes[1]
+	out, err := c.Ctl(c.Nodes[0], "drain", b.Name, "--reason", "kernel update", "--rate", "50", "--wait", "--wait-timeout", "60s")
+	if err != nil || !strings.Contains(out, "moved 100 of 100 users") || !strings.Contains(out, "node2 holds no sessions") {
+		t.Fatalf("nodectl drain --wait: %v\n%s", err, out)
+	}
+	t.Logf("nodectl drain:\n%s", out)
+	if c.UsersOn(b.Host) != 0 {
+		t.Fatalf("%d users still on node2 after the drain", c.UsersOn(b.Host))
+	}
+	for i, s := range held {
+		if c.Nodes[i%3] == b && !s.Ended(10*time.Second) {
+			t.Fatalf("%s's session was not ended by the drain", s.User)
+		}
+	}
+	c.WaitFor(10*time.Second, "HAProxy to show node2 draining", func() bool {
+		return strings.HasPrefix(c.HAProxy.Stat("imap")["node2"].Status, "DRAIN")
+	})
+	if s, err := c.Login(c.UsersOf(b)[3], 10*time.Second); err != nil || s.Node == b.Short {
+		t.Fatalf("a drained user logs in: %v on %v", err, s)
+	} else {
+		s.Close()
+	}
+	if out, err := c.Ctl(c.Nodes[2], "undrain", b.Name, "--yes"); err != nil {
+		t.Fatalf("nodectl undrain: %v\n%s", err, out)
+	}
+	c.WaitFor(30*time.Second, "node2's users home, node2 active and up in HAProxy", func() bool {
+		m, _ := c.Member(c.Nodes[0], b.Name)
+		return c.UsersOn(b.Host) == len(c.UsersOf(b)) && m.State == "active" && c.HAProxy.Stat("imap")["node2"].Status == "UP"
+	})
+	s, err := c.Login(c.UsersOf(b)[3], 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s.Node != b.Short {
+		t.Fatalf("after undrain %s logs in on %q", s.User, s.Node)
+	}
+}
+
+// Scenario 6: 1,000 messages go over LMTP through HAProxy, eight senders
+// at once, while node2's Dovecot is killed. A sender retries a message
+// until it is accepted, as an MTA queue does. Afterwards every message is
+// in its user's maildir on the shared store exactly once, and none on a
+// node's local disk.
+func TestE2ENoMailLostDuringFailover(t *testing.T) {
+	c, _ := startMailCluster(t)
+	const total = 1000
+	msgs := make([]message, total)
+	for i := range msgs {
+		msgs[i] = message{user: c.Users[(i*7)%len(c.Users)], id: fmt.Sprintf("e2e-%04d@roost.test", i)}
+	}
+	var next, sent, retries atomic.Int64
+	var killed sync.Once
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= total {
+					return
+				}
+				if i == total/4 {
+					killed.Do(func() { c.Nodes[1].Dovecot.Kill9() })
+				}
+				for attempt := 0; ; attempt++ {
+					err := c.Deliver(msgs[i].user, msgs[i].id, 10*time.Second)
+					if err == nil {
+						break
+					}
+					if attempt == 200 {
+						t.Errorf("message %d to %s: %v (gave up)", i, msgs[i].user, err)
+						return
+					}
+					retries.Add(1)
+					time.Sleep(100 * time.Millisecond)
+				}
+				sent.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	t.Logf("%d messages accepted, %d temporary failures retried", sent.Load(), retries.Load())
+	if retries.Load() == 0 {
+		t.Fatal("no delivery was refused: the crash did not happen during delivery")
+	}
+	c.WaitFor(30*time.Second, "node2's users moved", func() bool { return c.UsersOn(c.Nodes[1].Host) == 0 })
+	checkMailboxes(t, c, msgs)
+	discarded := 0
+	for _, n := range c.Nodes {
+		for _, l := range strings.Split(n.Dovecot.Log(), "\n") {
+			if strings.Contains(l, "msgid=<e2e-") && strings.Contains(l, "discard") {
+				discarded++
+			}
+		}
+	}
+	t.Logf("%d copies saved by node2 before it died unanswered, retried by the sender, were dropped by Sieve's duplicate test", discarded)
+	// Nothing on local disk: each Dovecot's own directory holds indexes,
+	// never a message.
+	for _, n := range c.Nodes {
+		if found := grepTree(t, n.Dovecot.Dir, "Message-ID: <e2e-"); len(found) > 0 {
+			t.Fatalf("messages on %s's local disk: %v", n.Name, found)
+		}
+	}
+}
+
+type message struct{ user, id string }
+
+// deliverTo sends one message to each user, retrying temporary failures.
+func deliverTo(t *testing.T, c *mailcluster.Cluster, users []string, tag string) []message {
+	t.Helper()
+	var out []message
+	for i, u := range users {
+		m := message{user: u, id: fmt.Sprintf("%s-%04d@roost.test", tag, i)}
+		var err error
+		for range 50 {
+			if err = c.Deliver(m.user, m.id, 10*time.Second); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatalf("delivering to %s: %v", u, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// checkMailboxes reads the shared store (its backing directory, not a
+// mount) and checks that each message is in its user's maildir exactly
+// once, and in no other.
+func checkMailboxes(t *testing.T, c *mailcluster.Cluster, msgs []message) {
+	t.Helper()
+	where := map[string][]string{} // message id → users whose maildir has it
+	files := map[string][]string{}
+	err := filepath.WalkDir(c.Backing, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		dir := filepath.Base(filepath.Dir(path))
+		if dir != "new" && dir != "cur" {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if i := strings.Index(string(b), "Message-ID: <"); i >= 0 {
+			id := string(b[i+len("Message-ID: <"):])
+			id = id[:strings.IndexByte(id, '>')]
+			rel, _ := filepath.Rel(c.Backing, path)
+			where[id] = append(where[id], strings.SplitN(rel, string(filepath.Separator), 2)[0])
+			files[id] = append(files[id], rel)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost, dup, wrong := 0, 0, 0
+	for _, m := range msgs {
+		switch got := where[m.id]; {
+		case len(got) == 0:
+			lost++
+		case len(got) > 1:
+			dup++
+			t.Logf("%s is there %d times: %v", m.id, len(got), files[m.id])
+			for _, n := range c.Nodes {
+				for _, l := range strings.Split(n.Dovecot.Log(), "\n") {
+					if strings.Contains(l, m.id) {
+						t.Logf("  %s: %s", n.Name, l)
+					}
+				}
+			}
+		case got[0] != m.user:
+			wrong++
+		}
+	}
+	if lost+dup+wrong > 0 {
+		t.Fatalf("of %d messages: %d lost, %d duplicated, %d in the wrong maildir", len(msgs), lost, dup, wrong)
+	}
+	t.Logf("all %d messages in their maildirs exactly once", len(msgs))
+}
+
+// grepTree lists the files under dir, indexes aside, that contain s.
+func grepTree(t *testing.T, dir, s string) []string {
+	t.Helper()
+	var found []string
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() || strings.HasPrefix(d.Name(), "dovecot.index") {
+			return nil // an index's header cache holds Message-IDs legitimately
+		}
+		if b, err := os.ReadFile(path); err == nil && strings.Contains(string(b), s) {
+			found = append(found, path)
+		}
+		return nil
+	})
+	return found
+}

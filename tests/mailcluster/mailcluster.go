@@ -1,0 +1,506 @@
+// Package mailcluster runs a whole Roost mail cluster on one machine, from
+// nothing: a users table (a private PostgreSQL, or SQLite), three Dovecot
+// 2.3 nodes on 127.0.1.1–3 with proxy_maybe, an SQL passdb, lmtp_proxy and
+// the doveadm HTTP API, their maildirs on per-node faultfs FUSE mounts of
+// one shared backing store and their indexes on local directories, HAProxy
+// in front using each node's agent-check, and a roostd agent beside each
+// node. The end-to-end tests, the time-to-recover benchmark and make demo
+// all run this cluster. It ends what it started, and only that, by pid.
+package mailcluster
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/roost-mail/roost/agent/agenttest"
+	"github.com/roost-mail/roost/api"
+	"github.com/roost-mail/roost/faultfs"
+	"github.com/roost-mail/roost/routing/routingtest"
+	"github.com/roost-mail/roost/tests/dovecotlab"
+)
+
+// Options shape a cluster.
+type Options struct {
+	// DB is the routing database: "postgres" (default) or "sqlite".
+	DB string
+	// Users on each node (default 100): user0001@example.test… spread
+	// round-robin, user k on node k mod 3.
+	Users int
+	// Bin holds the roostd and nodectl binaries.
+	Bin string
+	// Agent is YAML appended to node i's roostd config: sections the base
+	// config does not have (failover, hooks, alertmanager).
+	Agent func(i int) string
+	// Logf reports progress (default: the test's log).
+	Logf func(format string, args ...any)
+}
+
+// Password is every mail user's password.
+const Password = `s3cret "pw"`
+
+// Cluster is a running mail cluster.
+type Cluster struct {
+	t     testing.TB
+	opts  Options
+	Dir   string
+	Nodes []*Node
+	// Users are the mail users, Users[k] on Nodes[k%3] at start.
+	Users []string
+	// DB is the users table's database; DSN what roostd and Dovecot use.
+	DB  *sql.DB
+	DSN string
+	// Backing is the shared filesystem's store every mount passes to.
+	Backing string
+	// IMAP and LMTP are HAProxy's frontends.
+	IMAP, LMTP string
+	HAProxy    *HAProxy
+	Nodectl    string
+}
+
+// Node is one mail node: Dovecot, its mount and its agent.
+type Node struct {
+	Name    string // roostd's node name: node1…
+	Host    string // its proxy_host and address: 127.0.1.1…
+	Short   string // Dovecot's x-roost-node: a…
+	Dovecot *dovecotlab.Instance
+	// FS is the node's mount of the shared filesystem, at Mount.
+	FS     *faultfs.FS
+	Mount  string
+	Socket string // roostd's API socket
+	Config string // roostd's config file
+	// LBAgent is roostd's agent-check address.
+	LBAgent string
+	Agent   *Proc
+}
+
+// Start brings the whole cluster up and waits until it serves: a raft
+// leader, every node passing with its users, HAProxy seeing all three up.
+func Start(t testing.TB, o Options) *Cluster {
+	t.Helper()
+	if o.DB == "" {
+		o.DB = "postgres"
+	}
+	if o.Users == 0 {
+		o.Users = 100
+	}
+	if o.Logf == nil {
+		o.Logf = t.Logf
+	}
+	for _, bin := range []string{"haproxy", "dovecot"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Fatalf("%s is not installed: run scripts/test-deps.sh as root", bin)
+		}
+	}
+	if os.Geteuid() != 0 {
+		t.Fatal("the mail cluster needs root: FUSE mounts, Dovecot's mail user")
+	}
+	dir, err := os.MkdirTemp("/tmp", "roost-mc-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	// Dovecot's unprivileged processes traverse it.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := &Cluster{t: t, opts: o, Dir: dir, Nodectl: filepath.Join(o.Bin, "nodectl")}
+	start := time.Now()
+	c.startDB()
+	c.mount()
+	o.Logf("users table on %s with %d users, shared filesystem mounted 3 times", o.DB, len(c.Users))
+	ports := dovecotlab.FreePorts(t)
+	for i, n := range c.Nodes {
+		opts := dovecotlab.Options{IP: n.Host, Ports: ports, Shared: n.Mount}
+		if o.DB == "sqlite" {
+			opts.SQLite = c.DSN
+		} else {
+			opts.PgSQL = c.DSN
+		}
+		n.Dovecot = dovecotlab.StartWith(t, string(rune('a'+i)), opts)
+	}
+	o.Logf("three Dovecot nodes up on 127.0.1.1-3 (imap %d, lmtp %d)", ports["imap"], ports["lmtp"])
+	c.startAgents()
+	c.startHAProxy()
+	c.WaitFor(60*time.Second, "three nodes passing with their users, HAProxy seeing them up", func() bool {
+		st, err := c.Status(c.Nodes[0])
+		if err != nil || st.Leader == "" || len(st.Members) != 3 {
+			return false
+		}
+		for _, m := range st.Members {
+			if m.Health != "passing" || m.Users != o.Users || m.LB != "up" {
+				return false
+			}
+		}
+		for _, s := range c.HAProxy.Stat("imap") {
+			if s.Status != "UP" {
+				return false
+			}
+		}
+		return true
+	})
+	// Cleanups run last-first: this one, first. A process blocked in a
+	// hung FUSE request cannot exit, so the faults go before the processes.
+	t.Cleanup(func() {
+		for _, n := range c.Nodes {
+			n.FS.Clear()
+		}
+	})
+	o.Logf("cluster serving in %s: IMAP %s, LMTP %s through HAProxy", time.Since(start).Round(100*time.Millisecond), c.IMAP, c.LMTP)
+	return c
+}
+
+// startDB creates the users table: user k on 127.0.1.(k mod 3 + 1).
+func (c *Cluster) startDB() {
+	t := c.t
+	for i := range 3 {
+		c.Nodes = append(c.Nodes, &Node{Name: fmt.Sprintf("node%d", i+1), Host: fmt.Sprintf("127.0.1.%d", i+1), Short: string(rune('a' + i))})
+	}
+	var driver string
+	switch c.opts.DB {
+	case "sqlite":
+		driver, c.DSN = "sqlite", filepath.Join(c.Dir, "mail.db")
+	case "postgres":
+		db := routingtest.Open(t, "postgres")
+		driver, c.DSN = "pgx", db.DSN
+	default:
+		t.Fatalf("mailcluster: DB %q: want postgres or sqlite", c.opts.DB)
+	}
+	db, err := sql.Open(driver, c.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	c.DB = db
+	exec := func(q string, args ...any) {
+		if driver == "pgx" {
+			for k := range args {
+				q = strings.Replace(q, "?", fmt.Sprintf("$%d", k+1), 1)
+			}
+		}
+		if _, err := db.Exec(q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	exec(`CREATE TABLE users (username VARCHAR(255) PRIMARY KEY, password VARCHAR(255) NOT NULL, proxy_host VARCHAR(255))`)
+	for k := range 3 * c.opts.Users {
+		u := fmt.Sprintf("user%04d@example.test", k)
+		c.Users = append(c.Users, u)
+		exec(`INSERT INTO users (username, password, proxy_host) VALUES (?, ?, ?)`, u, Password, c.Nodes[k%3].Host)
+	}
+}
+
+// mount makes the shared store and mounts it once per node. A mountpoint
+// is root's and not writable by the mail user, so a node whose mount is
+// gone cannot write mail under the bare directory.
+func (c *Cluster) mount() {
+	t := c.t
+	c.Backing = filepath.Join(c.Dir, "shared")
+	if err := os.Mkdir(c.Backing, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := exec.Command("chown", "vmail:vmail", c.Backing).Run(); err != nil {
+		t.Fatalf("chown vmail %s: %v (scripts/test-deps.sh makes the vmail user)", c.Backing, err)
+	}
+	for _, n := range c.Nodes {
+		n.Mount = filepath.Join(c.Dir, "mnt-"+n.Short)
+		if err := os.Mkdir(n.Mount, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		fs, err := faultfs.Mount(c.Backing, n.Mount, faultfs.Options{AllowOther: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.FS = fs
+		t.Cleanup(func() { _ = fs.Unmount() })
+	}
+}
+
+// startAgents writes keys, certificates and a config per node the way an
+// operator does (roostd keygen, tls ca, tls cert, check-config) and starts
+// the three roostd processes.
+func (c *Cluster) startAgents() {
+	t := c.t
+	roostd := filepath.Join(c.opts.Bin, "roostd")
+	key := c.run(roostd, "keygen")
+	writeFile(t, filepath.Join(c.Dir, "gossip.key"), key)
+	c.run(roostd, "tls", "ca", "--dir", c.Dir)
+	writeFile(t, filepath.Join(c.Dir, "routing.dsn"), c.DSN)
+	driver := c.opts.DB
+	ports := agenttest.FreePorts(t, 3)
+	var join []string
+	for _, n := range c.Nodes {
+		join = append(join, fmt.Sprintf("%s:%d", n.Host, ports[0]))
+	}
+	for i, n := range c.Nodes {
+		c.run(roostd, "tls", "cert", "--dir", c.Dir, "--name", n.Name, "--host", n.Host)
+		d := n.Dovecot
+		n.Socket = filepath.Join(c.Dir, n.Name+".sock")
+		n.LBAgent = fmt.Sprintf("%s:%d", n.Host, ports[2])
+		cfg := fmt.Sprintf(`# rendered by tests/mailcluster
+node:
+  name: %[1]s
+  proxy_host: %[2]s
+  data_dir: %[3]s/%[1]s
+log:
+  level: debug
+gossip:
+  bind: %[2]s:%[4]d
+  join: [%[5]s]
+  join_retry_interval: 200ms
+  key_file: %[3]s/gossip.key
+raft:
+  bind: %[2]s:%[6]d
+  bootstrap_expect: 3
+  server_stabilization_time: 1s
+  tls:
+    ca_file: %[3]s/ca.pem
+    cert_file: %[3]s/%[1]s.pem
+    key_file: %[3]s/%[1]s-key.pem
+api:
+  socket: %[7]s
+fsprobe:
+  mounts:
+    - path: %[8]s
+      fstype: fuse.faultfs
+health:
+  peer_addr: %[9]s
+  checks:
+    - protocol: imap
+      addr: %[9]s
+    - protocol: lmtp
+      addr: %[10]s
+    - protocol: doveadm
+      addr: %[11]s
+      api_key_file: %[12]s
+      severity: warning
+routing:
+  driver: %[13]s
+  dsn_file: %[3]s/routing.dsn
+dovecot:
+  url: %[11]s/doveadm/v1
+  api_key_file: %[12]s
+  instance_name: %[14]s
+lb:
+  agent_check: %[15]s
+`, n.Name, n.Host, c.Dir, ports[0], strings.Join(join, ", "), ports[1], n.Socket, n.Mount,
+			d.IMAP, d.LMTP, d.HTTP, d.APIKeyFile, driver, d.Name, n.LBAgent)
+		if c.opts.Agent != nil {
+			cfg += c.opts.Agent(i)
+		}
+		n.Config = filepath.Join(c.Dir, n.Name+".yaml")
+		writeFile(t, n.Config, cfg)
+		if out := c.run(roostd, "check-config", "--config", n.Config); !strings.Contains(out, "OK") {
+			t.Fatalf("check-config %s: %s", n.Name, out)
+		}
+		n.Agent = StartProc(t, filepath.Join(c.Dir, n.Name+".log"), roostd, "--config", n.Config)
+	}
+	c.opts.Logf("three roostd agents started (configs and logs in %s)", c.Dir)
+}
+
+// RestartAgent starts node n's roostd again after it ended.
+func (c *Cluster) RestartAgent(n *Node) {
+	n.Agent = StartProc(c.t, filepath.Join(c.Dir, n.Name+".log"), filepath.Join(c.opts.Bin, "roostd"), "--config", n.Config)
+}
+
+func (c *Cluster) startHAProxy() {
+	var imap, lmtp []Server
+	for _, n := range c.Nodes {
+		imap = append(imap, Server{Name: n.Name, Addr: n.Dovecot.IMAP, Agent: n.LBAgent})
+		lmtp = append(lmtp, Server{Name: n.Name, Addr: n.Dovecot.LMTP, Agent: n.LBAgent})
+	}
+	ports := agenttest.FreePorts(c.t, 2)
+	c.IMAP, c.LMTP = fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1])
+	c.HAProxy = StartHAProxy(c.t, filepath.Join(c.Dir, "haproxy"), HAProxyConfig{IMAP: c.IMAP, LMTP: c.LMTP, IMAPServers: imap, LMTPServers: lmtp})
+}
+
+// run runs a command to completion, failing the test on error.
+func (c *Cluster) run(name string, args ...string) string {
+	c.t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		c.t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// Ctl runs nodectl against node n's agent and returns its output.
+func (c *Cluster) Ctl(n *Node, args ...string) (string, error) {
+	out, err := exec.Command(c.Nodectl, append([]string{"--socket", n.Socket}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// Status asks node n's agent for the cluster's status.
+func (c *Cluster) Status(n *Node) (api.Status, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return api.NewUnixClient(n.Socket).Status(ctx)
+}
+
+// Member is what node n's agent says about member name.
+func (c *Cluster) Member(n *Node, name string) (api.Member, bool) {
+	st, err := c.Status(n)
+	if err != nil {
+		return api.Member{}, false
+	}
+	for _, m := range st.Members {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return api.Member{}, false
+}
+
+// WaitFor polls cond every 50 ms until it holds, failing the test (with
+// every agent's log tail) after timeout.
+func (c *Cluster) WaitFor(timeout time.Duration, what string, cond func() bool) {
+	c.t.Helper()
+	if agenttest.Eventually(timeout, cond) {
+		return
+	}
+	var b strings.Builder
+	for _, n := range c.Nodes {
+		if n.Agent != nil {
+			fmt.Fprintf(&b, "--- %s's roostd:\n%s\n", n.Name, tail(n.Agent.Log(), 40))
+		}
+	}
+	c.t.Fatalf("waited %s for %s\n%s", timeout, what, b.String())
+}
+
+// UsersOn counts the users the table routes to host.
+func (c *Cluster) UsersOn(host string) int {
+	c.t.Helper()
+	q := `SELECT COUNT(*) FROM users WHERE proxy_host = ?`
+	if c.opts.DB == "postgres" {
+		q = `SELECT COUNT(*) FROM users WHERE proxy_host = $1`
+	}
+	var n int
+	if err := c.DB.QueryRow(q, host).Scan(&n); err != nil {
+		c.t.Fatal(err)
+	}
+	return n
+}
+
+// HostOf is where the table routes user.
+func (c *Cluster) HostOf(user string) string {
+	c.t.Helper()
+	q := `SELECT proxy_host FROM users WHERE username = ?`
+	if c.opts.DB == "postgres" {
+		q = `SELECT proxy_host FROM users WHERE username = $1`
+	}
+	var h string
+	if err := c.DB.QueryRow(q, user).Scan(&h); err != nil {
+		c.t.Fatal(err)
+	}
+	return h
+}
+
+// UsersOf lists the users that start on node n.
+func (c *Cluster) UsersOf(n *Node) []string {
+	var out []string
+	for k, u := range c.Users {
+		if c.Nodes[k%3] == n {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// NodeByShort finds the node whose Dovecot says x-roost-node s.
+func (c *Cluster) NodeByShort(s string) *Node {
+	for _, n := range c.Nodes {
+		if n.Short == s {
+			return n
+		}
+	}
+	return nil
+}
+
+func writeFile(t testing.TB, path, data string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func tail(s string, lines int) string {
+	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(l) > lines {
+		l = l[len(l)-lines:]
+	}
+	return strings.Join(l, "\n")
+}
+
+// Proc is a process the cluster started; it ends with the test (SIGTERM,
+// then SIGKILL) and with the test binary (Pdeathsig).
+type Proc struct {
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+}
+
+// StartProc starts name with args, its output appended to logFile.
+func StartProc(t testing.TB, logFile, name string, args ...string) *Proc {
+	t.Helper()
+	f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	p := &Proc{cmd: exec.Command(name, args...), log: logFile, done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = f, f
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { p.Stop(10 * time.Second) })
+	return p
+}
+
+// Pid is the process's pid.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
+// Log is what the process wrote so far.
+func (p *Proc) Log() string {
+	b, _ := os.ReadFile(p.log)
+	return string(b)
+}
+
+// Running reports whether the process has not exited.
+func (p *Proc) Running() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Signal sends sig to the process.
+func (p *Proc) Signal(sig syscall.Signal) { _ = p.cmd.Process.Signal(sig) }
+
+// Stop ends the process: SIGTERM, and SIGKILL after grace.
+func (p *Proc) Stop(grace time.Duration) {
+	if !p.Running() {
+		return
+	}
+	p.Signal(syscall.SIGCONT) // a stopped process cannot handle SIGTERM
+	p.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		p.Signal(syscall.SIGKILL)
+		select {
+		case <-p.done:
+		case <-time.After(grace): // stuck in the kernel (a hung mount): leave it to Pdeathsig
+		}
+	}
+}
