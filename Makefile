@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/roost-mail/roost/version.Version=$(VERSION)
 PKGS    := ./...
 
-.PHONY: all build test test-deps lint unit bench demo clean stage deb rpm packages
+.PHONY: all build test test-deps lint unit bench ttr demo clean stage deb rpm packages
 
 all: build
 
@@ -33,8 +33,14 @@ unit:
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 # Benchmarks and long measurements; not part of make test.
-bench:
+bench: ttr
 	$(GO) test -run '^$$' -bench . -benchtime 5x -timeout 180m ./...
+
+# Time to recover on the whole mail cluster (root; the Debian packages of
+# scripts/test-deps.sh): 10 fresh clusters per scenario, median and p95.
+TTR_RUNS ?= 10
+ttr: build
+	$(GO) run ./tests/cmd/ttr -runs $(TTR_RUNS) -bin $(BIN)
 
 # Packages: make deb rpm (ARCH=amd64 or arm64); make packages does both
 # architectures. The package version comes from git (v1.2.3 tags, else

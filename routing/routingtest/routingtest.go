@@ -35,12 +35,19 @@ var Drivers = []string{"sqlite", "postgres", "mysql"}
 // from TestMain: os.Exit(routingtest.Main(m)).
 func Main(m *testing.M) int {
 	code := m.Run()
+	Stop()
+	return code
+}
+
+// Stop stops every server this process started (a program that used Open
+// calls it before it exits).
+func Stop() {
 	mu.Lock()
 	defer mu.Unlock()
-	for _, s := range servers {
+	for k, s := range servers {
 		s.stop()
+		delete(servers, k)
 	}
-	return code
 }
 
 var (

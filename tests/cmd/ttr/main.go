@@ -1,0 +1,110 @@
+// Command ttr measures Roost's time to recover on the whole mail cluster
+// of tests/mailcluster (PostgreSQL, three Dovecot nodes on faultfs mounts,
+// HAProxy, three roostd at their default settings): from the fault on
+// node2 to the first login of one of node2's users through HAProxy that
+// lands on a healthy node. Each run is a fresh cluster. It prints the
+// median and p95 per scenario:
+//
+//	sudo make ttr                       # 10 runs of each scenario
+//	sudo go run ./tests/cmd/ttr -runs 20 -scenarios crash
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/roost-mail/roost/faultfs"
+	"github.com/roost-mail/roost/tests/mailcluster"
+)
+
+// scenarios break node b.
+var scenarios = map[string]struct {
+	what  string
+	fault func(b *mailcluster.Node) error
+}{
+	"crash":    {"Dovecot killed (kill -9 of its master)", func(b *mailcluster.Node) error { b.Dovecot.Kill9(); return nil }},
+	"hung":     {"mail mount hangs", func(b *mailcluster.Node) error { return b.FS.Set(faultfs.Fault{Hang: true}) }},
+	"vanished": {"mail mount vanishes (unmounted)", func(b *mailcluster.Node) error { return b.FS.Unmount() }},
+}
+
+func main() {
+	runs := flag.Int("runs", 10, "runs per scenario, each on a fresh cluster")
+	names := flag.String("scenarios", "crash,hung,vanished", "comma-separated: crash, hung, vanished")
+	db := flag.String("db", "postgres", "the users table's database: postgres or sqlite")
+	bin := flag.String("bin", "bin", "the directory with roostd and nodectl (make build)")
+	verbose := flag.Bool("v", false, "log the clusters' progress")
+	flag.Parse()
+	if *runs < 1 {
+		fmt.Fprintln(os.Stderr, "ttr: -runs must be at least 1")
+		os.Exit(2)
+	}
+	var order []string
+	for _, n := range strings.Split(*names, ",") {
+		if _, ok := scenarios[n]; !ok {
+			fmt.Fprintf(os.Stderr, "ttr: unknown scenario %q (want crash, hung or vanished)\n", n)
+			os.Exit(2)
+		}
+		order = append(order, n)
+	}
+	log := io.Discard
+	if *verbose {
+		log = os.Stderr
+	}
+	results := map[string][]time.Duration{}
+	for _, name := range order {
+		for i := range *runs {
+			d, err := once(name, *db, *bin, log)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "ttr: %s run %d: %v\n", name, i+1, err)
+				os.Exit(1)
+			}
+			fmt.Fprintf(os.Stderr, "%s run %d/%d: %s\n", name, i+1, *runs, d.Round(time.Millisecond))
+			results[name] = append(results[name], d)
+		}
+	}
+	fmt.Printf("\nTime to recover: fault on node2 → first login of a node2 user through HAProxy on a healthy node\n(%d runs each, a fresh cluster per run, roostd at default settings, %s routing)\n\n", *runs, *db)
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "SCENARIO\tFAULT\tRUNS\tMEDIAN\tP95\tMIN\tMAX")
+	for _, name := range order {
+		ds := results[name]
+		slices.Sort(ds)
+		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", name, scenarios[name].what, len(ds),
+			secs(quantile(ds, 0.5)), secs(quantile(ds, 0.95)), secs(ds[0]), secs(ds[len(ds)-1]))
+	}
+	w.Flush()
+}
+
+// once starts a cluster, breaks node2 and times the first good login.
+func once(name, db, bin string, log io.Writer) (d time.Duration, err error) {
+	p := mailcluster.NewProg("ttr-"+name, log)
+	defer p.Close()
+	err = p.Run(func() {
+		c := mailcluster.Start(p, mailcluster.Options{DB: db, Bin: bin})
+		b := c.Nodes[1]
+		user := c.UsersOf(b)[0]
+		start := time.Now()
+		if err := scenarios[name].fault(b); err != nil {
+			p.Fatal(err)
+		}
+		var lerr error
+		if d, lerr = c.FirstLogin(user, b.Short, start, 60*time.Second); lerr != nil {
+			p.Fatal(lerr)
+		}
+	})
+	return d, err
+}
+
+// quantile is the nearest-rank quantile of sorted ds.
+func quantile(ds []time.Duration, q float64) time.Duration {
+	k := int(math.Ceil(q*float64(len(ds)))) - 1
+	return ds[max(k, 0)]
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
