@@ -71,9 +71,13 @@ packages:
 	$(MAKE) deb rpm ARCH=amd64
 	$(MAKE) deb rpm ARCH=arm64
 
-# A three-agent cluster on loopback; Ctrl-C stops it.
-demo:
-	@scripts/demo.sh
+# The whole mail cluster on loopback (root: FUSE, Dovecot): three Dovecot
+# nodes on a shared FUSE filesystem, HAProxy, three roostd; it breaks node2
+# and shows the failover. Ctrl-C stops it. DEMO_DB=postgres for PostgreSQL.
+DEMO_DB ?= sqlite
+demo: build
+	@scripts/test-deps.sh demo $(DEMO_DB)
+	@$(GO) run ./tests/cmd/demo -bin $(BIN) -db $(DEMO_DB)
 
 clean:
 	rm -rf $(BIN) .demo build dist

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs (as root, from Debian packages) and checks what `make test` needs.
 # A missing component is a failure, never a silent skip.
+#   scripts/test-deps.sh               everything make test needs
+#   scripts/test-deps.sh demo [sqlite|postgres]   what make demo needs
 set -euo pipefail
+mode=${1:-test}
+demo_db=${2:-sqlite}
 
 fail() { echo "test-deps: $*" >&2; exit 1; }
 need_pkgs=()
 command -v go >/dev/null || fail "go is not on PATH (Go 1.26 expected)"
-[ "$(id -u)" = 0 ] || fail "make test must run as root: the filesystem tests mount FUSE and mount fusectl"
+[ "$(id -u)" = 0 ] || fail "make $mode must run as root: it mounts FUSE and runs Dovecot"
 [ -c /dev/fuse ] || fail "/dev/fuse is missing: load the fuse module (modprobe fuse)"
 command -v git >/dev/null || need_pkgs+=(git)
 # Real Dovecot 2.3 for the health checks, kicks and end-to-end (its SQLite
@@ -16,8 +20,15 @@ command -v git >/dev/null || need_pkgs+=(git)
 # check the packages, debootstrap for their install test (its Debian base
 # is cached in /var/cache/roost-test). The tests
 # start private servers; the packages' own stay off.
-for p in dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-submissiond dovecot-managesieved dovecot-sieve dovecot-sqlite \
-         postgresql mariadb-server haproxy iproute2 prometheus-alertmanager prometheus lintian rpm debootstrap; do
+pkgs=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-submissiond dovecot-managesieved dovecot-sieve dovecot-sqlite dovecot-pgsql
+      postgresql mariadb-server haproxy iproute2 prometheus-alertmanager prometheus lintian rpm debootstrap)
+if [ "$mode" = demo ]; then
+  # The demo's mail cluster: Dovecot (SQL passdb, LMTP, Sieve), HAProxy;
+  # PostgreSQL only for `make demo DEMO_DB=postgres`.
+  pkgs=(dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sieve dovecot-sqlite haproxy)
+  [ "$demo_db" = postgres ] && pkgs+=(dovecot-pgsql postgresql)
+fi
+for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 
@@ -39,9 +50,15 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 getent passwd vmail >/dev/null || useradd --system --user-group --home-dir /nonexistent --shell /usr/sbin/nologin vmail
 command -v dovecot >/dev/null || fail "dovecot is not installed"
+command -v sievec >/dev/null || fail "sievec (dovecot-sieve) is not installed"
+command -v haproxy >/dev/null || fail "haproxy is not installed"
+if [ "$mode" = demo ]; then
+  [ "$demo_db" != postgres ] || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || fail "PostgreSQL's server is not installed"
+  echo "== demo dependencies present: dovecot $(dovecot --version), $(haproxy -v | head -1)"
+  exit 0
+fi
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || fail "PostgreSQL's server is not installed"
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || fail "MariaDB's server is not installed"
-command -v haproxy >/dev/null || fail "haproxy is not installed"
 command -v prometheus-alertmanager >/dev/null && command -v amtool >/dev/null || fail "prometheus-alertmanager (with amtool) is not installed"
 command -v promtool >/dev/null || fail "promtool (Debian's prometheus package) is not installed"
 command -v lintian >/dev/null && command -v rpm >/dev/null || fail "lintian and rpm (to check the packages) are not installed"

@@ -2,16 +2,13 @@ package tests
 
 import (
 	"bufio"
-	"encoding/csv"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,112 +16,23 @@ import (
 	"github.com/roost-mail/roost/agent/agenttest"
 	"github.com/roost-mail/roost/api"
 	"github.com/roost-mail/roost/tests/dovecotlab"
+	"github.com/roost-mail/roost/tests/mailcluster"
 )
 
-// haproxy is a real HAProxy (Debian's package) run in the foreground.
-type haproxy struct {
-	t        *testing.T
-	frontend string
-	sock     string
-}
-
-// startHAProxy balances IMAP over servers (name → address), each with a
-// TCP check and an agent-check on agents[name].
-func startHAProxy(t *testing.T, servers, agents map[string]string, order []string) *haproxy {
+// waitStatus waits until HAProxy's imap backend shows want (prefixes).
+func waitStatus(t *testing.T, h *mailcluster.HAProxy, want map[string]string) {
 	t.Helper()
-	bin, err := exec.LookPath("haproxy")
-	if err != nil {
-		t.Fatal("haproxy is not installed: run scripts/test-deps.sh as root")
-	}
-	dir := t.TempDir()
-	port := agenttest.FreePorts(t, 1)[0]
-	h := &haproxy{t: t, frontend: fmt.Sprintf("127.0.0.1:%d", port), sock: filepath.Join(dir, "admin.sock")}
-	var b strings.Builder
-	fmt.Fprintf(&b, `global
-  stats socket %s mode 600 level admin
-defaults
-  mode tcp
-  timeout connect 2s
-  timeout client 30s
-  timeout server 30s
-frontend imap
-  bind %s
-  default_backend mail
-backend mail
-  balance roundrobin
-`, h.sock, h.frontend)
-	for _, name := range order {
-		ah, ap, _ := net.SplitHostPort(agents[name])
-		fmt.Fprintf(&b, "  server %s %s check inter 500ms agent-check agent-addr %s agent-port %s agent-inter 200ms\n", name, servers[name], ah, ap)
-	}
-	cfg := filepath.Join(dir, "haproxy.cfg")
-	if err := os.WriteFile(cfg, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(bin, "-c", "-f", cfg).CombinedOutput(); err != nil {
-		t.Fatalf("haproxy -c: %v\n%s", err, out)
-	}
-	log := &agenttest.SyncBuffer{}
-	cmd := exec.Command(bin, "-db", "-f", cfg)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("haproxy log:\n%s", log.String())
-		}
-	})
-	return h
-}
-
-// stat returns each server's status and total sessions from HAProxy's
-// stats socket.
-func (h *haproxy) stat() (map[string]string, map[string]string) {
-	c, err := net.DialTimeout("unix", h.sock, time.Second)
-	if err != nil {
-		return nil, nil
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-	fmt.Fprintf(c, "show stat\n")
-	b, _ := io.ReadAll(c)
-	r := csv.NewReader(strings.NewReader(strings.TrimPrefix(string(b), "# ")))
-	r.FieldsPerRecord = -1
-	rows, err := r.ReadAll()
-	if err != nil || len(rows) == 0 {
-		return nil, nil
-	}
-	col := map[string]int{}
-	for i, name := range rows[0] {
-		col[name] = i
-	}
-	status, stot := map[string]string{}, map[string]string{}
-	for _, row := range rows[1:] {
-		if len(row) > col["status"] && row[col["pxname"]] == "mail" && row[col["svname"]] != "BACKEND" {
-			status[row[col["svname"]]] = row[col["status"]]
-			stot[row[col["svname"]]] = row[col["stot"]]
-		}
-	}
-	return status, stot
-}
-
-func (h *haproxy) waitStatus(want map[string]string) {
-	h.t.Helper()
-	var got map[string]string
+	var got map[string]mailcluster.ServerStat
 	if !agenttest.Eventually(30*time.Second, func() bool {
-		got, _ = h.stat()
+		got = h.Stat("imap")
 		for k, v := range want {
-			if !strings.HasPrefix(got[k], v) {
+			if !strings.HasPrefix(got[k].Status, v) {
 				return false
 			}
 		}
 		return true
 	}) {
-		h.t.Fatalf("HAProxy shows %v, want %v", got, want)
+		t.Fatalf("HAProxy shows %v, want %v", got, want)
 	}
 }
 
@@ -142,15 +50,17 @@ func TestHAProxyFollowsTheLBSignal(t *testing.T) {
 			cfg.Health.Checks[0].Command = "test ! -e " + flag
 		}
 	})
-	servers, agents := map[string]string{}, map[string]string{}
+	var servers []mailcluster.Server
 	httpLB := map[string]string{}
 	for i, n := range c.Nodes() {
 		name := nodes[i].Short()
-		servers[name] = nodes[i].IMAP
-		agents[name], httpLB[name] = n.Agent.LBAddrs()
+		agentAddr, httpAddr := n.Agent.LBAddrs()
+		servers = append(servers, mailcluster.Server{Name: name, Addr: nodes[i].IMAP, Agent: agentAddr})
+		httpLB[name] = httpAddr
 	}
-	h := startHAProxy(t, servers, agents, []string{"a", "b", "c"})
-	h.waitStatus(map[string]string{"a": "UP", "b": "UP", "c": "UP"})
+	frontend := fmt.Sprintf("127.0.0.1:%d", agenttest.FreePorts(t, 1)[0])
+	h := mailcluster.StartHAProxy(t, t.TempDir(), mailcluster.HAProxyConfig{IMAP: frontend, IMAPServers: servers})
+	waitStatus(t, h, map[string]string{"a": "UP", "b": "UP", "c": "UP"})
 	lbHTTP := func(name string) (int, string) {
 		resp, err := http.Get("http://" + httpLB[name] + "/lb")
 		if err != nil {
@@ -167,13 +77,13 @@ func TestHAProxyFollowsTheLBSignal(t *testing.T) {
 	if _, err := c.Leader().Client().Post(t.Context(), "/v1/nodes/node2/drain", api.OpRequest{Reason: "disk swap"}); err != nil {
 		t.Fatal(err)
 	}
-	h.waitStatus(map[string]string{"a": "UP", "b": "DRAIN", "c": "UP"})
+	waitStatus(t, h, map[string]string{"a": "UP", "b": "DRAIN", "c": "UP"})
 	if code, body := lbHTTP("b"); code != 503 || !strings.Contains(body, "drain: draining: disk swap") {
 		t.Fatalf("GET /lb on draining node2: %d %q", code, body)
 	}
-	_, before := h.stat()
+	before := h.Stat("imap")
 	for range 12 {
-		conn, err := net.DialTimeout("tcp", h.frontend, 2*time.Second)
+		conn, err := net.DialTimeout("tcp", frontend, 2*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -183,15 +93,15 @@ func TestHAProxyFollowsTheLBSignal(t *testing.T) {
 		}
 		conn.Close()
 	}
-	_, after := h.stat()
-	if after["b"] != before["b"] || after["a"] == before["a"] || after["c"] == before["c"] {
+	after := h.Stat("imap")
+	if after["b"].Total != before["b"].Total || after["a"].Total == before["a"].Total || after["c"].Total == before["c"].Total {
 		t.Fatalf("sessions per server before %v, after %v: want none new on the draining b", before, after)
 	}
 
 	if err := os.WriteFile(flag, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	h.waitStatus(map[string]string{"c": "DOWN"})
+	waitStatus(t, h, map[string]string{"c": "DOWN"})
 	if code, body := lbHTTP("c"); code != 503 || !strings.HasPrefix(body, "down") {
 		t.Fatalf("GET /lb on failed node3: %d %q", code, body)
 	}
@@ -201,5 +111,5 @@ func TestHAProxyFollowsTheLBSignal(t *testing.T) {
 	if _, err := c.Leader().Client().Post(t.Context(), "/v1/nodes/node2/undrain", api.OpRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	h.waitStatus(map[string]string{"a": "UP", "b": "UP"})
+	waitStatus(t, h, map[string]string{"a": "UP", "b": "UP"})
 }

@@ -60,6 +60,11 @@ func (s *Session) Ended(timeout time.Duration) bool {
 	select {
 	case <-s.Closed():
 		return true
+	default:
+	}
+	select {
+	case <-s.Closed():
+		return true
 	case <-time.After(timeout):
 		return false
 	}
