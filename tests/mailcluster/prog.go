@@ -76,8 +76,12 @@ func (p *Prog) Failed() bool { p.mu.Lock(); defer p.mu.Unlock(); return p.failed
 func (p *Prog) Context() context.Context {
 	return p.ctx
 }
-func (p *Prog) Cleanup(fn func()) { p.mu.Lock(); defer p.mu.Unlock(); p.cleanups = append(p.cleanups, fn) }
-func (p *Prog) Log(args ...any)   { fmt.Fprintln(p.out, args...) }
+func (p *Prog) Cleanup(fn func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cleanups = append(p.cleanups, fn)
+}
+func (p *Prog) Log(args ...any) { fmt.Fprintln(p.out, args...) }
 func (p *Prog) Logf(format string, args ...any) {
 	fmt.Fprintf(p.out, format+"\n", args...)
 }
