@@ -73,11 +73,11 @@ func TestShippedExampleConfigIsValid(t *testing.T) {
 }
 
 // Every YAML block in the README and docs that looks like a roostd config
-// must pass check-config.
+// (the guide marks them "yaml roost-config") must pass check-config.
 func TestDocumentedConfigsAreValid(t *testing.T) {
 	files, _ := filepath.Glob("../docs/*.md")
 	files = append(files, "../README.md")
-	block := regexp.MustCompile("(?s)```yaml\n(.*?)```")
+	block := regexp.MustCompile("(?s)```yaml(?: roost-config)?\n(.*?)```")
 	found := 0
 	for _, f := range files {
 		b, err := os.ReadFile(f)
