@@ -331,7 +331,8 @@ func TestTracker(t *testing.T) {
 		t.Fatalf("a failing warning check: got %s %v", st, reasons)
 	}
 	tr.Observe("imap", SeverityCritical, boom, false, now)
-	if st, reasons := tr.Node(); st != Critical || len(reasons) != 2 {
-		t.Fatalf("a failing critical check: got %s %v", st, reasons)
+	tr.Observe("doveadm", SeverityWarning, boom, false, now)
+	if st, reasons := tr.Node(); st != Critical || len(reasons) != 3 || !strings.HasPrefix(reasons[0], "imap: ") {
+		t.Fatalf("a failing critical check: got %s %v, want the critical reason first", st, reasons)
 	}
 }

@@ -99,19 +99,20 @@ func (t *Tracker) Checks() []CheckState {
 // warning if only warning checks fail, passing otherwise; with the reasons.
 func (t *Tracker) Node() (Status, []string) {
 	status := Passing
-	var reasons []string
+	var critical, warning []string
 	for _, c := range t.Checks() {
 		switch c.Status {
 		case Critical:
 			status = Critical
+			critical = append(critical, fmt.Sprintf("%s: %s", c.Name, c.Reason))
 		case Warning:
 			if status == Passing {
 				status = Warning
 			}
-		default:
-			continue
+			warning = append(warning, fmt.Sprintf("%s: %s", c.Name, c.Reason))
 		}
-		reasons = append(reasons, fmt.Sprintf("%s: %s", c.Name, c.Reason))
 	}
-	return status, reasons
+	// What makes the node critical comes first: status lines and plan
+	// reasons are cut short.
+	return status, append(critical, warning...)
 }

@@ -102,18 +102,24 @@ func TestE2EDovecotCrash(t *testing.T) {
 	if out, err := c.Ctl(c.Nodes[2], "failback", b.Name, "--yes"); err != nil {
 		t.Fatalf("nodectl failback: %v\n%s", err, out)
 	}
-	c.WaitFor(30*time.Second, "node2's users home and node2 active", func() bool {
+	backHome(t, c, b)
+}
+
+// backHome waits until b's users are home, b active and up in HAProxy,
+// and one of them logs in on b again.
+func backHome(t *testing.T, c *mailcluster.Cluster, b *mailcluster.Node) {
+	t.Helper()
+	c.WaitFor(30*time.Second, "node2's users home, node2 active and up in HAProxy", func() bool {
 		m, _ := c.Member(c.Nodes[0], b.Name)
-		return c.UsersOn(b.Host) == len(c.UsersOf(b)) && m.State == "active" && m.LB == "up"
+		return c.UsersOn(b.Host) == len(c.UsersOf(b)) && m.State == "active" && m.LB == "up" && c.HAProxy.Stat("imap")[b.Name].Status == "UP"
 	})
-	c.WaitFor(10*time.Second, "HAProxy to see node2 up", func() bool { return c.HAProxy.Stat("imap")["node2"].Status == "UP" })
 	s, err := c.Login(c.UsersOf(b)[7], 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
 	if s.Node != b.Short {
-		t.Fatalf("after the failback %s logs in on %q", s.User, s.Node)
+		t.Fatalf("back home, %s logs in on %q", s.User, s.Node)
 	}
 }
 
@@ -192,35 +198,13 @@ func TestE2ESlowSharedFilesystemFreezes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c.WaitFor(15*time.Second, "every node critical", func() bool {
-		st, err := c.Status(c.Nodes[0])
-		if err != nil {
-			return false
-		}
-		for _, m := range st.Members {
-			if m.Health != "critical" {
-				return false
-			}
-		}
-		return true
-	})
+	c.WaitFor(15*time.Second, "every node critical", func() bool { return everyNode(c, "critical") })
 	time.Sleep(3 * time.Second) // rounds in which the leader must move nobody
 	unmoved()
 	for _, n := range c.Nodes {
 		n.FS.Clear()
 	}
-	c.WaitFor(30*time.Second, "every node passing again", func() bool {
-		st, err := c.Status(c.Nodes[0])
-		if err != nil {
-			return false
-		}
-		for _, m := range st.Members {
-			if m.Health != "passing" {
-				return false
-			}
-		}
-		return true
-	})
+	c.WaitFor(30*time.Second, "every node passing again", func() bool { return everyNode(c, "passing") })
 	if out, err := c.Ctl(c.Nodes[1], "ack"); err != nil {
 		t.Fatalf("nodectl ack: %v\n%s", err, out)
 	}
@@ -260,18 +244,7 @@ func TestE2EDrainAndUndrain(t *testing.T) {
 	if out, err := c.Ctl(c.Nodes[2], "undrain", b.Name, "--yes"); err != nil {
 		t.Fatalf("nodectl undrain: %v\n%s", err, out)
 	}
-	c.WaitFor(30*time.Second, "node2's users home, node2 active and up in HAProxy", func() bool {
-		m, _ := c.Member(c.Nodes[0], b.Name)
-		return c.UsersOn(b.Host) == len(c.UsersOf(b)) && m.State == "active" && c.HAProxy.Stat("imap")["node2"].Status == "UP"
-	})
-	s, err := c.Login(c.UsersOf(b)[3], 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	if s.Node != b.Short {
-		t.Fatalf("after undrain %s logs in on %q", s.User, s.Node)
-	}
+	backHome(t, c, b)
 }
 
 // Scenario 6: 1,000 messages go over LMTP through HAProxy, eight senders
@@ -343,6 +316,20 @@ func TestE2ENoMailLostDuringFailover(t *testing.T) {
 			t.Fatalf("messages on %s's local disk: %v", n.Name, found)
 		}
 	}
+}
+
+// everyNode says whether every member reports health.
+func everyNode(c *mailcluster.Cluster, health string) bool {
+	st, err := c.Status(c.Nodes[0])
+	if err != nil {
+		return false
+	}
+	for _, m := range st.Members {
+		if m.Health != health {
+			return false
+		}
+	}
+	return true
 }
 
 type message struct{ user, id string }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/roost-mail/roost/agent/agenttest"
 	"github.com/roost-mail/roost/api"
+	"github.com/roost-mail/roost/tests/mailcluster"
 )
 
 // procCluster is a cluster of roostd processes on loopback, configured
@@ -81,28 +82,8 @@ func startProcsWith(t *testing.T, o procOptions) *procCluster {
 		if out, err := run(t, c.roostd, "tls", "cert", "--dir", c.dir, "--name", name, "--host", o.ip(i)); err != nil {
 			t.Fatalf("tls cert: %v %s", err, out)
 		}
-		cfg := fmt.Sprintf(`node:
-  name: %[1]s
-  proxy_host: %[2]s
-  data_dir: %[3]s/%[1]s
-log:
-  level: debug
-gossip:
-  bind: %[8]s:%[4]d
-  join: [%[5]s]
-  join_retry_interval: 200ms
-  key_file: %[3]s/gossip.key
-raft:
-  bind: %[8]s:%[6]d
-  bootstrap_expect: 3
-  server_stabilization_time: 1s
-  tls:
-    ca_file: %[3]s/ca.pem
-    cert_file: %[3]s/%[1]s.pem
-    key_file: %[3]s/%[1]s-key.pem
-api:
-  socket: %[7]s/%[1]s.sock
-`, name, o.proxyHost(i), c.dir, ports[i], strings.Join(join, ", "), ports[n+i], c.sockDir, o.ip(i))
+		cfg := mailcluster.AgentBase{Name: name, ProxyHost: o.proxyHost(i), IP: o.ip(i), Dir: c.dir, Socket: filepath.Join(c.sockDir, name+".sock"),
+			GossipPort: ports[i], RaftPort: ports[n+i], Join: join}.YAML()
 		if extra != nil {
 			cfg += extra(i)
 		}

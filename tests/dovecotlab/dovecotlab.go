@@ -69,7 +69,17 @@ type Options struct {
 	AuthCache bool
 	// DoveadmTLS serves the doveadm HTTP API over TLS (HTTP is https://).
 	DoveadmTLS bool
+	// SQLConf is the SQL passdb's whole args file (the guide's, with its
+	// driver and connect lines), instead of the lab's own.
+	SQLConf string
+	// Roost is the block of settings Roost relies on (the guide's "dovecot
+	// roost" block, fitted to this node): it replaces the lab's own
+	// trusted networks, proxy settings, auth cache, doveadm API and Sieve.
+	Roost string
 }
+
+// APIKey is every instance's doveadm_api_key.
+const APIKey = "test-api-key"
 
 var confTmpl = template.Must(template.New("conf").Parse(`# rendered by tests/dovecotlab
 instance_name = {{.Name}}
@@ -90,19 +100,19 @@ default_internal_user = dovecot
 default_login_user = dovenull
 first_valid_uid = 100
 mail_location = maildir:{{.Opts.Shared}}/%u/Maildir:INDEX={{.Dir}}/index/%u
-haproxy_trusted_networks = 127.0.0.0/8
+{{if not .Opts.Roost}}haproxy_trusted_networks = 127.0.0.0/8
 login_trusted_networks = 127.0.0.0/8
 {{if .Opts.AuthCache}}auth_cache_size = 1M
 auth_cache_ttl = 1 hour
-auth_cache_negative_ttl = 0{{else}}auth_cache_size = 0{{end}}
-{{if .SQL}}auth_proxy_self = {{.IP}}
+auth_cache_negative_ttl = 0{{else}}auth_cache_size = 0{{end}}{{end}}
+{{if .SQL}}{{if not .Opts.Roost}}auth_proxy_self = {{.IP}}
 login_proxy_timeout = 5s
-lmtp_proxy = yes
+lmtp_proxy = yes{{end}}
 imap_id_send = name * x-roost-node {{.Short}} environment node={{.Short}}
 passdb {
   driver = sql
   args = {{.Dir}}/sql.conf
-}
+}{{if not .Opts.Roost}}
 # A delivery saved by a node that then died unanswered is retried by the
 # sender: Sieve's duplicate test (by Message-ID, tracked in the user's
 # home on the shared filesystem) drops the second copy wherever it lands.
@@ -111,7 +121,7 @@ protocol lmtp {
 }
 plugin {
   sieve_before = {{.Dir}}/dedupe.sieve
-}{{else}}passdb {
+}{{end}}{{else}}passdb {
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {{.Dir}}/users
 }{{end}}
@@ -164,8 +174,9 @@ service managesieve-login {
     port = {{.P.sieve}}
   }
 }
-doveadm_api_key = {{.APIKey}}
 doveadm_password = {{.DoveadmPassword}}
+{{if .Opts.Roost}}# The guide's Roost settings (docs/dovecot.md), fitted to this node:
+{{.Opts.Roost}}{{else}}doveadm_api_key = {{.APIKey}}
 service doveadm {
   # Dovecot tells HTTP from its doveadm protocol by this listener's name:
   # TLS is ssl = yes on "http", not a listener of another name.
@@ -173,7 +184,7 @@ service doveadm {
     port = {{.P.http}}{{if .Opts.DoveadmTLS}}
     ssl = yes{{end}}
   }
-}
+}{{end}}
 `))
 
 // DedupeSieve drops a message whose Message-ID the user got already
@@ -258,7 +269,7 @@ func StartWith(t testing.TB, name string, o Options) *Instance {
 		o.Shared = filepath.Join(dir, "mail")
 	}
 	i := &Instance{t: t, Name: "roosttest-" + name + "-" + filepath.Base(dir)[len("roost-dovecot-"):], Dir: dir, IP: o.IP,
-		APIKey: "test-api-key", DoveadmPassword: "test-doveadm-pw", User: "probe@example.test", Pass: `pa"ss\word`, Opts: o, short: name}
+		APIKey: APIKey, DoveadmPassword: "test-doveadm-pw", User: "probe@example.test", Pass: `pa"ss\word`, Opts: o, short: name}
 	i.Conf = filepath.Join(dir, "dovecot.conf")
 	i.pidFile = filepath.Join(dir, "run", "master.pid")
 	t.Cleanup(i.cleanup)
@@ -307,14 +318,23 @@ func StartWith(t testing.TB, name string, o Options) *Instance {
 		SQL, SQLConnect string
 	}{i, p, "", ""}
 	switch {
+	case o.SQLConf != "":
+		data.SQL = "guide" // its own driver and connect lines
 	case o.SQLite != "":
 		data.SQL, data.SQLConnect = "sqlite", o.SQLite
 	case o.PgSQL != "":
 		data.SQL, data.SQLConnect = "pgsql", o.PgSQL
 	}
 	render(t, confTmpl, i.Conf, data)
-	if data.SQL != "" {
+	switch {
+	case o.SQLConf != "":
+		if err := os.WriteFile(filepath.Join(dir, "sql.conf"), []byte(o.SQLConf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	case data.SQL != "":
 		render(t, sqlTmpl, filepath.Join(dir, "sql.conf"), data)
+	}
+	if data.SQL != "" && o.Roost == "" {
 		script := filepath.Join(dir, "dedupe.sieve")
 		if err := os.WriteFile(script, []byte(DedupeSieve), 0o644); err != nil {
 			t.Fatal(err)

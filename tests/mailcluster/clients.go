@@ -181,16 +181,3 @@ func (c *Cluster) FirstLogin(user, bad string, since time.Time, timeout time.Dur
 		}
 	}
 }
-
-// JournalFrom counts the journal's moves off host.
-func (c *Cluster) JournalFrom(host string) int {
-	q := `SELECT COUNT(*) FROM roost_journal WHERE from_host = ?`
-	if c.opts.DB == "postgres" {
-		q = `SELECT COUNT(*) FROM roost_journal WHERE from_host = $1`
-	}
-	var n int
-	if err := c.DB.QueryRow(q, host).Scan(&n); err != nil {
-		c.t.Fatal(err)
-	}
-	return n
-}

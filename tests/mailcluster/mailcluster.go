@@ -27,6 +27,83 @@ import (
 	"github.com/roost-mail/roost/tests/dovecotlab"
 )
 
+// guide is the operator's guide's Dovecot configuration (docs/dovecot.md),
+// fitted to this cluster: the SQL passdb file for the cluster's database,
+// and the Roost settings block, per node.
+type guide struct {
+	sql   string
+	roost func(n *Node) string
+}
+
+func (c *Cluster) guide(ports map[string]int) guide {
+	t := c.t
+	snippet := func(lang, tag string) string {
+		b, err := DocSnippet(lang, tag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.Body
+	}
+	sql, err := FitSQL(snippet("dovecot-sql", c.opts.DB), c.DSN, ports)
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(c.Dir, "roost-dedupe.sieve")
+	writeFile(t, script, snippet("sieve", "roost-dedupe"))
+	if err := os.Chmod(script, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("sievec", script).CombinedOutput(); err != nil {
+		t.Fatalf("sievec %s (the guide's script): %v\n%s", script, err, out)
+	}
+	roost := snippet("dovecot", "roost")
+	return guide{sql: sql, roost: func(n *Node) string {
+		out, err := fit(roost, "docs/dovecot.md's Roost settings",
+			"auth_proxy_self = 10.0.0.1", "auth_proxy_self = "+n.Host,
+			"login_trusted_networks = 10.0.0.0/24", "login_trusted_networks = 127.0.0.0/8",
+			"haproxy_trusted_networks = 10.0.0.100", "haproxy_trusted_networks = 127.0.0.0/8",
+			"port = 8080", fmt.Sprintf("port = %d", ports["http"]),
+			"CHANGE-ME-to-a-long-random-secret", dovecotlab.APIKey,
+			"/etc/dovecot/sieve/roost-dedupe.sieve", script)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}}
+}
+
+// FitSQL fits one of the guide's SQL passdb files to a database (dsn, as
+// Dovecot's connect string or an SQLite path) and to listeners on ports.
+func FitSQL(conf, dsn string, ports map[string]int) (string, error) {
+	var lines []string
+	found := false
+	for _, l := range strings.Split(conf, "\n") {
+		if strings.HasPrefix(l, "connect = ") {
+			l, found = "connect = "+dsn, true
+		}
+		lines = append(lines, l)
+	}
+	if !found {
+		return "", fmt.Errorf("the guide's SQL passdb has no connect line:\n%s", conf)
+	}
+	return fit(strings.Join(lines, "\n"), "the guide's SQL passdb",
+		"THEN 24", fmt.Sprintf("THEN %d", ports["lmtp"]),
+		"THEN 110", fmt.Sprintf("THEN %d", ports["pop3"]),
+		"ELSE 143", fmt.Sprintf("ELSE %d", ports["imap"]))
+}
+
+// fit replaces each old with its new in s, and fails when one is missing:
+// the guide changed, and the harness must follow it.
+func fit(s, what string, oldnew ...string) (string, error) {
+	for i := 0; i < len(oldnew); i += 2 {
+		if !strings.Contains(s, oldnew[i]) {
+			return "", fmt.Errorf("%s no longer say %q: fit tests/mailcluster to the guide", what, oldnew[i])
+		}
+		s = strings.ReplaceAll(s, oldnew[i], oldnew[i+1])
+	}
+	return s, nil
+}
+
 // Options shape a cluster.
 type Options struct {
 	// DB is the routing database: "postgres" (default) or "sqlite".
@@ -117,8 +194,9 @@ func Start(t testing.TB, o Options) *Cluster {
 	c.mount()
 	o.Logf("users table on %s with %d users, shared filesystem mounted 3 times", o.DB, len(c.Users))
 	ports := dovecotlab.FreePorts(t)
+	guide := c.guide(ports)
 	for i, n := range c.Nodes {
-		opts := dovecotlab.Options{IP: n.Host, Ports: ports, Shared: n.Mount}
+		opts := dovecotlab.Options{IP: n.Host, Ports: ports, Shared: n.Mount, SQLConf: guide.sql, Roost: guide.roost(n)}
 		if o.DB == "sqlite" {
 			opts.SQLite = c.DSN
 		} else {
@@ -193,7 +271,7 @@ func (c *Cluster) startDB() {
 	for k := range 3 * c.opts.Users {
 		u := fmt.Sprintf("user%04d@example.test", k)
 		c.Users = append(c.Users, u)
-		exec(`INSERT INTO users (username, password, proxy_host) VALUES (?, ?, ?)`, u, Password, c.Nodes[k%3].Host)
+		exec(`INSERT INTO users (username, password, proxy_host) VALUES (?, ?, ?)`, u, "{PLAIN}"+Password, c.Nodes[k%3].Host)
 	}
 }
 
@@ -244,54 +322,32 @@ func (c *Cluster) startAgents() {
 		d := n.Dovecot
 		n.Socket = filepath.Join(c.Dir, n.Name+".sock")
 		n.LBAgent = fmt.Sprintf("%s:%d", n.Host, ports[2])
-		cfg := fmt.Sprintf(`# rendered by tests/mailcluster
-node:
-  name: %[1]s
-  proxy_host: %[2]s
-  data_dir: %[3]s/%[1]s
-log:
-  level: debug
-gossip:
-  bind: %[2]s:%[4]d
-  join: [%[5]s]
-  join_retry_interval: 200ms
-  key_file: %[3]s/gossip.key
-raft:
-  bind: %[2]s:%[6]d
-  bootstrap_expect: 3
-  server_stabilization_time: 1s
-  tls:
-    ca_file: %[3]s/ca.pem
-    cert_file: %[3]s/%[1]s.pem
-    key_file: %[3]s/%[1]s-key.pem
-api:
-  socket: %[7]s
-fsprobe:
+		cfg := AgentBase{Name: n.Name, ProxyHost: n.Host, IP: n.Host, Dir: c.Dir, Socket: n.Socket,
+			GossipPort: ports[0], RaftPort: ports[1], Join: join}.YAML() + fmt.Sprintf(`fsprobe:
   mounts:
-    - path: %[8]s
+    - path: %[1]s
       fstype: fuse.faultfs
 health:
-  peer_addr: %[9]s
+  peer_addr: %[2]s
   checks:
     - protocol: imap
-      addr: %[9]s
+      addr: %[2]s
     - protocol: lmtp
-      addr: %[10]s
+      addr: %[3]s
     - protocol: doveadm
-      addr: %[11]s
-      api_key_file: %[12]s
+      addr: %[4]s
+      api_key_file: %[5]s
       severity: warning
 routing:
-  driver: %[13]s
-  dsn_file: %[3]s/routing.dsn
+  driver: %[6]s
+  dsn_file: %[9]s/routing.dsn
 dovecot:
-  url: %[11]s/doveadm/v1
-  api_key_file: %[12]s
-  instance_name: %[14]s
+  url: %[4]s/doveadm/v1
+  api_key_file: %[5]s
+  instance_name: %[7]s
 lb:
-  agent_check: %[15]s
-`, n.Name, n.Host, c.Dir, ports[0], strings.Join(join, ", "), ports[1], n.Socket, n.Mount,
-			d.IMAP, d.LMTP, d.HTTP, d.APIKeyFile, driver, d.Name, n.LBAgent)
+  agent_check: %[8]s
+`, n.Mount, d.IMAP, d.LMTP, d.HTTP, d.APIKeyFile, driver, d.Name, n.LBAgent, c.Dir)
 		if c.opts.Agent != nil {
 			cfg += c.opts.Agent(i)
 		}
@@ -303,6 +359,41 @@ lb:
 		n.Agent = StartProc(t, filepath.Join(c.Dir, n.Name+".log"), roostd, "--config", n.Config)
 	}
 	c.opts.Logf("three roostd agents started (configs and logs in %s)", c.Dir)
+}
+
+// AgentBase is the node, log, gossip, raft and api sections of a test
+// agent's configuration: its files (gossip.key, ca.pem, NAME.pem,
+// NAME-key.pem) in Dir, as roostd keygen and roostd tls make them.
+type AgentBase struct {
+	Name, ProxyHost, IP, Dir, Socket string
+	GossipPort, RaftPort             int
+	Join                             []string
+}
+
+// YAML renders the sections, debug logging and fast joins included.
+func (a AgentBase) YAML() string {
+	return fmt.Sprintf(`node:
+  name: %[1]s
+  proxy_host: %[2]s
+  data_dir: %[3]s/%[1]s
+log:
+  level: debug
+gossip:
+  bind: %[4]s:%[5]d
+  join: [%[6]s]
+  join_retry_interval: 200ms
+  key_file: %[3]s/gossip.key
+raft:
+  bind: %[4]s:%[7]d
+  bootstrap_expect: 3
+  server_stabilization_time: 1s
+  tls:
+    ca_file: %[3]s/ca.pem
+    cert_file: %[3]s/%[1]s.pem
+    key_file: %[3]s/%[1]s-key.pem
+api:
+  socket: %[8]s
+`, a.Name, a.ProxyHost, a.Dir, a.IP, a.GossipPort, strings.Join(a.Join, ", "), a.RaftPort, a.Socket)
 }
 
 // RestartAgent starts node n's roostd again after it ended.
@@ -376,30 +467,34 @@ func (c *Cluster) WaitFor(timeout time.Duration, what string, cond func() bool) 
 
 // UsersOn counts the users the table routes to host.
 func (c *Cluster) UsersOn(host string) int {
-	c.t.Helper()
-	q := `SELECT COUNT(*) FROM users WHERE proxy_host = ?`
-	if c.opts.DB == "postgres" {
-		q = `SELECT COUNT(*) FROM users WHERE proxy_host = $1`
-	}
 	var n int
-	if err := c.DB.QueryRow(q, host).Scan(&n); err != nil {
-		c.t.Fatal(err)
-	}
+	c.queryRow(&n, `SELECT COUNT(*) FROM users WHERE proxy_host = ?`, host)
 	return n
 }
 
 // HostOf is where the table routes user.
 func (c *Cluster) HostOf(user string) string {
-	c.t.Helper()
-	q := `SELECT proxy_host FROM users WHERE username = ?`
-	if c.opts.DB == "postgres" {
-		q = `SELECT proxy_host FROM users WHERE username = $1`
-	}
 	var h string
-	if err := c.DB.QueryRow(q, user).Scan(&h); err != nil {
+	c.queryRow(&h, `SELECT proxy_host FROM users WHERE username = ?`, user)
+	return h
+}
+
+// JournalFrom counts the journal's moves off host.
+func (c *Cluster) JournalFrom(host string) int {
+	var n int
+	c.queryRow(&n, `SELECT COUNT(*) FROM roost_journal WHERE from_host = ?`, host)
+	return n
+}
+
+// queryRow scans one value of a query with one ? placeholder.
+func (c *Cluster) queryRow(dest any, q string, arg any) {
+	c.t.Helper()
+	if c.opts.DB == "postgres" {
+		q = strings.Replace(q, "?", "$1", 1)
+	}
+	if err := c.DB.QueryRow(q, arg).Scan(dest); err != nil {
 		c.t.Fatal(err)
 	}
-	return h
 }
 
 // UsersOf lists the users that start on node n.
