@@ -23,9 +23,10 @@ command -v git >/dev/null || need_pkgs+=(git)
 pkgs=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-submissiond dovecot-managesieved dovecot-sieve dovecot-sqlite dovecot-pgsql
       postgresql mariadb-server haproxy iproute2 prometheus-alertmanager prometheus lintian rpm debootstrap)
 if [ "$mode" = demo ]; then
-  # The demo's mail cluster: Dovecot (SQL passdb, LMTP, Sieve), HAProxy;
-  # PostgreSQL only for `make demo DEMO_DB=postgres`.
-  pkgs=(dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sieve dovecot-sqlite haproxy)
+  # The demo's mail cluster: Dovecot with every protocol its nodes serve
+  # (IMAP, POP3, LMTP, submission, ManageSieve), the SQLite passdb and
+  # Sieve, and HAProxy; PostgreSQL only for `make demo DEMO_DB=postgres`.
+  pkgs=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-submissiond dovecot-managesieved dovecot-sieve dovecot-sqlite haproxy)
   [ "$demo_db" = postgres ] && pkgs+=(dovecot-pgsql postgresql)
 fi
 for p in "${pkgs[@]}"; do
