@@ -3,10 +3,13 @@ package agent_test
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/roost-mail/roost/agent"
 	"github.com/roost-mail/roost/agent/agenttest"
@@ -208,5 +211,57 @@ func TestCheckFilesNamesTheBrokenFile(t *testing.T) {
 				t.Fatalf("got %v, want an error containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// packaging/roost.yaml, the reference the guide points to, names every key
+// the code reads: a key a struct gains without a line in the example fails
+// here. Keys of list items (health.checks, alertmanager.rules) must appear
+// at least in a commented example.
+func TestExampleConfigNamesEveryKey(t *testing.T) {
+	raw, err := os.ReadFile("../packaging/roost.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	var walk func(typ reflect.Type, path string, m map[string]any, listed bool)
+	walk = func(typ reflect.Type, path string, m map[string]any, listed bool) {
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			key := strings.TrimPrefix(path+"."+name, ".")
+			n++
+			var sub map[string]any
+			if listed || m == nil {
+				if !regexp.MustCompile(`(?m)^[ #-]*` + regexp.QuoteMeta(name) + `:`).Match(raw) {
+					t.Errorf("packaging/roost.yaml does not show %s", key)
+				}
+			} else if v, ok := m[name]; !ok {
+				t.Errorf("packaging/roost.yaml lacks %s", key)
+			} else {
+				sub, _ = v.(map[string]any)
+			}
+			ft := f.Type
+			for ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			switch {
+			case ft.Kind() == reflect.Struct && ft.PkgPath() != "time":
+				walk(ft, key, sub, listed || m == nil)
+			case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+				walk(ft.Elem(), key+"[]", nil, true)
+			}
+		}
+	}
+	walk(reflect.TypeOf(agent.Config{}), "", doc, false)
+	if n < 80 {
+		t.Fatalf("walked only %d keys: the walk is broken", n)
 	}
 }
