@@ -453,7 +453,11 @@ func (c *Cluster) Member(n *Node, name string) (api.Member, bool) {
 // every agent's log tail) after timeout.
 func (c *Cluster) WaitFor(timeout time.Duration, what string, cond func() bool) {
 	c.t.Helper()
-	if agenttest.Eventually(timeout, cond) {
+	ctx := c.t.Context() // canceled when a program's run is stopped
+	if agenttest.Eventually(timeout, func() bool { return ctx.Err() != nil || cond() }) {
+		if ctx.Err() != nil {
+			c.t.Fatalf("stopped while waiting for %s", what)
+		}
 		return
 	}
 	var b strings.Builder

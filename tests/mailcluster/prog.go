@@ -26,6 +26,7 @@ type Prog struct {
 	mu       sync.Mutex
 	cleanups []func()
 	failed   bool
+	closed   bool // Close began: a cleanup registered now runs at once
 }
 
 // fatal is what Fatal panics with; Run recovers it.
@@ -56,6 +57,9 @@ func (p *Prog) Run(fn func()) (err error) {
 // servers the run started.
 func (p *Prog) Close() {
 	p.cancel()
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
 	for {
 		p.mu.Lock()
 		if len(p.cleanups) == 0 {
@@ -76,8 +80,17 @@ func (p *Prog) Failed() bool { p.mu.Lock(); defer p.mu.Unlock(); return p.failed
 func (p *Prog) Context() context.Context {
 	return p.ctx
 }
+
+// Cleanup registers fn for Close; after Close began (Ctrl-C while the
+// cluster still starts) it runs fn at once, so nothing started late is
+// left behind.
 func (p *Prog) Cleanup(fn func()) {
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		fn()
+		return
+	}
 	defer p.mu.Unlock()
 	p.cleanups = append(p.cleanups, fn)
 }

@@ -32,15 +32,27 @@ func main() {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
 	done := make(chan error, 1)
-	go func() { done <- p.Run(func() { show(p, *db, *bin, stop) }) }()
+	go func() { done <- p.Run(func() { show(p, *db, *bin) }) }()
 	var err error
 	select {
 	case err = <-done:
+		if err == nil && os.Getenv("ROOST_DEMO_ONESHOT") == "" {
+			<-stop // the cluster keeps running for the person to try
+			fmt.Println("\nstopping")
+		}
+		step("cleaning up: HAProxy, agents, Dovecot, mounts, database")
+		p.Close()
 	case <-stop:
 		fmt.Println("\nstopping")
+		step("cleaning up: HAProxy, agents, Dovecot, mounts, database")
+		p.Close()
+		// The show may still be starting things: each is ended as it
+		// registers; wait for the show to give up.
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+		}
 	}
-	step("cleaning up: HAProxy, agents, Dovecot, mounts, database")
-	p.Close()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
@@ -49,7 +61,7 @@ func main() {
 
 func step(s string) { fmt.Printf("\n\033[1m== %s\033[0m\n", s) }
 
-func show(p *mailcluster.Prog, db, bin string, stop chan os.Signal) {
+func show(p *mailcluster.Prog, db, bin string) {
 	step(fmt.Sprintf("starting a mail cluster: %s users table, three Dovecot nodes on a shared FUSE filesystem, HAProxy, three roostd", db))
 	c := mailcluster.Start(p, mailcluster.Options{DB: db, Bin: bin})
 	n1 := c.Nodes[0]
@@ -109,8 +121,6 @@ func show(p *mailcluster.Prog, db, bin string, stop chan os.Signal) {
 		nodectl, nodectl, nodectl, nodectl, c.Users[2])
 	fmt.Printf("  configs and logs: %s (node1.yaml, node1.log, …); HAProxy: %s\n", c.Dir, c.HAProxy.Config)
 	fmt.Println("Ctrl-C stops everything the demo started.")
-	<-stop
-	fmt.Println("\nstopping")
 }
 
 // watch prints, as they happen, what the cluster does about node b.
