@@ -141,6 +141,7 @@ func (c *Cluster) Deliver(rcpt, messageID string, timeout time.Duration) error {
 	if r, ok := resp[rcpt]; !ok || r == nil {
 		return fmt.Errorf("no LMTP status for %s", rcpt)
 	}
+	_ = conn.SetDeadline(time.Now().Add(timeout)) // go-smtp cleared it after DATA
 	_ = cl.Quit()
 	return nil
 }
