@@ -60,6 +60,12 @@ func failOver(t *testing.T, fault func(b *mailcluster.Node)) (*mailcluster.Clust
 		}
 	}
 	t.Logf("every session of node2's users ended %s after the fault", time.Since(start).Round(time.Millisecond))
+	// A crashed node's login processes may still accept a connection for a
+	// moment (a client then reconnects); once HAProxy has the node down,
+	// every login must land on a healthy node at the first try.
+	c.WaitFor(10*time.Second, "HAProxy to see node2 down", func() bool {
+		return strings.HasPrefix(c.HAProxy.Stat("imap")["node2"].Status, "DOWN")
+	})
 	again, err := c.LoginAll(affected)
 	if err != nil {
 		t.Fatal(err)
@@ -81,9 +87,6 @@ func failOver(t *testing.T, fault func(b *mailcluster.Node)) (*mailcluster.Clust
 			t.Fatalf("the journal has %d moves off %s, want %d", got, n.Host, want)
 		}
 	}
-	c.WaitFor(10*time.Second, "HAProxy to see node2 down", func() bool {
-		return strings.HasPrefix(c.HAProxy.Stat("imap")["node2"].Status, "DOWN")
-	})
 	if m, _ := c.Member(c.Nodes[0], b.Name); m.State != "failed" || m.LB != "down" {
 		t.Fatalf("node2 is %q with lb %q, want failed and down", m.State, m.LB)
 	}
