@@ -73,8 +73,9 @@ type Options struct {
 	// driver and connect lines), instead of the lab's own.
 	SQLConf string
 	// Roost is the block of settings Roost relies on (the guide's "dovecot
-	// roost" block, fitted to this node): it replaces the lab's own
-	// trusted networks, proxy settings, auth cache, doveadm API and Sieve.
+	// roost" block, fitted to this node, with its Sieve duplicate check):
+	// it replaces the lab's own trusted networks, proxy settings, auth
+	// cache and doveadm API.
 	Roost string
 }
 
@@ -112,16 +113,7 @@ imap_id_send = name * x-roost-node {{.Short}} environment node={{.Short}}
 passdb {
   driver = sql
   args = {{.Dir}}/sql.conf
-}{{if not .Opts.Roost}}
-# A delivery saved by a node that then died unanswered is retried by the
-# sender: Sieve's duplicate test (by Message-ID, tracked in the user's
-# home on the shared filesystem) drops the second copy wherever it lands.
-protocol lmtp {
-  mail_plugins = $mail_plugins sieve
-}
-plugin {
-  sieve_before = {{.Dir}}/dedupe.sieve
-}{{end}}{{else}}passdb {
+}{{else}}passdb {
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {{.Dir}}/users
 }{{end}}
@@ -186,16 +178,6 @@ service doveadm {
   }
 }{{end}}
 `))
-
-// DedupeSieve drops a message whose Message-ID the user got already
-// (RFC 7352), so an LMTP retry after a node died mid-delivery leaves one
-// copy.
-const DedupeSieve = `require ["duplicate"];
-if duplicate {
-  discard;
-  stop;
-}
-`
 
 var sqlTmpl = template.Must(template.New("sql").Parse(`# rendered by tests/dovecotlab
 driver = {{.SQL}}
@@ -333,16 +315,6 @@ func StartWith(t testing.TB, name string, o Options) *Instance {
 		}
 	case data.SQL != "":
 		render(t, sqlTmpl, filepath.Join(dir, "sql.conf"), data)
-	}
-	if data.SQL != "" && o.Roost == "" {
-		script := filepath.Join(dir, "dedupe.sieve")
-		if err := os.WriteFile(script, []byte(DedupeSieve), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		// Compiled ahead: the mail user cannot write beside a global script.
-		if out, err := exec.Command("sievec", script).CombinedOutput(); err != nil {
-			t.Fatalf("sievec %s: %v\n%s (is dovecot-sieve installed?)", script, err, out)
-		}
 	}
 	i.Start()
 	return i
