@@ -25,9 +25,9 @@ test-deps:
 lint:
 	@echo "== gofmt"; out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 	@echo "== go vet"; $(GO) vet $(PKGS)
-	@echo "== go mod tidy"; cp go.mod /tmp/roost-go.mod.bak; cp go.sum /tmp/roost-go.sum.bak; $(GO) mod tidy; \
-	  if ! cmp -s go.mod /tmp/roost-go.mod.bak || ! cmp -s go.sum /tmp/roost-go.sum.bak; then \
-	    cp /tmp/roost-go.mod.bak go.mod; cp /tmp/roost-go.sum.bak go.sum; echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; fi
+	@echo "== go mod tidy"; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; cp go.mod go.sum "$$tmp"/; $(GO) mod tidy; \
+	  if ! cmp -s go.mod "$$tmp"/go.mod || ! cmp -s go.sum "$$tmp"/go.sum; then \
+	    cp "$$tmp"/go.mod "$$tmp"/go.sum .; echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; fi
 
 unit:
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)

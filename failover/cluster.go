@@ -392,6 +392,12 @@ func (c *Cluster) apply(cmd command) error {
 	}
 	f := c.raft.Apply(b, 5*time.Second)
 	if err := f.Error(); err != nil {
+		switch {
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
+			errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrEnqueueTimeout):
+			// A leader change: the caller may try again with the next leader.
+			return opError(ErrNoLeader, "%s: %v", c.id, err)
+		}
 		return err
 	}
 	if err, ok := f.Response().(error); ok {

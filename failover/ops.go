@@ -347,6 +347,9 @@ func (c *Cluster) operate(ctx context.Context, r Request) (Reply, error) {
 	}
 	for _, cmd := range cmds {
 		if err := c.apply(cmd); err != nil {
+			if errors.Is(err, ErrNoLeader) {
+				return reply, err
+			}
 			return reply, opError(ErrConflict, "%v", err)
 		}
 		if cmd.Op == opPlanStart {

@@ -20,7 +20,7 @@ command -v git >/dev/null || need_pkgs+=(git)
 # check the packages, debootstrap for their install test (its Debian base
 # is cached in /var/cache/roost-test). The tests
 # start private servers; the packages' own stay off.
-pkgs=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-submissiond dovecot-managesieved dovecot-sieve dovecot-sqlite dovecot-pgsql
+pkgs=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-submissiond dovecot-managesieved dovecot-sieve dovecot-sqlite dovecot-pgsql dovecot-mysql
       postgresql mariadb-server haproxy iproute2 prometheus-alertmanager prometheus lintian rpm debootstrap)
 if [ "$mode" = demo ]; then
   # The demo's mail cluster: Dovecot with every protocol its nodes serve

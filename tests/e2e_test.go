@@ -239,7 +239,7 @@ func TestE2EDrainAndUndrain(t *testing.T) {
 	c.WaitFor(10*time.Second, "HAProxy to show node2 draining", func() bool {
 		return strings.HasPrefix(c.HAProxy.Stat("imap")["node2"].Status, "DRAIN")
 	})
-	if s, err := c.Login(c.UsersOf(b)[3], 10*time.Second); err != nil || s.Node == b.Short {
+	if s, err := c.LoginRetry(c.UsersOf(b)[3], 3, 10*time.Second); err != nil || s.Node == b.Short {
 		t.Fatalf("a drained user logs in: %v on %v", err, s)
 	} else {
 		s.Close()

@@ -402,3 +402,40 @@ func TestFrozenLeaderHoldingTheFenceDoesNotStopTheNextLeader(t *testing.T) {
 		t.Fatalf("%d moves of the old term after the new term wrote", n)
 	}
 }
+
+// An operator's write sent while the leader has just died waits for the
+// next leader, saying so, and is carried out; with no quorum left it
+// fails once --timeout runs out, with a clear message and exit code 1.
+func TestNodectlWriteRidesOutALeaderChange(t *testing.T) {
+	c, db, _ := pgFailoverCluster(t, 10, 100)
+	leader := c.leader()
+	asker := c.other(leader)
+	target := c.other(leader, asker)
+	leader.kill9(t)
+	out, err := c.ctl(asker, "drain", target.name, "--yes", "--timeout", "30s")
+	if err != nil {
+		t.Fatalf("drain during the election: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "waiting for a leader") {
+		t.Errorf("nodectl did not say that it waits for a leader (did the write meet no election?):\n%s", out)
+	}
+	host := "127.0.1." + strings.TrimPrefix(target.name, "node")
+	c.waitFor(30*time.Second, "the drained node empty", func() bool {
+		return countRows(t, db, `SELECT COUNT(*) FROM users WHERE proxy_host = $1`, host) == 0
+	})
+
+	asker2 := c.other(leader, asker)
+	asker2.kill9(t) // one of three left: no leader can be elected
+	start := time.Now()
+	out, err = c.ctl(asker, "undrain", target.name, "--yes", "--timeout", "3s")
+	code := -1
+	if ee, ok := err.(interface{ ExitCode() int }); ok {
+		code = ee.ExitCode()
+	}
+	if code != 1 || !strings.Contains(out, "no leader took the request before --timeout ran out") {
+		t.Fatalf("undrain without a quorum: exit %d (want 1), output:\n%s", code, out)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("undrain without a quorum took %v with --timeout 3s", took)
+	}
+}

@@ -29,24 +29,57 @@ func ipCmd(t *testing.T, args ...string) {
 	}
 }
 
+// labs numbers the netLabs of this test process: with the pid, it makes
+// every lab's device and namespace names unique, so two labs (of one
+// process or of two) never meet a device the other has not yet removed.
+var labs struct {
+	sync.Mutex
+	seq int
+}
+
+// freeSubnet returns a third octet S for 10.213.S.0/24 that no interface
+// of this machine uses. Called under labs' lock.
+func freeSubnet(t *testing.T) int {
+	t.Helper()
+	out, err := exec.Command("ip", "-o", "-4", "addr", "show").Output()
+	if err != nil {
+		t.Fatalf("ip addr show: %v", err)
+	}
+	for s := 1; s < 250; s++ {
+		if !strings.Contains(string(out), fmt.Sprintf(" 10.213.%d.", s)) {
+			return s
+		}
+	}
+	t.Fatal("no free 10.213.S.0/24 subnet for a test network")
+	return 0
+}
+
 func newNetLab(t *testing.T, n int) *netLab {
 	t.Helper()
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Fatal("no ip command: install iproute2 (scripts/test-deps.sh does)")
 	}
-	id := os.Getpid() % 200
-	l := &netLab{t: t, prefix: fmt.Sprintf("10.213.%d.", id), bridge: fmt.Sprintf("rbr%d", os.Getpid()%100000)}
+	labs.Lock()
+	defer labs.Unlock()
+	labs.seq++
+	// 6 hex digits: a Linux device name holds at most 15 bytes.
+	tag := fmt.Sprintf("%04x%02x", os.Getpid()&0xffff, labs.seq&0xff)
+	l := &netLab{t: t, prefix: fmt.Sprintf("10.213.%d.", freeSubnet(t)), bridge: "rbr" + tag}
+	// Cleanups run even when the test fails, last first: each host-side
+	// veth and namespace, then the bridge. Deleting a device is
+	// synchronous; a namespace's own end goes with its peer.
 	ipCmd(t, "link", "add", l.bridge, "type", "bridge")
 	t.Cleanup(func() { exec.Command("ip", "link", "del", l.bridge).Run() })
 	ipCmd(t, "addr", "add", l.prefix+"254/24", "dev", l.bridge)
 	ipCmd(t, "link", "set", l.bridge, "up")
 	for i := range n {
-		ns := fmt.Sprintf("roost%d-%d", os.Getpid(), i+1)
-		host, peer := fmt.Sprintf("rv%d-%d", os.Getpid()%100000, i+1), "eth0"
+		ns := fmt.Sprintf("roost-%s-%d", tag, i+1)
+		host, peer := fmt.Sprintf("rv%s-%d", tag, i+1), "eth0"
 		ipCmd(t, "netns", "add", ns)
 		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
 		l.ns = append(l.ns, ns)
 		ipCmd(t, "link", "add", host, "type", "veth", "peer", "name", peer, "netns", ns)
+		t.Cleanup(func() { exec.Command("ip", "link", "del", host).Run() })
 		ipCmd(t, "link", "set", host, "master", l.bridge, "up")
 		ipCmd(t, "-n", ns, "addr", "add", l.ip(i)+"/24", "dev", peer)
 		ipCmd(t, "-n", ns, "link", "set", peer, "up")
@@ -149,4 +182,31 @@ func (l *netLab) forward(target string) string {
 		wg.Wait()
 	})
 	return ln.Addr().String()
+}
+
+// Two labs of one process get different devices, namespaces and subnets,
+// and leave nothing behind once their test ends, failed or not.
+func TestNetLabsAreUniqueAndCleanedUp(t *testing.T) {
+	var a, b *netLab
+	t.Run("two at once", func(t *testing.T) {
+		a, b = newNetLab(t, 2), newNetLab(t, 2)
+		if a.bridge == b.bridge || a.prefix == b.prefix || a.ns[0] == b.ns[0] {
+			t.Fatalf("two labs share names: %s %s %s and %s %s %s", a.bridge, a.prefix, a.ns[0], b.bridge, b.prefix, b.ns[0])
+		}
+	})
+	links, _ := exec.Command("ip", "-o", "link", "show").Output()
+	nss, _ := exec.Command("ip", "netns", "list").Output()
+	for _, l := range []*netLab{a, b} {
+		if l == nil {
+			t.Fatal("a lab was not made")
+		}
+		if strings.Contains(string(links), l.bridge) || strings.Contains(string(links), "rv"+l.bridge[3:]) {
+			t.Errorf("devices of %s are still there:\n%s", l.bridge, links)
+		}
+		for _, ns := range l.ns {
+			if strings.Contains(string(nss), ns) {
+				t.Errorf("namespace %s is still there", ns)
+			}
+		}
+	}
 }

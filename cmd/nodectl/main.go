@@ -64,7 +64,7 @@ func execute(args []string, stdout, stderr io.Writer) int {
 	pf.StringVar(&g.addr, "addr", os.Getenv("ROOST_ADDR"), "roostd's TCP API host:port instead of the socket (env ROOST_ADDR)")
 	pf.StringVar(&g.tokenFile, "token-file", os.Getenv("ROOST_TOKEN_FILE"), "file holding the API token, with --addr (env ROOST_TOKEN_FILE)")
 	pf.StringVar(&g.caFile, "ca-file", os.Getenv("ROOST_CA_FILE"), "CA that signed roostd's API certificate, with --addr (env ROOST_CA_FILE)")
-	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "how long to wait for roostd")
+	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "how long to wait for roostd; a write sent during a leader election waits this long for the new leader")
 
 	var asJSON bool
 	status := &cobra.Command{

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/http"
 	"net/url"
 	"os"
 	"slices"
@@ -34,6 +35,32 @@ func failCode(err error) int {
 	return exitError
 }
 
+// postThroughElection posts an operator's write and rides out a leader
+// change: while roostd answers 503 (no leader, or the leader it forwarded
+// to stepped down), it says once on warn that it waits, and tries again
+// with a growing pause until ctx (--timeout) ends. A write that failed
+// with 503 was not carried out, so sending it again is safe.
+func postThroughElection(ctx context.Context, c *api.Client, warn io.Writer, path string, req api.OpRequest) (api.OpReply, error) {
+	pause := 200 * time.Millisecond
+	for waited := false; ; {
+		r, err := c.Post(ctx, path, req)
+		var se *api.StatusError
+		if err == nil || !errors.As(err, &se) || se.Code != http.StatusServiceUnavailable {
+			return r, err
+		}
+		if !waited {
+			fmt.Fprintf(warn, "nodectl: %s; waiting for a leader\n", se.Message)
+			waited = true
+		}
+		select {
+		case <-ctx.Done():
+			return r, fmt.Errorf("no leader took the request before --timeout ran out: %w", err)
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 2*time.Second)
+	}
+}
+
 const exitStatusHelp = `
 
 Exit status: 0 on success, 1 on an error (roostd's answer says which),
@@ -42,6 +69,8 @@ Exit status: 0 on success, 1 on an error (roostd's answer says which),
 // operatorCommands are the writes (carried out by the raft leader, from any
 // node) and the routing lookups.
 func operatorCommands(g *globals, code *int) []*cobra.Command {
+	// warn is where a write says that it waits for a leader (stderr).
+	var warn io.Writer = io.Discard
 	// run calls fn with a client and a context bounded by --timeout.
 	run := func(fn func(ctx context.Context, c *api.Client, out io.Writer) error) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, _ []string) error {
@@ -51,6 +80,7 @@ func operatorCommands(g *globals, code *int) []*cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
 			defer cancel()
+			warn = cmd.ErrOrStderr()
 			if err := fn(ctx, c, cmd.OutOrStdout()); err != nil {
 				*code = failCode(err)
 				return err
@@ -61,7 +91,7 @@ func operatorCommands(g *globals, code *int) []*cobra.Command {
 	// writeJSON: the writes print roostd's answer as JSON.
 	var writeJSON bool
 	post := func(ctx context.Context, c *api.Client, out io.Writer, path string, req api.OpRequest) (api.OpReply, error) {
-		r, err := c.Post(ctx, path, req)
+		r, err := postThroughElection(ctx, c, warn, path, req)
 		if err != nil {
 			return r, err
 		}
@@ -94,6 +124,7 @@ func operatorCommands(g *globals, code *int) []*cobra.Command {
 		ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
 		defer cancel()
 		out := cmd.OutOrStdout()
+		warn = cmd.ErrOrStderr()
 		r, err := post(ctx, c, out, nodePath(node, verb), req)
 		if err != nil {
 			*code = failCode(err)

@@ -28,6 +28,23 @@ func (c *Cluster) Login(user string, timeout time.Duration) (*Session, error) {
 	return LoginAt(c.IMAP, user, Password, timeout)
 }
 
+// LoginRetry logs user in as a mail client does: a connection that ends
+// before the login is answered (a node going out of service, a proxy being
+// kicked a moment before) is tried again, up to tries times a second
+// apart, each failure logged.
+func (c *Cluster) LoginRetry(user string, tries int, timeout time.Duration) (*Session, error) {
+	var err error
+	for i := range tries {
+		var s *Session
+		if s, err = c.Login(user, timeout); err == nil {
+			return s, nil
+		}
+		c.t.Logf("login %d of %d for %s failed: %v", i+1, tries, user, err)
+		time.Sleep(time.Second)
+	}
+	return nil, err
+}
+
 // LoginAt logs user in at addr.
 func LoginAt(addr, user, pass string, timeout time.Duration) (*Session, error) {
 	cl, err := imapclient.DialInsecure(addr, &imapclient.Options{Dialer: &net.Dialer{Timeout: timeout}})

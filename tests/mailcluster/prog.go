@@ -69,9 +69,17 @@ func (p *Prog) Close() {
 		fn := p.cleanups[len(p.cleanups)-1]
 		p.cleanups = p.cleanups[:len(p.cleanups)-1]
 		p.mu.Unlock()
-		fn()
+		p.runCleanup(fn)
 	}
 	routingtest.Stop()
+}
+
+// runCleanup runs one cleanup; a Fatal inside it is reported and the
+// next cleanup still runs.
+func (p *Prog) runCleanup(fn func()) {
+	if err := p.Run(fn); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: cleanup: %v\n", p.name, err)
+	}
 }
 
 func (p *Prog) Helper()      {}

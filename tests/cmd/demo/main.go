@@ -28,9 +28,14 @@ func main() {
 		fmt.Fprintln(os.Stderr, "demo: run as root (sudo make demo): it mounts FUSE and runs Dovecot")
 		os.Exit(2)
 	}
+	// A reader that goes away (`make demo | tee log` and Ctrl-C, which
+	// ends tee too) must not kill the demo before its cleanup: with
+	// SIGPIPE ignored a write to it fails, and every write's error is
+	// ignored.
+	signal.Ignore(syscall.SIGPIPE)
 	p := mailcluster.NewProg("demo", os.Stdout)
 	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
+	signal.Notify(stop, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	done := make(chan error, 1)
 	go func() { done <- p.Run(func() { show(p, *db, *bin) }) }()
 	var err error
