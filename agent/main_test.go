@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"github.com/roost-mail/roost/fsprobe"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -8,5 +9,6 @@ import (
 
 // Every agent a test starts must leave no goroutine behind once stopped.
 func TestMain(m *testing.M) {
+	fsprobe.MaybeHelper() // this binary is also the probe helper of the agents it runs
 	goleak.VerifyTestMain(m)
 }

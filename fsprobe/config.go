@@ -20,6 +20,14 @@ type Config struct {
 	Timeout time.Duration `yaml:"timeout"`
 	// SlowThreshold: a round that succeeds but takes longer is "slow".
 	SlowThreshold time.Duration `yaml:"slow_threshold"`
+	// LockDir holds a lock file per mount, held by the process that runs
+	// the mount's probe calls for as long as it lives. A restarted roostd
+	// finds it still held while a call of the earlier one is stuck in the
+	// mount, and reports the mount hung at once instead of adding a second
+	// stuck call. It must be on a local filesystem and outlive roostd
+	// (the systemd unit keeps /run/roost across restarts). Empty means
+	// the default, /run/roost.
+	LockDir string `yaml:"lock_dir"`
 }
 
 // MountConfig is one mount to probe.
@@ -34,10 +42,12 @@ type MountConfig struct {
 	ProbeDir string `yaml:"probe_dir"`
 }
 
+const defaultLockDir = "/run/roost"
+
 // DefaultConfig probes every second with a two-second timeout, so a hung
 // FUSE mount is known in about three seconds.
 func DefaultConfig() Config {
-	return Config{Interval: time.Second, Timeout: 2 * time.Second, SlowThreshold: 500 * time.Millisecond}
+	return Config{Interval: time.Second, Timeout: 2 * time.Second, SlowThreshold: 500 * time.Millisecond, LockDir: defaultLockDir}
 }
 
 // DefaultMount fills a mount's optional fields.
@@ -62,6 +72,9 @@ func (c Config) Validate() error {
 	}
 	if c.SlowThreshold <= 0 || c.SlowThreshold >= c.Timeout {
 		return fmt.Errorf("slow_threshold %v: must be positive and below timeout (%v)", c.SlowThreshold, c.Timeout)
+	}
+	if c.LockDir != "" && !filepath.IsAbs(c.LockDir) {
+		return fmt.Errorf("lock_dir %q: want an absolute path on a local filesystem", c.LockDir)
 	}
 	seen := map[string]bool{}
 	for i, m := range c.Mounts {

@@ -6,6 +6,7 @@ package fsprobe
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -83,20 +84,24 @@ func (r Result) String() string {
 
 var opOrder = []string{"mountinfo", "open-root", "statfs", "stat", "mkdir", "create", "write", "fsync", "close", "read", "unlink"}
 
-// Mount probes one mount. Round may be called from one goroutine at a time;
-// the syscalls of a round run on a worker goroutine, and while one is stuck
-// no other starts.
+// Mount probes one mount. Round may be called from one goroutine at a
+// time; the syscalls of a round run in the mount's helper process (see
+// helper.go), and while one is stuck no other starts.
 type Mount struct {
 	cfg     MountConfig
 	node    string
 	timeout time.Duration
 	slow    time.Duration
+	lock    string // the helper's lock file; "" for none
 
 	mu        sync.Mutex
-	busy      bool      // a worker is running
+	h         *helper   // the helper process; nil until started, or after it exited
+	busy      bool      // the helper is in a round
 	busyOp    string    // the call it is in
 	busySince time.Time // when that call started
+	stuckPID  int       // the busy helper's pid
 	seq       uint64
+	helpers   sync.WaitGroup // helper readers
 }
 
 // NewMount returns a prober for one mount; node names its canary file.
@@ -107,7 +112,8 @@ func NewMount(cfg MountConfig, node string, timeout, slow time.Duration) *Mount 
 // Path is the mountpoint.
 func (m *Mount) Path() string { return m.cfg.Path }
 
-// Stuck reports the call a worker has been blocked in, if any.
+// Stuck reports the call the helper has been blocked in, if any, and the
+// helper's pid.
 func (m *Mount) Stuck() (op string, since time.Duration, stuck bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -115,6 +121,26 @@ func (m *Mount) Stuck() (op string, since time.Duration, stuck bool) {
 		return "", 0, false
 	}
 	return m.busyOp, time.Since(m.busySince), true
+}
+
+// Close ends the helper: it exits as soon as it is not in a syscall. Close
+// waits up to wait for a helper that is not stuck to be gone, and never
+// for a stuck one.
+func (m *Mount) Close(wait time.Duration) {
+	m.mu.Lock()
+	h, busy := m.h, m.busy
+	m.h = nil // a stuck helper keeps the mount busy until it answers
+	m.mu.Unlock()
+	if h == nil {
+		return
+	}
+	h.in.Close()
+	if !busy {
+		select {
+		case <-h.exited:
+		case <-time.After(wait):
+		}
+	}
 }
 
 // Round runs one probe round and returns within the timeout, whatever the
@@ -125,10 +151,10 @@ func (m *Mount) Round() Result {
 
 	m.mu.Lock()
 	if m.busy {
-		op, since := m.busyOp, time.Since(m.busySince)
+		op, since, pid := m.busyOp, time.Since(m.busySince), m.stuckPID
 		m.mu.Unlock()
 		r.Class, r.Op = ClassHung, op
-		r.Err = fmt.Sprintf("%s has been blocked for %s; no new call until it returns", op, since.Round(time.Millisecond))
+		r.Err = fmt.Sprintf("%s has been blocked for %s (probe helper pid %d); no new call until it returns", op, since.Round(time.Millisecond), pid)
 		m.fillWaiting(&r)
 		r.Total = time.Since(start)
 		return r
@@ -160,30 +186,38 @@ func (m *Mount) Round() Result {
 		return r
 	}
 
-	m.mu.Lock()
-	m.busy, m.busyOp, m.busySince = true, "open-root", time.Now()
-	m.seq++
-	seq := m.seq
-	m.mu.Unlock()
-	done := make(chan Result, 1)
-	go func() {
-		res := m.work(mi, seq, r)
-		m.mu.Lock()
-		m.busy = false
-		m.mu.Unlock()
-		done <- res
-	}()
+	h, seq, err := m.send(mi)
+	if err != nil {
+		r.Class, r.Op, r.Err = ClassIOError, "helper", err.Error()
+		r.Total = time.Since(start)
+		return r
+	}
 	timer := time.NewTimer(m.timeout - time.Since(start))
 	defer timer.Stop()
-	select {
-	case res := <-done:
-		r = res
-	case <-timer.C:
-		m.mu.Lock()
-		op := m.busyOp
-		m.mu.Unlock()
-		r.Class, r.Op = ClassHung, op
-		r.Err = fmt.Sprintf("%s did not return within %s", op, m.timeout)
+wait:
+	for {
+		select {
+		case rep := <-h.replies:
+			if rep.Seq != seq {
+				continue // a late answer to a round that timed out
+			}
+			res := rep.Result
+			r.Class, r.Op, r.Err = res.Class, res.Op, res.Err
+			for op, d := range res.Ops {
+				r.Ops[op] = d
+			}
+			break wait
+		case <-h.exited:
+			r.Class, r.Op, r.Err = ClassIOError, "helper", fmt.Sprintf("the probe helper (pid %d) ended: %v", h.pid, h.err)
+			break wait
+		case <-timer.C:
+			m.mu.Lock()
+			op := m.busyOp
+			m.mu.Unlock()
+			r.Class, r.Op = ClassHung, op
+			r.Err = fmt.Sprintf("%s did not return within %s", op, m.timeout)
+			break wait
+		}
 	}
 	r.Total = time.Since(start)
 	m.fillWaitingDev(&r, mi)
@@ -194,25 +228,44 @@ func (m *Mount) Round() Result {
 	return r
 }
 
-// work runs the round's syscalls in order, each timed. It runs on its own
-// goroutine and may block for as long as the filesystem does. Every path
-// is relative to a descriptor of the mount root whose device was checked,
-// so nothing is ever written to the directory underneath the mount.
-func (m *Mount) work(mi *mountEntry, seq uint64, r Result) Result {
-	ops := map[string]time.Duration{}
-	for k, v := range r.Ops {
-		ops[k] = v
+// send starts a round in the helper, starting the helper first when there
+// is none, and returns it with the round's number.
+func (m *Mount) send(mi *mountEntry) (*helper, uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.h == nil {
+		h, err := m.startHelper()
+		if err != nil {
+			return nil, 0, err
+		}
+		m.h = h
 	}
-	r.Ops = ops
+	m.seq++
+	m.busy, m.busyOp, m.busySince, m.stuckPID = true, "open-root", time.Now(), m.h.pid
+	req, _ := json.Marshal(helperRequest{Seq: m.seq, Mount: m.cfg, Node: m.node, Major: mi.major, Minor: mi.minor, Lock: m.lock})
+	// The helper reads a request whenever it is not in a round, and only
+	// then is one sent: this write never waits on a full pipe.
+	if _, err := m.h.in.Write(append(req, '\n')); err != nil {
+		m.busy = false
+		return nil, 0, fmt.Errorf("the probe helper (pid %d) is gone: %w", m.h.pid, err)
+	}
+	return m.h, m.seq, nil
+}
+
+// work runs a round's syscalls in order, each timed, calling step before
+// each. It runs in the helper process and may block for as long as the
+// filesystem does. Every path is relative to a descriptor of the mount
+// root whose device was checked, so nothing is ever written to the
+// directory underneath the mount.
+func work(req helperRequest, progress func(op string)) Result {
+	r := Result{Mount: req.Mount.Path, Ops: map[string]time.Duration{}}
 	var op string
 	step := func(name string, f func() error) error {
-		m.mu.Lock()
-		m.busyOp, m.busySince = name, time.Now()
-		m.mu.Unlock()
+		progress(name)
 		op = name
 		t := time.Now()
 		err := f()
-		ops[name] = time.Since(t)
+		r.Ops[name] = time.Since(t)
 		return err
 	}
 	fail := func(err error) Result {
@@ -222,7 +275,7 @@ func (m *Mount) work(mi *mountEntry, seq uint64, r Result) Result {
 
 	var root int
 	if err := step("open-root", func() (err error) {
-		root, err = unix.Open(m.cfg.Path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		root, err = unix.Open(req.Mount.Path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		return err
 	}); err != nil {
 		return fail(err)
@@ -232,10 +285,10 @@ func (m *Mount) work(mi *mountEntry, seq uint64, r Result) Result {
 	if err := step("stat", func() error { return unix.Fstat(root, &st) }); err != nil {
 		return fail(err)
 	}
-	if unix.Major(uint64(st.Dev)) != mi.major || unix.Minor(uint64(st.Dev)) != mi.minor {
+	if unix.Major(uint64(st.Dev)) != req.Major || unix.Minor(uint64(st.Dev)) != req.Minor {
 		r.Class, r.Op = ClassNotMounted, "stat"
 		r.Err = fmt.Sprintf("%s is on device %d:%d, not the mounted filesystem's %d:%d: it was unmounted meanwhile",
-			m.cfg.Path, unix.Major(uint64(st.Dev)), unix.Minor(uint64(st.Dev)), mi.major, mi.minor)
+			req.Mount.Path, unix.Major(uint64(st.Dev)), unix.Minor(uint64(st.Dev)), req.Major, req.Minor)
 		return r
 	}
 	var sfs unix.Statfs_t
@@ -251,7 +304,7 @@ func (m *Mount) work(mi *mountEntry, seq uint64, r Result) Result {
 		return r
 	}
 
-	dir := filepath.Clean(m.cfg.ProbeDir)
+	dir := filepath.Clean(req.Mount.ProbeDir)
 	if err := step("mkdir", func() error {
 		err := unix.Mkdirat(root, dir, 0o755)
 		if errors.Is(err, unix.EEXIST) {
@@ -261,8 +314,8 @@ func (m *Mount) work(mi *mountEntry, seq uint64, r Result) Result {
 	}); err != nil {
 		return fail(err)
 	}
-	name := filepath.Join(dir, m.node+".canary")
-	content := []byte(fmt.Sprintf("roost canary %s %d %d\n", m.node, seq, time.Now().UnixNano()))
+	name := filepath.Join(dir, req.Node+".canary")
+	content := []byte(fmt.Sprintf("roost canary %s %d %d\n", req.Node, req.Seq, time.Now().UnixNano()))
 	var fd int
 	if err := step("create", func() (err error) {
 		fd, err = unix.Openat(root, name, unix.O_CREAT|unix.O_TRUNC|unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o644)

@@ -49,7 +49,7 @@ func New(cfg Config, node string, log *slog.Logger, reg prometheus.Registerer) (
 		Name: "roost_fsprobe_fuse_waiting_requests", Help: "FUSE requests the daemon has not answered (from fusectl).",
 	}, []string{"mount"})
 	p.stuck = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "roost_fsprobe_stuck_calls", Help: "1 while a probe syscall has been blocked past the timeout.",
+		Name: "roost_fsprobe_stuck_calls", Help: "1 while the mount's probe helper has been blocked in a syscall past the timeout (at most one per mount).",
 	}, []string{"mount"})
 	if reg != nil {
 		for _, c := range []prometheus.Collector{p.opSeconds, p.class, p.rounds, p.waiting, p.stuck} {
@@ -58,26 +58,36 @@ func New(cfg Config, node string, log *slog.Logger, reg prometheus.Registerer) (
 			}
 		}
 	}
+	lockDir := cfg.LockDir
+	if lockDir == "" {
+		lockDir = defaultLockDir
+	}
 	for _, mc := range cfg.Mounts {
-		p.mounts = append(p.mounts, NewMount(mc, node, cfg.Timeout, cfg.SlowThreshold))
+		m := NewMount(mc, node, cfg.Timeout, cfg.SlowThreshold)
+		m.lock = lockPath(lockDir, node, m.Path())
+		p.mounts = append(p.mounts, m)
 	}
 	return p, nil
 }
 
-// Run probes until ctx ends. A worker stuck in a syscall is left behind
-// (it cannot be interrupted) and ends when the syscall returns.
+// Run probes until ctx ends, then ends the mounts' helper processes. A
+// helper stuck in a syscall is left behind (it cannot be interrupted, and
+// roostd need not wait for it) and exits when the syscall returns.
 func (p *Prober) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, m := range p.mounts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			p.loop(ctx, m)
-		}()
+			m.Close(closeWait)
+		})
 	}
 	wg.Wait()
 	return nil
 }
+
+// closeWait bounds how long stopping waits for a helper that is not stuck
+// to exit: well within the 2 s in which roostd stops.
+const closeWait = 500 * time.Millisecond
 
 func (p *Prober) loop(ctx context.Context, m *Mount) {
 	t := time.NewTicker(p.cfg.Interval)

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -35,6 +34,7 @@ const defaultConfig = "/etc/roost/roost.yaml"
 var errUnhealthy = errors.New("unhealthy")
 
 func main() {
+	fsprobe.MaybeHelper() // when started as a mount's probe helper, serves and exits
 	if err := newRoot().Execute(); err != nil {
 		if !errors.Is(err, errUnhealthy) {
 			fmt.Fprintln(os.Stderr, "roostd:", err)
@@ -264,13 +264,10 @@ FUSE daemon. Exit status: 0 only for ok.`,
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
-			r, err := probeInChild(cmd.Context(), mc, node, timeout, slow)
-			if err != nil {
-				return err
-			}
-			if os.Getenv(probeChildEnv) != "" {
-				return nil // the JSON verdict is written; the parent prints it
-			}
+			// The round's calls run in a helper process: on a hung mount
+			// the helper stays stuck, and this command still answers in
+			// time and exits.
+			r := fsprobe.NewMount(mc, node, timeout, slow).Round()
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
@@ -279,9 +276,6 @@ FUSE daemon. Exit status: 0 only for ok.`,
 				}
 			} else {
 				fmt.Fprintln(cmd.OutOrStdout(), r.String())
-			}
-			if os.Getenv(probeChildEnv) != "" {
-				return nil // the parent prints the verdict
 			}
 			if !r.OK() {
 				return errUnhealthy
@@ -397,49 +391,4 @@ func newServiceProbe(proto string) *cobra.Command {
 		f.StringVar(&passwordFile, "password-file", "", "file holding the test account's password")
 	}
 	return cmd
-}
-
-// probeChildEnv marks the child process that runs the probe round.
-const probeChildEnv = "ROOST_PROBE_FS_CHILD"
-
-// probeInChild runs the round in a child copy of roostd and reads its JSON
-// verdict. A thread blocked on a hung FUSE mount cannot be killed until
-// the daemon answers, and a process with such a thread cannot exit: the
-// child takes that fate, so the operator's shell comes back on time.
-func probeInChild(ctx context.Context, mc fsprobe.MountConfig, node string, timeout, slow time.Duration) (fsprobe.Result, error) {
-	if os.Getenv(probeChildEnv) != "" {
-		r := fsprobe.NewMount(mc, node, timeout, slow).Round()
-		err := json.NewEncoder(os.Stdout).Encode(r)
-		return r, err
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return fsprobe.Result{}, err
-	}
-	child := exec.Command(self, os.Args[1:]...)
-	child.Env = append(os.Environ(), probeChildEnv+"=1")
-	// No stderr: a stuck child must not hold the caller's pipes open.
-	child.Stderr = nil
-	out, err := child.StdoutPipe()
-	if err != nil {
-		return fsprobe.Result{}, err
-	}
-	if err := child.Start(); err != nil {
-		return fsprobe.Result{}, err
-	}
-	got := make(chan fsprobe.Result, 1)
-	go func() {
-		var r fsprobe.Result
-		if json.NewDecoder(out).Decode(&r) == nil {
-			got <- r
-		}
-	}()
-	select {
-	case r := <-got:
-		return r, nil // the child exits now, or when the mount lets it
-	case <-time.After(timeout + 3*time.Second):
-		return fsprobe.Result{Mount: mc.Path, Class: fsprobe.ClassHung, Err: "the probe process gave no verdict in time", FuseWaiting: -1}, nil
-	case <-ctx.Done():
-		return fsprobe.Result{}, ctx.Err()
-	}
 }
