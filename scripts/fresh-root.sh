@@ -21,6 +21,7 @@ if [ ! -f "$CACHE" ]; then
 fi
 GOROOT_HOST=$(go env GOROOT) MODCACHE=$(go env GOMODCACHE)
 R=$(mktemp -d /var/tmp/roost-fresh-XXXX)
+chmod 755 "$R" # the root of a system: its services' users must enter it
 cleanup() {
   # Whatever the command left mounted inside goes first (lazily: a FUSE
   # mount whose daemon died answers nothing).

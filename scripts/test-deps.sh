@@ -13,6 +13,11 @@ command -v go >/dev/null || fail "go is not on PATH (Go 1.26 expected)"
 [ "$(id -u)" = 0 ] || fail "make $mode must run as root: it mounts FUSE and runs Dovecot"
 [ -c /dev/fuse ] || fail "/dev/fuse is missing: load the fuse module (modprobe fuse)"
 command -v git >/dev/null || need_pkgs+=(git)
+if [ "$mode" != demo ]; then
+  # go test -race needs cgo: a C compiler and the C library's headers.
+  command -v gcc >/dev/null || need_pkgs+=(gcc)
+  dpkg-query -W -f='${Status}' libc6-dev 2>/dev/null | grep -q "install ok installed" || need_pkgs+=(libc6-dev)
+fi
 # Real Dovecot 2.3 for the health checks, kicks and end-to-end (its SQLite
 # passdb driver for the proxy_maybe tests); real PostgreSQL and MariaDB for
 # routing; HAProxy in front; Alertmanager; promtool (from prometheus) for
