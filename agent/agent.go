@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +24,7 @@ import (
 	"github.com/roost-mail/roost/fsprobe"
 	"github.com/roost-mail/roost/gossip"
 	"github.com/roost-mail/roost/health"
+	"github.com/roost-mail/roost/lease"
 	"github.com/roost-mail/roost/version"
 )
 
@@ -43,6 +45,10 @@ type Agent struct {
 	lb      *lbServer
 	hook    *webhookHandler
 	leading *failover.Leading
+	lease   *lease.Lease
+	// fenced is set while this node has taken itself out of service,
+	// cut off from the majority of the cluster (see fence.go).
+	fenced atomic.Bool
 	// progress is the watch loop's heartbeat, for systemd's watchdog.
 	progress progress
 }
@@ -71,10 +77,19 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 	if a.health, err = health.NewRunner(specs, cfg.Health.Fall, cfg.Health.Rise, a.log, a.reg); err != nil {
 		return nil, err
 	}
-	a.peers = health.NewPeers(cfg.Health.PeerInterval, cfg.Health.PeerTimeout, cfg.Health.Fall, cfg.Health.Rise, "", a.peerTargets)
+	a.peers = health.NewPeers(cfg.Health.PeerInterval, cfg.Health.FastInterval, cfg.Health.PeerTimeout, cfg.Health.Fall, cfg.Health.Rise, "", a.peerTargets)
 	if err := a.peers.Register(a.reg); err != nil {
 		return nil, err
 	}
+	a.lease = lease.New(lease.Timing{FenceAfter: cfg.Failover.FenceAfter}, a.leasePeers, func(p string) error { return a.gossip.Ping(p) })
+	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "roost_fenced", Help: "1 while this node has fenced itself: it cannot reach a majority of the cluster, or has not yet caught up after rejoining.",
+	}, func() float64 {
+		if a.fenced.Load() {
+			return 1
+		}
+		return 0
+	}))
 	members := &membership{}
 	a.cluster, err = failover.NewCluster(cfg.Raft, cfg.Node.Name, filepath.Join(cfg.Node.DataDir, "raft"), members, a.log, level, a.reg)
 	if err != nil {
@@ -153,6 +168,20 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.fsprobe.Run(ctx) })
 	g.Go(func() error { return a.health.Run(ctx) })
 	g.Go(func() error { return a.peers.Run(ctx) })
+	g.Go(func() error { a.urgePeers(ctx); return nil })
+	g.Go(func() error { return a.lease.Run(ctx) })
+	if a.cfg.Node.Role == RoleMail {
+		g.Go(func() error { a.fence(ctx); return nil })
+	}
+	if a.cfg.Node.Role == RoleMail {
+		g.Go(func() error {
+			dovecot.WatchMaster(ctx, a.cfg.Dovecot.InstanceName, time.Second, func(pid int) {
+				a.log.Warn("dovecot_master_exited", "pid", pid)
+				a.health.Urge() // the checks confirm it now, at their fast interval
+			})
+			return nil
+		})
+	}
 	g.Go(func() error { a.watch(ctx); return nil })
 	g.Go(func() error { a.notifySystemd(ctx); return nil })
 	if a.cfg.Routing.DSNFile != "" {
@@ -391,6 +420,48 @@ func mountSeverity(c fsprobe.Class) health.Severity {
 func mountImmediate(c fsprobe.Class) bool {
 	return c == fsprobe.ClassHung || c == fsprobe.ClassNotMounted || c == fsprobe.ClassDisconnected
 }
+
+// urgePeers makes this node probe a peer at once, and at the fast
+// interval, when gossip starts to suspect it or declares it dead, and when
+// another peer starts to report that it cannot reach it: every observer
+// then confirms a silent node in about the time the first one did, and a
+// quorum forms fast (DESIGN.md, invariant 3). memberlist's suspicion is
+// no event, so its view is read every urgeTick as well.
+func (a *Agent) urgePeers(ctx context.Context) {
+	changed := a.gossip.Subscribe()
+	t := time.NewTicker(urgeTick)
+	defer t.Stop()
+	urged := map[string]bool{}
+	for {
+		now := map[string]bool{}
+		for _, m := range a.gossip.Members() {
+			if m.Name == a.cfg.Node.Name {
+				continue
+			}
+			if m.State == gossip.StateSuspect || m.State == gossip.StateDead {
+				now[m.Name] = true
+			}
+			for _, x := range m.Meta.Unreachable {
+				now[x] = true
+			}
+		}
+		for n := range now {
+			if !urged[n] && n != a.cfg.Node.Name {
+				a.peers.Urge(n)
+			}
+		}
+		urged = now
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-changed:
+		}
+	}
+}
+
+// urgeTick is how often urgePeers reads memberlist's view.
+const urgeTick = 100 * time.Millisecond
 
 // peerTargets are the peers that ask to be probed and have not left:
 // dead ones too, so that a dead host's unreachable Dovecot is reported

@@ -225,6 +225,10 @@ func (a *Agent) view() []failover.NodeView {
 				v.UnreachableBy = append(v.UnreachableBy, p.Name)
 			}
 		}
+		if m.Name != a.cfg.Node.Name {
+			v.LastContact = a.lease.LastContact(m.Name)
+			v.LeaseExpiry = a.lease.Expiry(v.LastContact)
+		}
 		out = append(out, v)
 	}
 	return out

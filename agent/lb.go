@@ -63,6 +63,8 @@ func (a *Agent) lbSignal() (string, string) {
 	r := a.cluster.State().Node(a.cfg.Node.Name)
 	rep := a.health.Report()
 	switch {
+	case a.fenced.Load():
+		return lbDown, "fenced: cut off from the majority of the cluster"
 	case r.State == failover.Maintenance:
 		return lbMaint, "maintenance: " + r.Reason
 	case rep.Status == health.Critical:

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -476,6 +477,18 @@ func (c *Cluster) Status() Status {
 	}
 	c.mu.Unlock()
 	return st
+}
+
+// CaughtUp reports whether this node knows a leader and has applied every
+// entry it knows to be committed: its view of the failover state is the
+// cluster's current one (a node rejoining after a partition waits for it
+// before it serves again).
+func (c *Cluster) CaughtUp() bool {
+	if _, leader := c.raft.LeaderWithID(); leader == "" {
+		return false
+	}
+	commit, err := strconv.ParseUint(c.raft.Stats()["commit_index"], 10, 64)
+	return err == nil && commit > 0 && c.raft.AppliedIndex() >= commit
 }
 
 // Snapshot takes a raft snapshot now and compacts the log.

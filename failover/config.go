@@ -186,6 +186,8 @@ func (c PolicyConfig) Validate() error {
 		return fmt.Errorf("settle %s: want >= 0", c.Settle)
 	case c.Interval < 10*time.Millisecond:
 		return fmt.Errorf("interval %s: want >= 10ms", c.Interval)
+	case c.FenceAfter < 100*time.Millisecond:
+		return fmt.Errorf("fence_after %s: want >= 100ms", c.FenceAfter)
 	}
 	return nil
 }

@@ -30,6 +30,17 @@ type NodeView struct {
 	// it is not healthy now. FailingSince is the same for failing.
 	HealthySince time.Time
 	FailingSince time.Time
+	// LastContact is when the leader last heard from the node (its lease
+	// pings), and LeaseExpiry when the node has surely fenced itself if it
+	// has been cut off since. A node that failed on its peers' word alone
+	// and has not answered since it began failing may still serve, cut
+	// off: its users are moved only after LeaseExpiry, so that an old
+	// session there and a new login elsewhere never overlap. One that
+	// answered since is in touch (it reads the routing table and ends its
+	// moved users' sessions) and is failed over at once. Zero for both:
+	// nothing known, no wait.
+	LastContact time.Time
+	LeaseExpiry time.Time
 }
 
 // Policy is the failover configuration the decision follows.
@@ -54,11 +65,23 @@ type Policy struct {
 	// every node, seen a moment apart) freeze the cluster rather than move
 	// the first node's users. It counts towards the freeze at once.
 	Settle time.Duration `yaml:"settle"`
+	// FenceAfter: a mail node that cannot reach a majority of the
+	// cluster for this long fences itself (LB signal down, every local
+	// session ended, nothing served until it has rejoined and read the
+	// current state). A silent node's users are moved only once its lease
+	// has surely run out, about 1.8 × fence_after after the leader last
+	// heard from it: shorter recovers a dead host sooner, longer rides out
+	// longer network blips without fencing.
+	FenceAfter time.Duration `yaml:"fence_after"`
+	// FenceCommand, if set, runs (by /bin/sh) when this node fences
+	// itself, e.g. "systemctl stop dovecot".
+	FenceCommand string `yaml:"fence_command"`
 }
 
 // DefaultPolicy is DESIGN.md's defaults.
 func DefaultPolicy() Policy {
-	return Policy{BlockPeriod: time.Hour, FailbackHoldDown: 10 * time.Minute, Failback: "auto", FailbackRate: 200, DrainRate: 200, MaxFailedFraction: 0.5}
+	return Policy{BlockPeriod: time.Hour, FailbackHoldDown: 10 * time.Minute, Failback: "auto", FailbackRate: 200, DrainRate: 200, MaxFailedFraction: 0.5,
+		FenceAfter: time.Second}
 }
 
 // failing says whether the cluster may call a node failed, and why:
@@ -66,8 +89,15 @@ func DefaultPolicy() Policy {
 // reach its Dovecot (which also covers memberlist's "dead"). One observer
 // never suffices.
 func failing(n NodeView, view []NodeView) (bool, string) {
+	bad, why, _ := failingBy(n, view)
+	return bad, why
+}
+
+// failingBy is failing, and whether the node said so itself (rather than
+// its peers alone).
+func failingBy(n NodeView, view []NodeView) (bad bool, why string, self bool) {
 	if n.Health == "critical" && n.Gossip != "left" {
-		return true, "reports itself critical: " + n.Reason
+		return true, "reports itself critical: " + n.Reason, true
 	}
 	observers := 0
 	for _, o := range view {
@@ -77,9 +107,9 @@ func failing(n NodeView, view []NodeView) (bool, string) {
 	}
 	quorum := observers/2 + 1
 	if observers >= 2 && len(n.UnreachableBy) >= quorum {
-		return true, fmt.Sprintf("unreachable by %d of %d peers (%s)", len(n.UnreachableBy), observers, strings.Join(n.UnreachableBy, ", "))
+		return true, fmt.Sprintf("unreachable by %d of %d peers (%s)", len(n.UnreachableBy), observers, strings.Join(n.UnreachableBy, ", ")), false
 	}
-	return false, ""
+	return false, "", false
 }
 
 // Decide returns the commands that the state and the view call for now.
@@ -92,6 +122,7 @@ func Decide(view []NodeView, s State, now time.Time, p Policy) []command {
 	type candidate struct {
 		n      NodeView
 		reason string
+		self   bool // the node's own report
 	}
 	var failingNow []candidate
 	for _, n := range view {
@@ -103,13 +134,13 @@ func Decide(view []NodeView, s State, now time.Time, p Policy) []command {
 			fsTrouble++
 		}
 		r := s.Node(n.Name)
-		bad, why := failing(n, view)
+		bad, why, self := failingBy(n, view)
 		switch {
 		case r.State == Failed:
 			failed++
 		case bad && (r.State == Active || r.State == Recovering):
 			failed++
-			failingNow = append(failingNow, candidate{n, why})
+			failingNow = append(failingNow, candidate{n, why, self})
 		}
 	}
 	if mail == 0 {
@@ -133,6 +164,9 @@ func Decide(view []NodeView, s State, now time.Time, p Policy) []command {
 		r := s.Node(c.n.Name)
 		if now.Sub(c.n.FailingSince) < p.Settle {
 			continue
+		}
+		if !c.self && !c.n.LastContact.After(c.n.FailingSince) && now.Before(c.n.LeaseExpiry) {
+			continue // it may still serve, cut off: wait until it has fenced itself
 		}
 		if pl, ok := s.Running(c.n.Name); ok {
 			if r.State != Recovering {

@@ -147,6 +147,22 @@ func TestDecide(t *testing.T) {
 			critical("dovecot down", false)(n)
 			n.FailingSince = t0.Add(-time.Second)
 		}), "c", func(n *NodeView) { critical("dovecot down", false)(n); n.FailingSince = t0 }), state(nil), settle, "freeze"},
+		{"silent since it began failing, its lease not yet run out: wait", with(three, "b", func(n *NodeView) {
+			unreachableBy("a", "c")(n)
+			n.FailingSince, n.LastContact, n.LeaseExpiry = t0.Add(-time.Second), t0.Add(-2*time.Second), t0.Add(100*time.Millisecond)
+		}), state(nil), p, ""},
+		{"silent, its lease run out: fail over", with(three, "b", func(n *NodeView) {
+			unreachableBy("a", "c")(n)
+			n.FailingSince, n.LastContact, n.LeaseExpiry = t0.Add(-time.Second), t0.Add(-2*time.Second), t0
+		}), state(nil), p, "set-node b failed; plan-start b failover"},
+		{"answered since it began failing: in touch, no wait", with(three, "b", func(n *NodeView) {
+			unreachableBy("a", "c")(n)
+			n.FailingSince, n.LastContact, n.LeaseExpiry = t0.Add(-time.Second), t0.Add(-100*time.Millisecond), t0.Add(2*time.Second)
+		}), state(nil), p, "set-node b failed; plan-start b failover"},
+		{"its own critical report needs no lease wait", with(three, "b", func(n *NodeView) {
+			critical("dovecot down", false)(n)
+			n.LeaseExpiry = t0.Add(time.Second)
+		}), state(nil), p, "set-node b failed; plan-start b failover"},
 		{"failing again while coming home, past the block period: cancel and fail over", with(three, "b", critical("dovecot down", false)),
 			state(func(s *State) {
 				node(s, "b", NodeRecord{State: Recovering, LastFailover: t0.Add(-70 * time.Minute)})

@@ -230,6 +230,24 @@ func (g *Gossip) join(ctx context.Context) error {
 	}
 }
 
+// Ping asks a member for an answer over the gossip port (encrypted and
+// authenticated like all gossip), waiting up to memberlist's probe
+// interval. It is how a node counts the peers it is in touch with.
+func (g *Gossip) Ping(name string) error {
+	g.mu.Lock()
+	m, ok := g.members[name]
+	g.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("no member %q", name)
+	}
+	addr, err := net.ResolveUDPAddr("udp", m.Addr)
+	if err != nil {
+		return err
+	}
+	_, err = g.ml.Ping(name, addr)
+	return err
+}
+
 // Join asks the given peers to join; used by tests and operators to merge
 // clusters deliberately.
 func (g *Gossip) Join(peers []string) (int, error) { return g.ml.Join(peers) }

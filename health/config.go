@@ -21,13 +21,23 @@ type Config struct {
 	// Interval and Timeout are every check's defaults.
 	Interval time.Duration `yaml:"interval"`
 	Timeout  time.Duration `yaml:"timeout"`
+	// FastInterval (HAProxy's fastinter) paces a check, and a peer probe,
+	// while its latest result disagrees with its status: after a first
+	// failure the next rounds come this soon, so fall failures take about
+	// fall × fast_interval rather than fall × interval. 0: interval.
+	FastInterval time.Duration `yaml:"fast_interval"`
+	// DownInterval (HAProxy's downinter) paces a check while it fails.
+	// 0: interval.
+	DownInterval time.Duration `yaml:"down_interval"`
 	// Checks are this node's Dovecot services.
 	Checks []CheckConfig `yaml:"checks"`
 	// PeerAddr is the host:port of this node's main IMAP listener that the
 	// other agents probe (a greeting), so the cluster knows who can reach
 	// it. Empty: peers do not probe this node (a witness).
 	PeerAddr string `yaml:"peer_addr"`
-	// PeerInterval and PeerTimeout pace the probes of every peer.
+	// PeerInterval and PeerTimeout pace the probes of every peer; a peer
+	// whose probe failed, that gossip suspects, or that another peer
+	// cannot reach is probed at FastInterval until it is settled.
 	PeerInterval time.Duration `yaml:"peer_interval"`
 	PeerTimeout  time.Duration `yaml:"peer_timeout"`
 }
@@ -65,7 +75,8 @@ type CheckConfig struct {
 
 // DefaultConfig: every second, one-second timeout, fall 3, rise 5.
 func DefaultConfig() Config {
-	return Config{Fall: 3, Rise: 5, Interval: time.Second, Timeout: time.Second, PeerInterval: 5 * time.Second, PeerTimeout: 2 * time.Second}
+	return Config{Fall: 3, Rise: 5, Interval: time.Second, Timeout: time.Second, FastInterval: 200 * time.Millisecond,
+		PeerInterval: time.Second, PeerTimeout: 500 * time.Millisecond}
 }
 
 var protocols = map[string]bool{"imap": true, "pop3": true, "lmtp": true, "submission": true, "sieve": true, "doveadm": true, "command": true}
@@ -82,6 +93,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("interval %v: must be at least 10ms", c.Interval)
 	case c.Timeout <= 0 || c.Timeout > c.Interval:
 		return fmt.Errorf("timeout %v: must be positive and at most interval (%v)", c.Timeout, c.Interval)
+	case c.FastInterval != 0 && (c.FastInterval < 10*time.Millisecond || c.FastInterval > c.Interval || c.FastInterval > c.PeerInterval):
+		return fmt.Errorf("fast_interval %v: must be 0 (interval) or from 10ms to interval (%v) and peer_interval (%v)", c.FastInterval, c.Interval, c.PeerInterval)
+	case c.DownInterval != 0 && c.DownInterval < 10*time.Millisecond:
+		return fmt.Errorf("down_interval %v: must be 0 (interval) or at least 10ms", c.DownInterval)
 	}
 	if c.PeerAddr != "" {
 		if _, _, err := net.SplitHostPort(c.PeerAddr); err != nil {
@@ -176,7 +191,8 @@ func (c Config) Specs() ([]Spec, error) {
 			sev = SeverityWarning
 		}
 		interval, timeout := cc.intervals(c)
-		out = append(out, Spec{Name: cc.name(), Check: check, Severity: sev, Interval: interval, Timeout: timeout})
+		out = append(out, Spec{Name: cc.name(), Check: check, Severity: sev, Interval: interval, Timeout: timeout,
+			FastInterval: min(c.FastInterval, interval), DownInterval: c.DownInterval})
 	}
 	return out, nil
 }

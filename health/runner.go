@@ -11,13 +11,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Spec schedules one check.
+// Spec schedules one check, as HAProxy schedules a server's: every
+// Interval while its status is settled, every FastInterval (fastinter)
+// while a result disagrees with its status (on the way to fail or to pass
+// again), and every DownInterval (downinter) while it fails. Zero
+// FastInterval or DownInterval means Interval.
 type Spec struct {
-	Name     string
-	Check    Check
-	Severity Severity
-	Interval time.Duration
-	Timeout  time.Duration
+	Name         string
+	Check        Check
+	Severity     Severity
+	Interval     time.Duration
+	Timeout      time.Duration
+	FastInterval time.Duration
+	DownInterval time.Duration
 }
 
 // Report is the node's health: its status, why, and every check.
@@ -38,7 +44,8 @@ type Runner struct {
 	mu       sync.Mutex
 	tracker  *Tracker
 	updates  chan Report
-	observed time.Time // the last result of any check
+	observed time.Time       // the last result of any check
+	urges    []chan struct{} // one per spec, a buffer of one: Urge's "run now"
 
 	seconds     *prometheus.HistogramVec
 	state       *prometheus.GaugeVec
@@ -54,6 +61,9 @@ func NewRunner(specs []Spec, fall, rise int, log *slog.Logger, reg prometheus.Re
 		if s.Interval <= 0 || s.Timeout <= 0 || s.Timeout > s.Interval {
 			return nil, fmt.Errorf("check %s: interval %v and timeout %v: want 0 < timeout <= interval", s.Name, s.Interval, s.Timeout)
 		}
+		if s.FastInterval < 0 || s.FastInterval > s.Interval || s.DownInterval < 0 {
+			return nil, fmt.Errorf("check %s: fast interval %v and down interval %v: want 0 <= fast <= interval (%v), down >= 0", s.Name, s.FastInterval, s.DownInterval, s.Interval)
+		}
 	}
 	r := &Runner{
 		specs: specs, log: log, tracker: NewTracker(fall, rise), updates: make(chan Report, 1),
@@ -68,6 +78,9 @@ func NewRunner(specs []Spec, fall, rise int, log *slog.Logger, reg prometheus.Re
 			Name: "roost_health_check_transitions_total", Help: "Status changes of each check.",
 		}, []string{"check", "to"}),
 	}
+	for range specs {
+		r.urges = append(r.urges, make(chan struct{}, 1))
+	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{r.seconds, r.state, r.transitions} {
 			if err := reg.Register(c); err != nil {
@@ -81,18 +94,14 @@ func NewRunner(specs []Spec, fall, rise int, log *slog.Logger, reg prometheus.Re
 // Run runs every check until ctx ends.
 func (r *Runner) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	for _, s := range r.specs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.loop(ctx, s)
-		}()
+	for i, s := range r.specs {
+		wg.Go(func() { r.loop(ctx, s, r.urges[i]) })
 	}
 	wg.Wait()
 	return nil
 }
 
-func (r *Runner) loop(ctx context.Context, s Spec) {
+func (r *Runner) loop(ctx context.Context, s Spec, urged <-chan struct{}) {
 	// Start somewhere in the first interval, then tick with ±10% jitter.
 	t := time.NewTimer(time.Duration(rand.Int64N(int64(s.Interval))))
 	defer t.Stop()
@@ -101,6 +110,7 @@ func (r *Runner) loop(ctx context.Context, s Spec) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-urged:
 		}
 		start := time.Now()
 		err := WithTimeout(s.Check, s.Timeout)(ctx)
@@ -109,8 +119,43 @@ func (r *Runner) loop(ctx context.Context, s Spec) {
 		}
 		r.seconds.WithLabelValues(s.Name).Observe(time.Since(start).Seconds())
 		r.Observe(s.Name, s.Severity, err, false)
-		jitter := time.Duration(rand.Int64N(int64(s.Interval)/5+1)) - s.Interval/10
-		t.Reset(s.Interval + jitter)
+		t.Reset(r.next(s))
+	}
+}
+
+// next is how long a check waits for its next run: the fast interval
+// while its latest result disagrees with its status, the down interval
+// while it fails, else the interval, with ±10% jitter so that nodes do not
+// probe in lockstep.
+func (r *Runner) next(s Spec) time.Duration {
+	r.mu.Lock()
+	settling, failing := r.tracker.Settling(s.Name), r.tracker.Failing(s.Name)
+	r.mu.Unlock()
+	return Next(s.Interval, s.FastInterval, s.DownInterval, settling, failing)
+}
+
+// Next is the pause before a check's next run (see Spec), with ±10%
+// jitter.
+func Next(interval, fast, down time.Duration, settling, failing bool) time.Duration {
+	d := interval
+	switch {
+	case settling && fast > 0:
+		d = fast
+	case failing && down > 0:
+		d = down
+	}
+	return d + time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
+}
+
+// Urge runs every check now rather than at its next turn: something
+// outside the checks (the Dovecot master exited) says the node's state may
+// have changed. It never blocks.
+func (r *Runner) Urge() {
+	for _, u := range r.urges {
+		select {
+		case u <- struct{}{}:
+		default: // one is pending already
+		}
 	}
 }
 

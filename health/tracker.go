@@ -85,6 +85,21 @@ func (t *Tracker) Observe(name string, sev Severity, err error, immediate bool, 
 	return false
 }
 
+// Settling reports whether a check's latest results disagree with its
+// status: a passing check that failed lately, or a failing one that passed
+// lately. HAProxy re-checks such a server at fastinter, so the change is
+// confirmed (or not) in a fraction of the interval.
+func (t *Tracker) Settling(name string) bool {
+	c, ok := t.checks[name]
+	return ok && ((c.Status == Passing && c.failRun > 0) || (c.Status != Passing && c.okRun > 0))
+}
+
+// Failing reports whether a check is failing now (after hysteresis).
+func (t *Tracker) Failing(name string) bool {
+	c, ok := t.checks[name]
+	return ok && c.Status != Passing
+}
+
 // Checks returns every check's state, sorted by name.
 func (t *Tracker) Checks() []CheckState {
 	out := make([]CheckState, 0, len(t.checks))

@@ -485,3 +485,47 @@ func TestEndOrphansAfterTheMasterDies(t *testing.T) {
 		t.Fatal("the other instance's orphan was ended too")
 	}
 }
+
+// The agent learns of the Dovecot master's exit the moment it happens:
+// WatchMaster finds the master of the instance and calls back with its
+// pid when it is killed, and finds the next one after a restart.
+func TestWatchMasterSeesTheMasterDie(t *testing.T) {
+	d := dovecotlab.Start(t, "watchm")
+	pid := dovecot.MasterPID(d.Name)
+	if pid == 0 {
+		t.Fatal("MasterPID found no master of a running Dovecot")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	exited := make(chan int, 4)
+	done := make(chan struct{})
+	go func() {
+		dovecot.WatchMaster(ctx, d.Name, 100*time.Millisecond, func(p int) { exited <- p })
+		close(done)
+	}()
+	defer func() { cancel(); <-done }()
+	time.Sleep(300 * time.Millisecond) // let it find the master
+	d.Kill9()
+	select {
+	case got := <-exited:
+		if got != pid {
+			t.Fatalf("exited(%d), want the master's pid %d", got, pid)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("WatchMaster did not see the master die")
+	}
+	d.Start()
+	next := 0
+	if !agenttest.Eventually(10*time.Second, func() bool { next = dovecot.MasterPID(d.Name); return next != 0 && next != pid }) {
+		t.Fatal("no new master after the restart")
+	}
+	time.Sleep(300 * time.Millisecond)
+	d.Kill9()
+	select {
+	case got := <-exited:
+		if got != next {
+			t.Fatalf("exited(%d) after the restart, want %d", got, next)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("WatchMaster did not watch the restarted master")
+	}
+}

@@ -1,0 +1,141 @@
+// Package lease tells whether this node is in touch with a majority of its
+// cluster, and since when it is not. A node cut off from the majority must
+// take itself out of service (fence itself) before the majority moves its
+// users, so that a user's old session there and their new login elsewhere
+// never overlap; the majority, in turn, waits until a silent node's lease
+// has surely run out (Expiry) before it moves that node's users on its
+// peers' word alone. Contact is counted with every peer, not with the raft
+// leader only: losing the leader, or an election, fences nobody.
+package lease
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Timing derives a lease's pace from fence_after: each peer is pinged
+// every fence_after/5, an answer counts for three pings, and a node fences
+// itself once it has lacked a majority for fence_after.
+type Timing struct {
+	FenceAfter time.Duration
+}
+
+// Interval is the pause between two pings of a peer.
+func (t Timing) Interval() time.Duration { return t.FenceAfter / 5 }
+
+// TTL is how long a peer's answer counts as contact.
+func (t Timing) TTL() time.Duration { return 3 * t.Interval() }
+
+// Expiry is when a node whose last contact with this one was at last has
+// surely fenced itself, if it was cut off then: its contacts run out
+// within TTL, it fences fence_after later, and it notices within one more
+// interval. A leader moves a silent node's users only after it.
+func (t Timing) Expiry(last time.Time) time.Time {
+	return last.Add(t.TTL() + t.FenceAfter + 2*t.Interval())
+}
+
+// Lease pings every peer and counts those that answered lately. Its
+// methods are safe for concurrent use.
+type Lease struct {
+	Timing
+	// Peers lists the other members that count towards the majority
+	// (every member that has not left, witnesses too). It must not block.
+	Peers func() []string
+	// Ping asks a peer for an answer; it may block up to its own timeout.
+	Ping func(peer string) error
+
+	mu        sync.Mutex
+	started   time.Time
+	last      map[string]time.Time
+	inflight  map[string]bool
+	lostSince time.Time // zero while a majority is in touch
+}
+
+// New makes a lease; it counts as lost from now until a majority answers.
+func New(t Timing, peers func() []string, ping func(string) error) *Lease {
+	now := time.Now()
+	return &Lease{Timing: t, Peers: peers, Ping: ping, started: now, last: map[string]time.Time{}, inflight: map[string]bool{}, lostSince: now}
+}
+
+// Run pings until ctx ends, then waits for the pings in flight.
+func (l *Lease) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	t := time.NewTicker(l.Interval())
+	defer t.Stop()
+	for {
+		peers := l.Peers()
+		l.mu.Lock()
+		for _, p := range peers {
+			if l.inflight[p] {
+				continue
+			}
+			l.inflight[p] = true
+			wg.Go(func() {
+				err := l.Ping(p)
+				l.mu.Lock()
+				defer l.mu.Unlock()
+				delete(l.inflight, p)
+				if err == nil {
+					l.last[p] = time.Now()
+				}
+			})
+		}
+		l.mu.Unlock()
+		l.check(time.Now(), peers)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// check records when the majority was lost, or that it is back.
+func (l *Lease) check(now time.Time, peers []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	held := Majority(now, l.last, peers, l.TTL())
+	switch {
+	case held:
+		l.lostSince = time.Time{}
+	case l.lostSince.IsZero():
+		l.lostSince = now
+	}
+}
+
+// Majority says whether this node and the peers heard from within ttl are
+// more than half of this node and peers.
+func Majority(now time.Time, last map[string]time.Time, peers []string, ttl time.Duration) bool {
+	reached := 1 // this node
+	for _, p := range peers {
+		if t, ok := last[p]; ok && now.Sub(t) < ttl {
+			reached++
+		}
+	}
+	return 2*reached > len(peers)+1
+}
+
+// LostFor is how long this node has been without a majority (0 while it
+// has one).
+func (l *Lease) LostFor(now time.Time) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lostSince.IsZero() {
+		return 0
+	}
+	return now.Sub(l.lostSince)
+}
+
+// LastContact is when peer last answered, or when this lease started if
+// it has not answered since: for all this node knows, the peer was in
+// touch with others until then.
+func (l *Lease) LastContact(peer string) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if t := l.last[peer]; t.After(l.started) {
+		return t
+	}
+	return l.started
+}
