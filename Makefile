@@ -39,7 +39,7 @@ bench: ttr
 # Time to recover on the whole mail cluster (root; the Debian packages of
 # scripts/test-deps.sh): 10 fresh clusters per scenario, median and p95.
 TTR_RUNS ?= 10
-ttr: build
+ttr: build test-deps
 	$(GO) run ./tests/cmd/ttr -runs $(TTR_RUNS) -bin $(BIN)
 
 # Packages: make deb rpm (ARCH=amd64 or arm64); make packages does both

@@ -26,7 +26,7 @@ fi
 # is cached in /var/cache/roost-test). The tests
 # start private servers; the packages' own stay off.
 pkgs=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-submissiond dovecot-managesieved dovecot-sieve dovecot-sqlite dovecot-pgsql dovecot-mysql
-      postgresql mariadb-server haproxy iproute2 prometheus-alertmanager prometheus lintian rpm debootstrap)
+      postgresql mariadb-server haproxy iproute2 nftables prometheus-alertmanager prometheus lintian rpm debootstrap)
 if [ "$mode" = demo ]; then
   # The demo's mail cluster: Dovecot with every protocol its nodes serve
   # (IMAP, POP3, LMTP, submission, ManageSieve), the SQLite passdb and
@@ -70,4 +70,5 @@ command -v promtool >/dev/null || fail "promtool (Debian's prometheus package) i
 command -v lintian >/dev/null && command -v rpm >/dev/null || fail "lintian and rpm (to check the packages) are not installed"
 command -v debootstrap >/dev/null || fail "debootstrap (for the package install test) is not installed"
 command -v ip >/dev/null || fail "ip (iproute2) is not installed"
+command -v nft >/dev/null || fail "nft (nftables, for make ttr's power-off) is not installed"
 echo "== test dependencies present: $(go version), root, /dev/fuse, dovecot $(dovecot --version), $(ls -d /usr/lib/postgresql/*/bin | head -1), $(/usr/sbin/mariadbd --version | head -1)"

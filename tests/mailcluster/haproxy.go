@@ -42,10 +42,10 @@ global
 
 defaults
   mode tcp
-  timeout connect 2s
+  timeout connect 500ms
   timeout client 30m
   timeout server 30m
-  timeout check 2s
+  timeout check 500ms
   retries 2
   option redispatch 1
 
@@ -59,7 +59,7 @@ backend imap
   tcp-check connect
   tcp-check expect string "* OK"
   tcp-check send "a1 LOGOUT\r\n"
-  default-server inter 2s fall 2 rise 2 agent-inter 500ms on-marked-down shutdown-sessions
+  default-server inter 1s fastinter 200ms downinter 1s fall 2 rise 2 agent-inter 500ms on-marked-down shutdown-sessions
 {{- range .IMAPServers}}
   server {{.Name}} {{.Addr}} check agent-check agent-addr {{host .Agent}} agent-port {{port .Agent}}
 {{- end}}
@@ -76,7 +76,7 @@ backend lmtp
   tcp-check send "QUIT\r\n"
   # no on-marked-down here: a delivery in flight must get its answer, or
   # the sender retries a message that was saved (a duplicate)
-  default-server inter 2s fall 2 rise 2 agent-inter 500ms
+  default-server inter 1s fastinter 200ms downinter 1s fall 2 rise 2 agent-inter 500ms
 {{- range .LMTPServers}}
   server {{.Name}} {{.Addr}} check agent-check agent-addr {{host .Agent}} agent-port {{port .Agent}}
 {{- end}}
