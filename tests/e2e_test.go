@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -428,4 +429,77 @@ func grepTree(t *testing.T, dir, s string) []string {
 		return nil
 	})
 	return found
+}
+
+// No false alarms, on the whole mail cluster: roostd alone killed on a
+// node (its Dovecot fine) moves nobody and fences nobody, and neither does
+// the raft leader's roostd being killed; every held session lives on.
+func TestE2ENoFalseAlarmWhenOnlyRoostdDies(t *testing.T) {
+	c, held := startMailCluster(t)
+	leaderName := func(n *mailcluster.Node) string {
+		st, err := c.Status(n)
+		if err != nil {
+			return ""
+		}
+		return st.Leader
+	}
+	calm := func(what string, alive []*mailcluster.Node) {
+		t.Helper()
+		// Long past detection (about a second) and the lease wait (about
+		// two): twenty decision rounds of the leader.
+		time.Sleep(8 * time.Second)
+		moved := 0
+		for _, n := range c.Nodes {
+			moved += c.JournalFrom(n.Host)
+		}
+		if moved != 0 {
+			t.Fatalf("%s: %d users moved", what, moved)
+		}
+		for _, n := range alive {
+			if log := n.Agent.Log(); strings.Contains(log, "msg=fenced") {
+				t.Fatalf("%s: %s fenced itself", what, n.Name)
+			}
+			st, err := c.Status(n)
+			if err != nil {
+				t.Fatalf("%s: %s does not answer: %v", what, n.Name, err)
+			}
+			if len(st.Plans) != 0 {
+				t.Fatalf("%s: plans %+v", what, st.Plans)
+			}
+		}
+		for _, s := range held {
+			if s.Ended(0) {
+				t.Fatalf("%s: %s's session ended", what, s.User)
+			}
+		}
+	}
+	var follower, leader *mailcluster.Node
+	c.WaitFor(30*time.Second, "a leader", func() bool { return leaderName(c.Nodes[0]) != "" })
+	for _, n := range c.Nodes {
+		if n.Name == leaderName(c.Nodes[0]) {
+			leader = n
+		} else if follower == nil {
+			follower = n
+		}
+	}
+	follower.Agent.Signal(syscall.SIGKILL)
+	var others []*mailcluster.Node
+	for _, n := range c.Nodes {
+		if n != follower {
+			others = append(others, n)
+		}
+	}
+	calm("roostd killed on "+follower.Name, others)
+	c.RestartAgent(follower)
+	c.WaitFor(30*time.Second, follower.Name+" back", func() bool { _, err := c.Status(follower); return err == nil })
+
+	leader.Agent.Signal(syscall.SIGKILL)
+	others = others[:0]
+	for _, n := range c.Nodes {
+		if n != leader {
+			others = append(others, n)
+		}
+	}
+	c.WaitFor(30*time.Second, "a new leader", func() bool { l := leaderName(others[0]); return l != "" && l != leader.Name })
+	calm("the leader's roostd killed", others)
 }
