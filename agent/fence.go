@@ -35,8 +35,11 @@ func (a *Agent) fence(ctx context.Context) {
 	if err != nil {
 		a.log.Warn("fence_no_dovecot", "err", err, "hint", "a fenced node cannot end its sessions")
 	}
-	t := time.NewTicker(a.lease.Interval())
+	// A short tick: the leader's lease wait leaves a margin of two ping
+	// intervals, and this loop must act well within it.
+	t := time.NewTicker(min(a.lease.Interval(), 50*time.Millisecond))
 	defer t.Stop()
+	var kicked time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -53,8 +56,9 @@ func (a *Agent) fence(ctx context.Context) {
 			a.fenced.Store(false)
 			a.log.Info("unfenced")
 		}
-		if a.fenced.Load() && admin != nil {
+		if a.fenced.Load() && admin != nil && time.Since(kicked) >= a.lease.Interval() {
 			a.endLocalSessions(ctx, admin)
+			kicked = time.Now()
 		}
 	}
 }

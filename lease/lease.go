@@ -10,6 +10,7 @@ package lease
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 )
@@ -92,17 +93,40 @@ func (l *Lease) Run(ctx context.Context) error {
 	}
 }
 
-// check records when the majority was lost, or that it is back.
+// check records when the majority was lost, or that it is back. The
+// moment of loss is when the last answer that kept the majority aged past
+// TTL, not when a tick noticed it, so the node fences no later than the
+// leader's Expiry assumes.
 func (l *Lease) check(now time.Time, peers []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	held := Majority(now, l.last, peers, l.TTL())
 	switch {
-	case held:
+	case Majority(now, l.last, peers, l.TTL()):
 		l.lostSince = time.Time{}
 	case l.lostSince.IsZero():
-		l.lostSince = now
+		l.lostSince = lostAt(l.last, peers, l.TTL(), l.started)
 	}
+}
+
+// lostAt is when the majority was lost: the answer of the peer whose
+// contact kept it (the k-th most recent, k the peers a majority needs)
+// plus ttl; or start, if a majority never answered.
+func lostAt(last map[string]time.Time, peers []string, ttl time.Duration, start time.Time) time.Time {
+	need := (len(peers) + 1) / 2 // peers besides this node that make a majority
+	var times []time.Time
+	for _, p := range peers {
+		if t, ok := last[p]; ok {
+			times = append(times, t)
+		}
+	}
+	if need == 0 || len(times) < need {
+		return start
+	}
+	slices.SortFunc(times, func(a, b time.Time) int { return b.Compare(a) })
+	if at := times[need-1].Add(ttl); at.After(start) {
+		return at
+	}
+	return start
 }
 
 // Majority says whether this node and the peers heard from within ttl are

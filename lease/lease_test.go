@@ -68,3 +68,25 @@ func TestLeaseLostAndRegained(t *testing.T) {
 	cut.Store(false)
 	wait("the majority again", func() bool { return l.LostFor(time.Now()) == 0 })
 }
+
+// The majority is lost when the answer that kept it aged past the TTL,
+// whenever a tick notices it.
+func TestLostAt(t *testing.T) {
+	start := time.Unix(1000, 0)
+	ttl := time.Second
+	a, b := start.Add(5*time.Second), start.Add(7*time.Second)
+	for _, tc := range []struct {
+		name  string
+		peers []string
+		last  map[string]time.Time
+		want  time.Time
+	}{
+		{"3 nodes: the freshest answer kept it", []string{"a", "b"}, map[string]time.Time{"a": a, "b": b}, b.Add(ttl)},
+		{"5 nodes: the second freshest kept it", []string{"a", "b", "c", "d"}, map[string]time.Time{"a": a, "b": b, "c": start.Add(6 * time.Second)}, start.Add(6 * time.Second).Add(ttl)},
+		{"never a majority: since the start", []string{"a", "b", "c", "d"}, map[string]time.Time{"a": a}, start},
+	} {
+		if got := lostAt(tc.last, tc.peers, ttl, start); !got.Equal(tc.want) {
+			t.Errorf("%s: lost at %v, want %v", tc.name, got.Sub(start), tc.want.Sub(start))
+		}
+	}
+}

@@ -117,6 +117,18 @@ func (l *netLab) cut(i int) {
 	}
 }
 
+// lose makes node i's namespace drop one packet in every (at random),
+// both ways, with an nftables rule of its own.
+func (l *netLab) lose(i, every int) {
+	l.t.Helper()
+	script := fmt.Sprintf("add table inet lossy\nadd chain inet lossy out { type filter hook output priority 0 ; }\nadd chain inet lossy in { type filter hook input priority 0 ; }\nadd rule inet lossy out oifname \"eth0\" numgen random mod %[1]d == 0 drop\nadd rule inet lossy in iifname \"eth0\" numgen random mod %[1]d == 0 drop\n", every)
+	cmd := exec.Command("ip", "netns", "exec", l.ns[i], "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		l.t.Fatalf("nft in %s: %v: %s", l.ns[i], err, out)
+	}
+}
+
 // heal undoes cut.
 func (l *netLab) heal(i int) {
 	l.t.Helper()
