@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/roost-mail/roost/faultfs"
 	"github.com/roost-mail/roost/faultfs/faultfstest"
 )
@@ -263,6 +265,36 @@ func TestParseMountinfo(t *testing.T) {
 	}
 	if _, err := parseMountinfo("1 2 x / /a rw - ext4 /dev/x rw\n", "/a"); err == nil {
 		t.Fatal("a malformed device parsed without error")
+	}
+	// An empty source (mount -t tmpfs "" DIR), with and without systemd's
+	// shared propagation field: once a panic, then "not-mounted".
+	for _, line := range []string{
+		"50 26 0:99 / /srv/empty rw,relatime shared:77 - tmpfs  rw,size=1024k\n",
+		"50 26 0:99 / /srv/empty rw,relatime - tmpfs  rw,size=1024k\n",
+	} {
+		e, err := parseMountinfo(line, "/srv/empty")
+		if err != nil || e == nil || e.fstype != "tmpfs" || e.source != "" || e.minor != 99 {
+			t.Fatalf("%q: got %+v, %v; want the tmpfs with an empty source", line, e, err)
+		}
+	}
+}
+
+// A real mount with an empty source is found, and is not the mail
+// filesystem's type.
+func TestEmptySourceMountIsFound(t *testing.T) {
+	dir := t.TempDir()
+	if err := unix.Mount("", dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatalf("mount -t tmpfs \"\" %s: %v", dir, err)
+	}
+	defer unix.Unmount(dir, unix.MNT_DETACH)
+	e, err := findMount(dir)
+	if err != nil || e == nil || e.fstype != "tmpfs" {
+		t.Fatalf("got %+v, %v; want the tmpfs", e, err)
+	}
+	m := NewMount(MountConfig{Path: dir, FSType: "fuse*"}, "n", testTimeout, testSlow)
+	defer m.Close(time.Second)
+	if r := m.Round(); r.Class != ClassNotMounted || !strings.Contains(r.Err, "mounted as tmpfs") {
+		t.Fatalf("got %s, want not-mounted naming tmpfs", r)
 	}
 }
 

@@ -1,10 +1,9 @@
 package fsprobe
 
 import (
-	"fmt"
-	"os"
-	"strconv"
 	"strings"
+
+	"github.com/moby/sys/mountinfo"
 )
 
 // mountEntry is one line of /proc/self/mountinfo.
@@ -18,47 +17,39 @@ type mountEntry struct {
 
 // findMount returns the top-most mount at path, or nil when none is.
 // Reading mountinfo never touches the filesystem itself, so it cannot hang
-// on a stuck FUSE daemon.
+// on a stuck FUSE daemon. moby/sys/mountinfo parses it (an empty source,
+// as `mount -t tmpfs "" DIR` makes, is a field of its own).
 func findMount(path string) (*mountEntry, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	ms, err := mountinfo.GetMounts(at(path))
 	if err != nil {
 		return nil, err
 	}
-	return parseMountinfo(string(b), path)
+	return top(ms), nil
 }
 
 func parseMountinfo(text, path string) (*mountEntry, error) {
-	var found *mountEntry
-	for _, line := range strings.Split(text, "\n") {
-		f := strings.Fields(line)
-		// id parent major:minor root mountpoint options [optional...] - fstype source superoptions
-		if len(f) < 10 || unescape(f[4]) != path {
-			continue
-		}
-		sep := -1
-		for i := 6; i < len(f); i++ {
-			if f[i] == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || sep+3 > len(f) {
-			return nil, fmt.Errorf("malformed mountinfo line %q", line)
-		}
-		majmin := strings.SplitN(f[2], ":", 2)
-		if len(majmin) != 2 {
-			return nil, fmt.Errorf("malformed device %q in mountinfo", f[2])
-		}
-		major, err1 := strconv.ParseUint(majmin[0], 10, 32)
-		minor, err2 := strconv.ParseUint(majmin[1], 10, 32)
-		if err1 != nil || err2 != nil {
-			return nil, fmt.Errorf("malformed device %q in mountinfo", f[2])
-		}
-		e := &mountEntry{dev: major<<20 | minor, major: uint32(major), minor: uint32(minor), fstype: f[sep+1], source: unescape(f[sep+2])}
-		e.readOnly = hasOption(f[5], "ro") || hasOption(f[sep+3], "ro")
-		found = e // later lines are mounted on top of earlier ones
+	ms, err := mountinfo.GetMountsFromReader(strings.NewReader(text), at(path))
+	if err != nil {
+		return nil, err
 	}
-	return found, nil
+	return top(ms), nil
+}
+
+// at keeps the mounts whose mountpoint is path.
+func at(path string) mountinfo.FilterFunc {
+	return func(i *mountinfo.Info) (skip, stop bool) { return i.Mountpoint != path, false }
+}
+
+// top is the last of the mounts at one path: later lines are mounted on
+// top of earlier ones.
+func top(ms []*mountinfo.Info) *mountEntry {
+	if len(ms) == 0 {
+		return nil
+	}
+	i := ms[len(ms)-1]
+	major, minor := uint32(i.Major), uint32(i.Minor)
+	return &mountEntry{dev: uint64(major)<<20 | uint64(minor), major: major, minor: minor, fstype: i.FSType, source: i.Source,
+		readOnly: hasOption(i.Options, "ro") || hasOption(i.VFSOptions, "ro")}
 }
 
 func hasOption(opts, want string) bool {
@@ -68,23 +59,4 @@ func hasOption(opts, want string) bool {
 		}
 	}
 	return false
-}
-
-// unescape decodes mountinfo's octal escapes (\040 for a space).
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
