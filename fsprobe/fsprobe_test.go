@@ -43,6 +43,9 @@ func round(t *testing.T, m *Mount) Result {
 func TestHealthyMountIsOKAndLeavesNoCanary(t *testing.T) {
 	_, m, back := mountFault(t)
 	r := round(t, m)
+	for i := 0; i < 3 && r.Class == ClassSlow; i++ {
+		r = round(t, m) // a loaded machine may make one round slow
+	}
 	if r.Class != ClassOK {
 		t.Fatalf("got %s, want ok", r)
 	}

@@ -23,13 +23,17 @@ GOROOT_HOST=$(go env GOROOT) MODCACHE=$(go env GOMODCACHE)
 R=$(mktemp -d /var/tmp/roost-fresh-XXXX)
 chmod 755 "$R" # the root of a system: its services' users must enter it
 cleanup() {
-  # Whatever the command left mounted inside goes first (lazily: a FUSE
-  # mount whose daemon died answers nothing).
-  grep -o " $R/[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  # Whatever the command left mounted inside goes first, the root's own
+  # bind mount last (lazily: a FUSE mount whose daemon died answers
+  # nothing).
+  awk -v r="$R" '$5 == r || index($5, r "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   rm -rf --one-file-system "$R"
 }
 trap cleanup EXIT
 debootstrap --variant=minbase --unpack-tarball="$CACHE" bookworm "$R" "$MIRROR" >/dev/null
+# The root is a mount of its own, as on a real machine: `ip netns exec`
+# remounts / (make-rslave), which fails on a plain directory.
+mount --bind "$R" "$R"
 mount --bind /proc "$R/proc"; mount --bind /sys "$R/sys"; mount --bind /dev "$R/dev"; mount --bind /dev/pts "$R/dev/pts"
 mount -t tmpfs tmpfs "$R/run"
 mkdir -p "$R/usr/local/go" "$R/root/go/pkg/mod"

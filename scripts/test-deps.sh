@@ -17,6 +17,8 @@ if [ "$mode" != demo ]; then
   # go test -race needs cgo: a C compiler and the C library's headers.
   command -v gcc >/dev/null || need_pkgs+=(gcc)
   dpkg-query -W -f='${Status}' libc6-dev 2>/dev/null | grep -q "install ok installed" || need_pkgs+=(libc6-dev)
+  # systemd-analyze verifies the packaged unit (a minimal root has no systemd).
+  command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
 fi
 # Real Dovecot 2.3 for the health checks, kicks and end-to-end (its SQLite
 # passdb driver for the proxy_maybe tests); real PostgreSQL and MariaDB for
@@ -68,6 +70,7 @@ command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || fail "MariaDB's s
 command -v prometheus-alertmanager >/dev/null && command -v amtool >/dev/null || fail "prometheus-alertmanager (with amtool) is not installed"
 command -v promtool >/dev/null || fail "promtool (Debian's prometheus package) is not installed"
 command -v lintian >/dev/null && command -v rpm >/dev/null || fail "lintian and rpm (to check the packages) are not installed"
+command -v systemd-analyze >/dev/null || fail "systemd-analyze (to check the packaged unit) is not installed"
 command -v debootstrap >/dev/null || fail "debootstrap (for the package install test) is not installed"
 command -v ip >/dev/null || fail "ip (iproute2) is not installed"
 command -v nft >/dev/null || fail "nft (nftables, for make ttr's power-off) is not installed"
