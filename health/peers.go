@@ -115,8 +115,9 @@ func (p *Peers) startDue(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		p.inflight[tg.Name] = true
 		wg.Go(func() {
+			start := time.Now()
 			err := WithTimeout(IMAPGreeting(Dialogue{Addr: tg.Addr, Source: p.Source}), p.Timeout)(ctx)
-			p.finish(ctx, tg.Name, err)
+			p.finish(ctx, tg.Name, start, err)
 		})
 	}
 	forgot := false
@@ -135,8 +136,11 @@ func (p *Peers) startDue(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
-// finish records one probe's result and schedules the peer's next.
-func (p *Peers) finish(ctx context.Context, name string, err error) {
+// finish records the result of one probe that began at start, and
+// schedules the peer's next from that start, as HAProxy paces checks: a
+// probe that took its whole timeout (a silent peer) is followed by the
+// next at once when the fast interval has passed meanwhile.
+func (p *Peers) finish(ctx context.Context, name string, start time.Time, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.inflight, name)
@@ -146,7 +150,7 @@ func (p *Peers) finish(ctx context.Context, name string, err error) {
 	now := time.Now()
 	p.tracker.Observe(name, SeverityCritical, err, false, now)
 	fast := p.tracker.Settling(name) || now.Before(p.urgent[name])
-	p.due[name] = now.Add(Next(p.Interval, p.FastInterval, 0, fast, false))
+	p.due[name] = start.Add(Next(p.Interval, p.FastInterval, 0, fast, false))
 	if p.tracker.Failing(name) {
 		p.reachable.WithLabelValues(name).Set(0)
 	} else {

@@ -119,7 +119,10 @@ func (r *Runner) loop(ctx context.Context, s Spec, urged <-chan struct{}) {
 		}
 		r.seconds.WithLabelValues(s.Name).Observe(time.Since(start).Seconds())
 		r.Observe(s.Name, s.Severity, err, false)
-		t.Reset(r.next(s))
+		// Paced from the start of the run, as HAProxy paces checks: one that
+		// took its whole timeout is followed at once by the next when the
+		// (fast) interval has passed meanwhile.
+		t.Reset(max(r.next(s)-time.Since(start), 0))
 	}
 }
 
