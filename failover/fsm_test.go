@@ -187,3 +187,33 @@ func TestStateCommands(t *testing.T) {
 		t.Fatal("read shares its maps with the FSM")
 	}
 }
+
+// A decision that changes several things is one entry applied all or
+// nothing: a node is never left failed without the plan that moves its
+// users because the second half did not apply.
+func TestBatchAppliesAllOrNothing(t *testing.T) {
+	s := state(func(s *State) { plan(s, Plan{ID: "000001-drain", Kind: PlanDrain, Node: "b"}); s.PlanSeq = 1 })
+	failB := []command{
+		{Op: opSetNode, Node: "b", State: Failed, Reason: "dovecot down", At: t0},
+		{Op: opPlanStart, Plan: &Plan{Kind: PlanFailover, Node: "b"}, At: t0},
+	}
+	if err := s.apply(batch(failB)); err == nil {
+		t.Fatal("a batch whose plan cannot start applied")
+	}
+	if r := s.Node("b"); r.State != Active || s.PlanSeq != 1 {
+		t.Fatalf("a refused batch changed the state: node b %+v, plan seq %d", r, s.PlanSeq)
+	}
+	s.Plans = nil
+	if err := s.apply(batch(failB)); err != nil {
+		t.Fatal(err)
+	}
+	if r, p := s.Node("b"), s.Plans["000002-failover"]; r.State != Failed || p.Status != PlanRunning {
+		t.Fatalf("after the batch: node b %+v, plan %+v", r, p)
+	}
+	if err := s.apply(command{Op: opBatch, Batch: []command{{Op: opBatch}}}); err == nil {
+		t.Fatal("a nested batch applied")
+	}
+	if c := batch(failB[:1]); c.Op != opSetNode {
+		t.Fatalf("a batch of one is %q, want the command itself", c.Op)
+	}
+}

@@ -77,13 +77,16 @@ func (c *Cluster) lead(ctx context.Context, w *Leading) {
 			}
 		}
 		c.decideMu.Lock()
-		for _, cmd := range Decide(view, c.fsm.read(), now, w.policy()) {
-			if err := c.apply(cmd); err != nil {
-				c.log.Warn("failover_apply_failed", "op", cmd.Op, "node", cmd.Node, "err", err)
-				break
+		if cmds := Decide(view, c.fsm.read(), now, w.policy()); len(cmds) > 0 {
+			// One entry: every command of the decision applies, or none.
+			if err := c.apply(batch(cmds)); err != nil {
+				c.log.Warn("failover_apply_failed", "commands", len(cmds), "err", err)
+			} else {
+				for _, cmd := range cmds {
+					c.log.Warn("failover_decided", "op", cmd.Op, "node", cmd.Node, "state", cmd.State, "reason", cmd.Reason)
+					c.metrics.decided.WithLabelValues(cmd.Op).Inc()
+				}
 			}
-			c.log.Warn("failover_decided", "op", cmd.Op, "node", cmd.Node, "state", cmd.State, "reason", cmd.Reason)
-			c.metrics.decided.WithLabelValues(cmd.Op).Inc()
 		}
 		c.decideMu.Unlock()
 		st := c.fsm.read()

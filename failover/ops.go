@@ -345,15 +345,18 @@ func (c *Cluster) operate(ctx context.Context, r Request) (Reply, error) {
 			reply.Message += "; moving the users still routed to it"
 		}
 	}
-	for _, cmd := range cmds {
-		if err := c.apply(cmd); err != nil {
+	if len(cmds) > 0 {
+		// One entry: the request's changes apply all together, or none.
+		if err := c.apply(batch(cmds)); err != nil {
 			if errors.Is(err, ErrNoLeader) {
 				return reply, err
 			}
 			return reply, opError(ErrConflict, "%v", err)
 		}
-		if cmd.Op == opPlanStart {
-			reply.Plan = fmt.Sprintf("%06d-%s", c.fsm.read().PlanSeq, cmd.Plan.Kind)
+		for _, cmd := range cmds {
+			if cmd.Op == opPlanStart { // the entry's last plan got the newest number
+				reply.Plan = fmt.Sprintf("%06d-%s", c.fsm.read().PlanSeq, cmd.Plan.Kind)
+			}
 		}
 	}
 	c.log.Warn("operator_request", "op", r.Op, "node", r.Node, "user", r.User, "plan", reply.Plan, "message", reply.Message)

@@ -177,6 +177,8 @@ type command struct {
 	PlanID    string     `json:"plan_id,omitempty"`
 	Moved     int        `json:"moved,omitempty"`
 	Status    PlanStatus `json:"status,omitempty"`
+	// Batch holds the commands of an all-or-nothing entry (opBatch).
+	Batch []command `json:"batch,omitempty"`
 }
 
 // Commands.
@@ -188,7 +190,18 @@ const (
 	opPlanEnd   = "plan-end"   // PlanID, Status, Reason (error), At
 	opFreeze    = "freeze"     // Reason, At
 	opAck       = "ack"        // Node ("" for the cluster's freeze), At
+	opBatch     = "batch"      // Batch: every command applies, or none does
 )
+
+// batch makes one raft entry of cmds: a decision that changes several
+// things (a node failed and its plan started) is applied all or nothing,
+// so no half-applied decision can strand users. One command stays itself.
+func batch(cmds []command) command {
+	if len(cmds) == 1 {
+		return cmds[0]
+	}
+	return command{Op: opBatch, Batch: cmds}
+}
 
 // keepFinishedPlans bounds the finished plans kept in the state (the
 // journal in the database keeps every move).
@@ -260,6 +273,17 @@ func (s *State) apply(c command) error {
 		if s.Frozen == nil {
 			s.Frozen = &Freeze{Reason: c.Reason, Since: c.At}
 		}
+	case opBatch:
+		next := s.clone()
+		for i, sub := range c.Batch {
+			if sub.Op == opBatch {
+				return fmt.Errorf("batch: command %d is a batch itself", i)
+			}
+			if err := next.apply(sub); err != nil {
+				return fmt.Errorf("batch (nothing applied): command %d (%s): %w", i, sub.Op, err)
+			}
+		}
+		*s = next
 	case opAck:
 		if c.Node == "" {
 			s.Frozen = nil
