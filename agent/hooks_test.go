@@ -67,3 +67,46 @@ if [ "$ROOST_NODE" = node2 ]; then echo "checking mailboxes"; echo "node2 belong
 		t.Fatalf("pre_move did not run for the drain:\n%s", log())
 	}
 }
+
+// A vetoed drain leaves the node draining, saying why nobody moved, and
+// nodectl drain tries it again: no node is stuck draining with no plan.
+func TestVetoedDrainStaysDrainingAndRetries(t *testing.T) {
+	dir := t.TempDir()
+	veto := filepath.Join(dir, "veto")
+	pre := filepath.Join(dir, "pre-move")
+	if err := os.WriteFile(pre, []byte("#!/bin/sh\nif [ -e "+veto+" ]; then echo 'change freeze until noon'; exit 1; fi\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(veto, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, db, _ := sqliteCluster(t, nil, func(i int, cfg *agent.Config) {
+		cfg.Hooks = agent.HooksConfig{PreMove: pre, Timeout: 5 * time.Second}
+	})
+	drain := func() api.OpReply {
+		t.Helper()
+		r, err := c.Leader().Client().Post(t.Context(), "/v1/nodes/node3/drain", api.OpRequest{Reason: "disk swap"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	first := drain()
+	c.WaitFor(30*time.Second, "the drain vetoed, node3 still draining and saying why", func() bool {
+		st := c.Leader().Agent.FailoverState()
+		p, ok := st.Plans[first.Plan]
+		r := st.Node("node3")
+		return ok && p.Status == failover.PlanCanceled && r.State == failover.Draining && strings.Contains(r.Reason, "change freeze until noon")
+	})
+	if n := usersOn(t, db)["127.0.1.3"]; n != 100 {
+		t.Fatalf("a vetoed drain moved users: %d left on node3", n)
+	}
+	if err := os.Remove(veto); err != nil {
+		t.Fatal(err)
+	}
+	second := drain()
+	if second.Plan == "" || second.Plan == first.Plan {
+		t.Fatalf("drain of a node whose drain was vetoed: %+v, want a new plan", second)
+	}
+	c.WaitFor(30*time.Second, "node3 drained on the second try", func() bool { return usersOn(t, db)["127.0.1.3"] == 0 })
+}

@@ -147,7 +147,14 @@ func (e *Executor) run(ctx context.Context, id string, l leaderOps) error {
 				return ctx.Err()
 			}
 			e.Log.Warn("plan_vetoed", "plan", id, "err", err)
-			if err := l.apply(command{Op: opPlanEnd, PlanID: id, Status: PlanCanceled, Reason: "vetoed by the pre_move hook: " + err.Error(), At: l.now()}); err != nil {
+			why := "vetoed by the pre_move hook: " + err.Error()
+			cmds := []command{{Op: opPlanEnd, PlanID: id, Status: PlanCanceled, Reason: why, At: l.now()}}
+			if r := l.state().Node(p.Node); r.State == Draining || r.State == Maintenance {
+				// The node stays as the operator asked, saying why nobody
+				// moved; nodectl drain (or maintenance on) tries again.
+				cmds = append(cmds, command{Op: opSetNode, Node: p.Node, State: r.State, Reason: why + "; nodectl drain retries", At: l.now()})
+			}
+			if err := l.apply(batch(cmds)); err != nil {
 				return err
 			}
 			p = l.state().Plans[id]

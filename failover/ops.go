@@ -247,16 +247,18 @@ func (c *Cluster) operate(ctx context.Context, r Request) (Reply, error) {
 		if rate == 0 {
 			rate = w.policy().DrainRate
 		}
-		if rec.State == Draining || rec.State == Maintenance {
-			if rec.State != state && !r.DryRun {
-				cmds = append(cmds, command{Op: opSetNode, Node: r.Node, State: state, Reason: reason, At: now})
-			}
-			reply.Message = fmt.Sprintf("%s is already %s", r.Node, rec.State)
-			if hasPlan {
-				reply.Plan = running.ID
+		if (rec.State == Draining || rec.State == Maintenance) && hasPlan {
+			reply.Message, reply.Plan = fmt.Sprintf("%s is already %s", r.Node, rec.State), running.ID
+			if rec.State != state {
+				if !r.DryRun {
+					cmds = append(cmds, command{Op: opSetNode, Node: r.Node, State: state, Reason: reason, At: now})
+				}
+				reply.Message = fmt.Sprintf("%s was %s and is %s now; its plan %s goes on", r.Node, rec.State, state, running.ID)
 			}
 			break
 		}
+		// Draining or in maintenance with no plan (the last was vetoed or
+		// canceled): this starts it again, as below.
 		if rec.State == Failed {
 			return reply, opError(ErrConflict, "%s is failed over already: its users live elsewhere (nodectl failback brings them back)", r.Node)
 		}
@@ -269,6 +271,10 @@ func (c *Cluster) operate(ctx context.Context, r Request) (Reply, error) {
 			return reply, fmt.Errorf("listing %s's users: %w", r.Node, err)
 		}
 		reply.Users = total
+		if rec.State == state && total == 0 {
+			reply.Message = fmt.Sprintf("%s is already %s: no user is left on it", r.Node, rec.State)
+			return reply, nil
+		}
 		if r.DryRun {
 			reply.Targets = counts
 			reply.Message = fmt.Sprintf("would move %d users off %s at %d/s to %s", total, r.Node, rate, describeCounts(counts))
