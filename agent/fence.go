@@ -10,13 +10,25 @@ import (
 )
 
 // leasePeers are the members that count towards this node's majority:
-// every member that has not left, witnesses too.
+// every gossip member that has not left, witnesses too, and every server
+// of the raft configuration, so that a node restarted into a partition,
+// which has met no one yet, does not take itself for a cluster of one.
 func (a *Agent) leasePeers() []string {
+	seen := map[string]bool{a.cfg.Node.Name: true}
 	var out []string
-	for _, m := range a.gossip.Members() {
-		if m.Name != a.cfg.Node.Name && m.State != gossip.StateLeft {
-			out = append(out, m.Name)
+	add := func(name string) {
+		if !seen[name] {
+			seen[name] = true
+			out = append(out, name)
 		}
+	}
+	for _, m := range a.gossip.Members() {
+		if m.State != gossip.StateLeft {
+			add(m.Name)
+		}
+	}
+	for _, s := range a.cluster.Status().Servers {
+		add(s.ID)
 	}
 	return out
 }

@@ -67,8 +67,15 @@ func (l *Lease) Run(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		peers := l.Peers()
+		now := time.Now()
 		l.mu.Lock()
 		for _, p := range peers {
+			if _, seen := l.last[p]; !seen {
+				// For all this node knows, a peer it just learned of was in
+				// touch until now: a node joining its cluster does not
+				// count its new peers as lost before it could ping them.
+				l.last[p] = now
+			}
 			if l.inflight[p] {
 				continue
 			}
