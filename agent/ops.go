@@ -32,7 +32,12 @@ const maxBody = 64 << 10
 func routes(mux *http.ServeMux, b backend) {
 	op := func(name string, build func(r *http.Request, body api.OpRequest) (failover.Request, error)) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
-			body, err := decodeBody(r)
+			body, err := decodeBody(w, r)
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("request body over %d bytes", tooBig.Limit))
+				return
+			}
 			if err != nil {
 				writeError(w, http.StatusBadRequest, err)
 				return
@@ -136,10 +141,11 @@ func routes(mux *http.ServeMux, b backend) {
 	})
 }
 
-// decodeBody reads an optional JSON body, strictly.
-func decodeBody(r *http.Request) (api.OpRequest, error) {
+// decodeBody reads an optional JSON body, strictly, of at most maxBody
+// bytes (an *http.MaxBytesError past that).
+func decodeBody(w http.ResponseWriter, r *http.Request) (api.OpRequest, error) {
 	var body api.OpRequest
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&body); err != nil && !errors.Is(err, io.EOF) {
 		return body, fmt.Errorf("request body: %w", err)

@@ -110,6 +110,11 @@ func TestOperatorRequestsThroughAFollower(t *testing.T) {
 	var bad api.OpReply
 	err = cl.Get(ctx, "/v1/history?limit=0", &bad)
 	wantCode(t, "history limit 0", err, http.StatusBadRequest, "limit")
+	// A body past the limit is refused as too large, naming the limit,
+	// whatever it holds.
+	huge := api.OpRequest{Reason: strings.Repeat("x", 1<<20)}
+	_, err = cl.Post(ctx, "/v1/nodes/node1/drain", huge)
+	wantCode(t, "a 1 MiB drain request", err, http.StatusRequestEntityTooLarge, "over 65536 bytes")
 
 	// The odd users move, and where and history say so.
 	for _, u := range []string{odd, long} {
