@@ -103,3 +103,20 @@ func TestProbeFSCommandAgainstFaultfs(t *testing.T) {
 		t.Fatalf("the bare mountpoint holds %v: something wrote to local disk", entries)
 	}
 }
+
+// A probe's --timeout must be positive: 0 or a negative one is refused,
+// naming the flag, before anything is probed.
+func TestProbeRefusesANonPositiveTimeout(t *testing.T) {
+	roostd := filepath.Join(buildBinaries(t), "roostd")
+	for _, args := range [][]string{
+		{"probe", "imap", "127.0.0.1:1", "--timeout=0"},
+		{"probe", "lmtp", "127.0.0.1:1", "--timeout=-1s"},
+		{"probe", "fs", "/tmp", "--timeout=0"},
+		{"probe", "fs", "/tmp", "--timeout=-1s"},
+	} {
+		out, err := run(t, roostd, args...)
+		if err == nil || !strings.Contains(out, "timeout") {
+			t.Errorf("roostd %v: %v, %q; want a refusal naming the timeout", args, err, out)
+		}
+	}
+}

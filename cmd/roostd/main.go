@@ -316,6 +316,9 @@ func newServiceProbe(proto string) *cobra.Command {
 		}[proto],
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if timeout <= 0 {
+				return fmt.Errorf("--timeout %v: want a positive duration", timeout)
+			}
 			tc := &tls.Config{InsecureSkipVerify: insecure}
 			if caFile != "" {
 				pool, err := certs.LoadPool(caFile)
