@@ -95,7 +95,7 @@ func routes(mux *http.ServeMux, b backend) {
 	mux.HandleFunc("GET /v1/where", func(w http.ResponseWriter, r *http.Request) {
 		user := r.URL.Query().Get("user")
 		if user == "" {
-			writeError(w, http.StatusBadRequest, errors.New("where needs ?user="))
+			writeError(w, http.StatusBadRequest, failover.ErrEmptyUser)
 			return
 		}
 		wh, err := b.Where(r.Context(), user)
@@ -107,6 +107,11 @@ func routes(mux *http.ServeMux, b backend) {
 	})
 	mux.HandleFunc("GET /v1/history", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
+		if q.Has("user") && q.Get("user") == "" {
+			// An empty name is no filter: refuse it rather than list everyone.
+			writeError(w, http.StatusBadRequest, failover.ErrEmptyUser)
+			return
+		}
 		limit := 100
 		if s := q.Get("limit"); s != "" {
 			n, err := strconv.Atoi(s)

@@ -115,6 +115,15 @@ func TestOperatorRequestsThroughAFollower(t *testing.T) {
 	huge := api.OpRequest{Reason: strings.Repeat("x", 1<<20)}
 	_, err = cl.Post(ctx, "/v1/nodes/node1/drain", huge)
 	wantCode(t, "a 1 MiB drain request", err, http.StatusRequestEntityTooLarge, "over 65536 bytes")
+	// An empty user name is refused everywhere with the same words, and
+	// never read as "every user".
+	err = cl.Get(ctx, "/v1/where?user=", &bad)
+	wantCode(t, "where of an empty name", err, http.StatusBadRequest, "the user name is empty")
+	var all []api.Move
+	err = cl.Get(ctx, "/v1/history?user=", &all)
+	wantCode(t, "history of an empty name", err, http.StatusBadRequest, "the user name is empty")
+	_, err = cl.Post(ctx, "/v1/move", api.OpRequest{User: "", Node: "node3"})
+	wantCode(t, "move of an empty name", err, http.StatusBadRequest, "the user name is empty")
 
 	// The odd users move, and where and history say so.
 	for _, u := range []string{odd, long} {

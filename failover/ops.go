@@ -56,6 +56,9 @@ var (
 	ErrInvalid  = errors.New("invalid request")          // 400
 	ErrNotFound = errors.New("not found")                // 404
 	ErrConflict = errors.New("conflicts with the state") // 409
+	// ErrEmptyUser is every refusal of an empty user name, whichever
+	// request carried it.
+	ErrEmptyUser = errors.New("the user name is empty")
 	ErrNoLeader = errors.New("no leader")                // 503
 )
 
@@ -99,7 +102,10 @@ func (r Request) Validate() error {
 			return opError(ErrInvalid, "%s: no node given", r.Op)
 		}
 	case OpMove:
-		if r.Node == "" || r.User == "" {
+		if r.User == "" {
+			return opError(ErrInvalid, "%s", ErrEmptyUser)
+		}
+		if r.Node == "" {
 			return opError(ErrInvalid, "move: want a user and a node")
 		}
 	case OpAck:

@@ -313,8 +313,8 @@ from or to it).` + exitStatusHelp,
 			return run(func(ctx context.Context, c *api.Client, out io.Writer) error {
 				q := url.Values{}
 				q.Set("limit", fmt.Sprint(hLimit))
-				if hUser != "" {
-					q.Set("user", hUser)
+				if cmd.Flags().Changed("user") {
+					q.Set("user", hUser) // even empty: roostd refuses that, not lists everyone
 				}
 				if hNode != "" {
 					q.Set("node", hNode)
