@@ -13,7 +13,8 @@ func TestRequestValidateNamesTheProblem(t *testing.T) {
 	}{
 		{Request{Op: "explode", Node: "a"}, `unknown operation "explode"`},
 		{Request{Op: OpDrain}, "drain: no node given"},
-		{Request{Op: OpMove, Node: "a"}, "move: want a user and a node"},
+		{Request{Op: OpMove, Node: "a"}, "the user name is empty"},
+		{Request{Op: OpMove, User: "u"}, "move: want a user and a node"},
 		{Request{Op: OpDrain, Node: "a", Rate: -1}, "rate -1"},
 		{Request{Op: OpUndrain, Node: "a", DryRun: true}, "undrain has no dry run"},
 		{Request{Op: OpMove, Node: "a", User: "bad\xffutf8"}, "not valid UTF-8"},
