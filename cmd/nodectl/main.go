@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -54,6 +55,9 @@ func execute(args []string, stdout, stderr io.Writer) int {
 		Version:       version.String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Runnable, so that an unknown command is a misuse (markUsage),
+		// not a help page with exit status 0.
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -102,14 +106,49 @@ mail filesystem probes. --json prints the same as stable JSON for scripts.` + ex
 	root.AddCommand(status)
 	root.AddCommand(operatorCommands(&g, &code)...)
 	root.AddCommand(manpage.Command(root, "NODECTL"))
+	markUsage(root)
 
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(stderr, "nodectl:", err)
-		if code == exitOK {
+		var ue usageError
+		switch {
+		case errors.As(err, &ue):
+			code = exitUsage
+		case code == exitOK:
 			code = exitError
 		}
 	}
 	return code
+}
+
+// usageError is a command line that nodectl cannot run as given: an
+// unknown command or flag, missing or extra arguments (exit status 2).
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+// markUsage makes every misuse of cmd's tree a usageError: bad flags,
+// arguments its Args refuse, and an unknown command.
+func markUsage(cmd *cobra.Command) {
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	if args := cmd.Args; args != nil {
+		cmd.Args = func(c *cobra.Command, a []string) error {
+			if err := args(c, a); err != nil {
+				return usageError{err}
+			}
+			return nil
+		}
+	} else if cmd.HasSubCommands() {
+		cmd.Args = func(c *cobra.Command, a []string) error {
+			if len(a) > 0 {
+				return usageError{fmt.Errorf("unknown command %q for %q", a[0], c.CommandPath())}
+			}
+			return nil
+		}
+	}
+	for _, sub := range cmd.Commands() {
+		markUsage(sub)
+	}
 }
 
 func (g globals) client() (*api.Client, error) {

@@ -101,3 +101,35 @@ func TestMovingVerbsNeedConfirmation(t *testing.T) {
 		t.Errorf("drain --yes: exit %d, %q", code, errb.String())
 	}
 }
+
+// Misuse exits 2, as the help says, for every verb: an unknown command or
+// flag, missing, extra or wrong arguments. An unreachable roostd is 3.
+func TestMisuseExitsTwo(t *testing.T) {
+	sock := []string{"--socket", filepath.Join(t.TempDir(), "none.sock")}
+	for _, args := range [][]string{
+		{"bogus"},
+		{"status", "extra"},
+		{"status", "--bogus"},
+		{"drain"},
+		{"drain", "a", "b"},
+		{"drain", "a", "--rate", "x"},
+		{"undrain"},
+		{"maintenance", "node3", "sideways"},
+		{"maintenance", "node3"},
+		{"failback"},
+		{"move", "alice@example.com"},
+		{"where"},
+		{"history", "--limit", "x"},
+		{"history", "extra"},
+		{"ack", "a", "b"},
+	} {
+		var out, errOut bytes.Buffer
+		if code := execute(append(sock, args...), &out, &errOut); code != exitUsage {
+			t.Errorf("nodectl %v: exit %d, want %d (misuse); stderr %q", args, code, exitUsage, errOut.String())
+		}
+	}
+	var out, errOut bytes.Buffer
+	if code := execute(append(sock, "status"), &out, &errOut); code != exitUnreachable {
+		t.Errorf("status with no roostd: exit %d, want %d", code, exitUnreachable)
+	}
+}
