@@ -175,6 +175,11 @@ func TestBadConfigsNameTheKey(t *testing.T) {
 		{"same check twice", minimal + "health:\n  checks: [{protocol: lmtp, addr: 1.2.3.4:24}, {protocol: lmtp, addr: 1.2.3.4:24}]\n", `health.checks[1].name "lmtp": used twice`},
 		{"health timeout over interval", minimal + "health:\n  timeout: 5s\n", "health.timeout 5s"},
 		{"bad fsprobe mount", minimal + "fsprobe:\n  mounts: [{path: relative}]\n", `fsprobe.mounts[0].path "relative"`},
+		{"max_failed_fraction NaN", minimal + "failover:\n  max_failed_fraction: .nan\n", "failover.max_failed_fraction NaN"},
+		{"max_failed_fraction infinite", minimal + "failover:\n  max_failed_fraction: .inf\n", "failover.max_failed_fraction +Inf"},
+		{"fence_after too short", minimal + "failover:\n  fence_after: 10ms\n", "failover.fence_after 10ms"},
+		{"fast interval over interval", minimal + "health:\n  fast_interval: 2s\n", "health.fast_interval 2s"},
+		{"relative lock dir", minimal + "fsprobe:\n  lock_dir: run/roost\n", `fsprobe.lock_dir "run/roost"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -176,7 +176,7 @@ func (c PolicyConfig) Validate() error {
 		return fmt.Errorf("failback_rate %d: want >= 0 (0: no limit)", c.FailbackRate)
 	case c.DrainRate < 1:
 		return fmt.Errorf("drain_rate %d: want users per second, >= 1", c.DrainRate)
-	case c.MaxFailedFraction <= 0 || c.MaxFailedFraction > 1:
+	case !(c.MaxFailedFraction > 0 && c.MaxFailedFraction <= 1): // NaN too
 		return fmt.Errorf("max_failed_fraction %v: want more than 0, at most 1", c.MaxFailedFraction)
 	case c.BatchSize < 1 || c.BatchSize > 100000:
 		return fmt.Errorf("batch_size %d: want 1..100000", c.BatchSize)
