@@ -92,7 +92,7 @@ func (d Dialogue) run(ctx context.Context) error {
 			return err
 		}
 	}
-	r := bufio.NewReader(conn)
+	r := bufio.NewReaderSize(conn, maxLine)
 	for i, s := range d.Steps {
 		if s.Send != "" {
 			if _, err := fmt.Fprintf(conn, "%s\r\n", s.Send); err != nil {
@@ -116,7 +116,7 @@ func (d Dialogue) run(ctx context.Context) error {
 			if conn, err = d.handshake(ctx, conn); err != nil {
 				return err
 			}
-			r = bufio.NewReader(conn)
+			r = bufio.NewReaderSize(conn, maxLine)
 		}
 	}
 	return nil
@@ -139,12 +139,22 @@ func (d Dialogue) handshake(ctx context.Context, c net.Conn) (net.Conn, error) {
 	return tc, nil
 }
 
-const maxLines = 200 // a greeting or capability list, not a flood
+// maxLines and maxLine bound what a check reads of one answer: a
+// greeting or a capability list, not a flood. A server (or anything on
+// the path) that streams bytes makes the check fail, never the agent grow.
+const (
+	maxLines = 200
+	maxLine  = 4096
+)
 
 func expect(r *bufio.Reader, s Step) error {
 	last := ""
 	for range maxLines {
-		line, err := r.ReadString('\n')
+		b, err := r.ReadSlice('\n')
+		line := string(b)
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return fmt.Errorf("a line over %d bytes: %q…", maxLine, clip(line))
+		}
 		if err != nil {
 			if line == "" {
 				line = last

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -108,6 +109,7 @@ func TestHostileListeners(t *testing.T) {
 		return addr
 	}()
 	login := &Login{User: "probe", Password: "right"}
+	tenMB := []byte("* OK " + strings.Repeat("x", 10<<20) + "\r\n") // made before any check measures its memory
 	for _, tc := range []struct {
 		name  string
 		addr  string
@@ -122,9 +124,33 @@ func TestHostileListeners(t *testing.T) {
 		{"wrong password", listen(t, imapServer(0, "other", nil)), login, "LOGIN (credentials): refused"},
 		{"slow greeting under the timeout", listen(t, imapServer(250*time.Millisecond, "right", nil)), nil, ""},
 		{"slow greeting over the timeout", listen(t, imapServer(650*time.Millisecond, "right", nil)), nil, "greeting: timed out"},
+		{"streams without a newline", listen(t, func(c net.Conn) {
+			chunk := []byte(strings.Repeat("A", 64<<10))
+			for {
+				if _, err := c.Write(chunk); err != nil {
+					return
+				}
+			}
+		}), nil, "greeting: a line over 4096 bytes"},
+		{"a 10 MB line", listen(t, func(c net.Conn) { c.Write(tenMB) }), nil, "greeting: a line over 4096 bytes"},
+		{"greets a byte a second", listen(t, func(c net.Conn) {
+			for _, b := range []byte("* OK ready\r\n") {
+				if _, err := c.Write([]byte{b}); err != nil {
+					return
+				}
+				time.Sleep(time.Second)
+			}
+		}), nil, "greeting: timed out"},
+		{"resets", listen(t, func(c net.Conn) { c.(*net.TCPConn).SetLinger(0); c.Close() }), nil, "greeting: "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
 			err := run(t, IMAP(Dialogue{Addr: tc.addr}, tc.login))
+			runtime.ReadMemStats(&after)
+			if grew := after.TotalAlloc - before.TotalAlloc; grew > 8<<20 {
+				t.Errorf("the check allocated %d MiB: reads are not bounded", grew>>20)
+			}
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatalf("got %v, want healthy", err)
