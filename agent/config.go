@@ -23,6 +23,8 @@ import (
 	"github.com/roost-mail/roost/gossip"
 	"github.com/roost-mail/roost/health"
 	"github.com/roost-mail/roost/routing"
+
+	"github.com/roost-mail/roost/secret"
 )
 
 // Config is roostd's configuration file, one section per stage.
@@ -202,7 +204,7 @@ func (c Config) CheckFiles() error {
 		return fmt.Errorf("health.%w", err)
 	}
 	if c.Routing.DSNFile != "" {
-		if _, err := os.ReadFile(c.Routing.DSNFile); err != nil {
+		if _, err := secret.Read("file", c.Routing.DSNFile); err != nil {
 			return fmt.Errorf("routing.dsn_file: %w", err)
 		}
 	}
@@ -236,7 +238,7 @@ func (c Config) CheckFiles() error {
 }
 
 func readToken(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	b, err := secret.Read("token file", path)
 	if err != nil {
 		return "", err
 	}

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -198,8 +199,18 @@ func TestCheckFilesNamesTheBrokenFile(t *testing.T) {
 	etc := etcRoost(t)
 	good := strings.ReplaceAll(minimal, "/etc/roost/", etc+"/")
 	cases := []struct{ name, yaml, want string }{
-		{"missing gossip key", strings.Replace(good, "gossip.key", "nope.key", 1), "gossip.key_file: reading gossip key file"},
+		{"missing gossip key", strings.Replace(good, "gossip.key", "nope.key", 1), "nope.key: no such file or directory"},
 		{"missing cert", strings.Replace(good, "node1.pem", "node9.pem", 1), "raft.tls: loading"},
+		{"random bytes as the gossip key", strings.Replace(good, etc+"/gossip.key", "/dev/urandom", 1), "gossip.key_file: gossip key file /dev/urandom: not a regular file"},
+		{"zeros as a doveadm key", good + "dovecot:\n  url: http://127.0.0.1:8080/doveadm/v1\n  api_key_file: /dev/zero\n", "/dev/zero: not a regular file"},
+		{"an empty DSN file", good + "routing:\n  driver: sqlite\n  dsn_file: " + filepath.Join(etc, "empty.token") + "\n", "empty.token is empty"},
+		{"a FIFO as a password", good + "health:\n  checks: [{protocol: imap, addr: 127.0.0.1:143, login: probe, password_file: " + filepath.Join(etc, "fifo") + "}]\n", "fifo: not a regular file"},
+	}
+	if err := os.WriteFile(filepath.Join(etc, "empty.token"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(etc, "fifo"), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(etc, "short.key"), []byte("c2hvcnQ=\n"), 0o600); err != nil {
 		t.Fatal(err)

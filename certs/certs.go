@@ -17,6 +17,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/roost-mail/roost/secret"
 )
 
 // Files names the PEM files of one TLS identity and the CA that signs its
@@ -117,9 +119,9 @@ func verifyChain(cs tls.ConnectionState, pool *x509.CertPool, usage x509.ExtKeyU
 
 // LoadPool reads a PEM CA bundle.
 func LoadPool(path string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(path)
+	b, err := secret.Read("CA file", path)
 	if err != nil {
-		return nil, fmt.Errorf("reading CA file: %w", err)
+		return nil, err
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(b) {

@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/roost-mail/roost/secret"
 )
 
 // HTTP is a client of one Dovecot's doveadm HTTP API.
@@ -58,15 +60,11 @@ func NewHTTP(c Config) (*HTTP, error) {
 }
 
 func readSecret(path, key string) (string, error) {
-	b, err := os.ReadFile(path)
+	b, err := secret.Read(key, path)
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", key, err)
+		return "", err
 	}
-	s := strings.TrimRight(string(b), "\r\n")
-	if s == "" {
-		return "", fmt.Errorf("%s %s is empty", key, path)
-	}
-	return s, nil
+	return strings.TrimRight(string(b), "\r\n"), nil
 }
 
 // Command is one doveadm command: its HTTP name (kick, proxyKick, who…)

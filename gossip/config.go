@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/roost-mail/roost/secret"
 )
 
 // Config is the gossip part of the agent's configuration.
@@ -124,9 +125,9 @@ func (c Config) Validate() error {
 // LoadKeyring reads a key file: base64 keys, one per line, blank lines and
 // lines starting with # ignored. The first key is the primary.
 func LoadKeyring(path string) (*memberlist.Keyring, error) {
-	b, err := os.ReadFile(path)
+	b, err := secret.Read("gossip key file", path)
 	if err != nil {
-		return nil, fmt.Errorf("reading gossip key file: %w", err)
+		return nil, err
 	}
 	var keys [][]byte
 	for i, line := range strings.Split(string(b), "\n") {

@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/roost-mail/roost/certs"
+
+	"github.com/roost-mail/roost/secret"
 )
 
 // Config is the health part of the agent's configuration.
@@ -209,7 +210,7 @@ func (cc CheckConfig) build() (Check, error) {
 	d := Dialogue{Addr: cc.Addr, TLS: TLSMode(cc.TLS), TLSConfig: tc, ProxyHeader: cc.ProxyHeader}
 	var login *Login
 	if cc.Login != "" {
-		pw, err := os.ReadFile(cc.PasswordFile)
+		pw, err := secret.Read("password_file", cc.PasswordFile)
 		if err != nil {
 			return nil, fmt.Errorf("password_file: %w", err)
 		}
@@ -227,7 +228,7 @@ func (cc CheckConfig) build() (Check, error) {
 	case "sieve":
 		return ManageSieve(d), nil
 	case "doveadm":
-		key, err := os.ReadFile(cc.APIKeyFile)
+		key, err := secret.Read("api_key_file", cc.APIKeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("api_key_file: %w", err)
 		}

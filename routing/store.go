@@ -6,11 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"github.com/go-sql-driver/mysql"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/roost-mail/roost/secret"
 )
 
 // Config is the routing part of the agent's configuration: where the
@@ -94,9 +95,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(cfg.DSNFile)
+	b, err := secret.Read("routing dsn_file", cfg.DSNFile)
 	if err != nil {
-		return nil, fmt.Errorf("routing dsn_file: %w", err)
+		return nil, err
 	}
 	d := dialects[cfg.Driver]
 	dsn, err := d.dsn(strings.TrimSpace(string(b)))

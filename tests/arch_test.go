@@ -17,19 +17,20 @@ const module = "github.com/roost-mail/roost"
 // consumer declares; only agent wires several together (DESIGN.md).
 var allowed = map[string][]string{
 	"version":              {},
-	"certs":                {},
+	"secret":               {},
+	"certs":                {"secret"},
 	"api":                  {},
-	"gossip":               {},
+	"gossip":               {"secret"},
 	"faultfs":              {},
 	"faultfs/faultfstest":  {"faultfs"},
 	"fsprobe":              {"faultfs", "faultfs/faultfstest"}, // its tests mount faultfs
-	"health":               {"certs"},                          // its tests make certificates
-	"routing":              {},
+	"health":               {"certs", "secret"},                // its tests make certificates
+	"routing":              {"secret"},
 	"routing/routingtest":  {},
-	"dovecot":              {},
+	"dovecot":              {"secret"},
 	"lease":                {},
 	"failover":             {"certs"},
-	"agent":                {"api", "certs", "failover", "gossip", "version", "fsprobe", "health", "routing", "dovecot", "lease"},
+	"agent":                {"api", "certs", "failover", "gossip", "version", "fsprobe", "health", "routing", "dovecot", "lease", "secret"},
 	"agent/agenttest":      {"agent", "api", "certs"},
 	"cmd/roostd":           {"agent", "certs", "fsprobe", "health", "version", "cmd/internal/manpage"},
 	"cmd/nodectl":          {"api", "certs", "version", "cmd/internal/manpage"},
