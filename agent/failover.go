@@ -258,18 +258,10 @@ func (a *Agent) sweep(ctx context.Context, admin dovecot.Admin, every time.Durat
 		if err != nil {
 			continue
 		}
-		sessions, err := admin.Who(ctx)
+		users, err := localUsers(ctx, admin)
 		if err != nil {
 			a.log.Debug("sweep_who_failed", "err", err)
 			continue
-		}
-		seen := map[string]bool{}
-		var users []string
-		for _, ss := range sessions {
-			if ss.Service != "lmtp" && !seen[ss.User] {
-				seen[ss.User] = true
-				users = append(users, ss.User)
-			}
 		}
 		if len(users) == 0 {
 			continue
