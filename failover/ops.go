@@ -59,7 +59,7 @@ var (
 	// ErrEmptyUser is every refusal of an empty user name, whichever
 	// request carried it.
 	ErrEmptyUser = errors.New("the user name is empty")
-	ErrNoLeader = errors.New("no leader")                // 503
+	ErrNoLeader  = errors.New("no leader") // 503
 )
 
 // opError is an operator error of one of the kinds above.
