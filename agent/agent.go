@@ -383,10 +383,18 @@ func (a *Agent) watch(ctx context.Context) {
 				a.log.Warn("peers_unreachable_truncated", "count", len(down), "gossiped", maxGossipUnreachable)
 				down = down[:maxGossipUnreachable]
 			}
-			if err := a.gossip.SetMeta(func(m *gossip.Meta) { m.Unreachable = down }); err != nil {
+			var names []string
+			var refused uint16
+			for i, d := range down {
+				names = append(names, d.Name)
+				if d.Refused {
+					refused |= 1 << i
+				}
+			}
+			if err := a.gossip.SetMeta(func(m *gossip.Meta) { m.Unreachable, m.Refused = names, refused }); err != nil {
 				a.log.Warn("gossip_meta_update_failed", "err", err)
 			}
-			a.log.Info("peers_unreachable_changed", "peers", down)
+			a.log.Info("peers_unreachable_changed", "peers", names, "refused", refused)
 		}
 	}
 }

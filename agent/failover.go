@@ -221,8 +221,11 @@ func (a *Agent) view() []failover.NodeView {
 			Health: m.Meta.Health, Reason: m.Meta.HealthReason, FSTrouble: m.Meta.FS,
 		}
 		for _, p := range members {
-			if p.Name != m.Name && p.State == gossip.StateAlive && slices.Contains(p.Meta.Unreachable, m.Name) {
+			if i := slices.Index(p.Meta.Unreachable, m.Name); p.Name != m.Name && p.State == gossip.StateAlive && i >= 0 {
 				v.UnreachableBy = append(v.UnreachableBy, p.Name)
+				if i < 16 && p.Meta.Refused&(1<<i) != 0 {
+					v.RefusedBy = append(v.RefusedBy, p.Name)
+				}
 			}
 		}
 		if m.Name != a.cfg.Node.Name {

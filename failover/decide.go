@@ -23,8 +23,11 @@ type NodeView struct {
 	Reason string
 	// FSTrouble: the node's own report blames the shared mail filesystem.
 	FSTrouble bool
-	// UnreachableBy lists the alive peers that cannot reach its Dovecot.
+	// UnreachableBy lists the alive peers that cannot reach its Dovecot;
+	// RefusedBy those of them whose connection was refused: the node's
+	// host answers, but no Dovecot listens there.
 	UnreachableBy []string
+	RefusedBy     []string
 	// HealthySince is when the node last became healthy (alive, passing,
 	// reachable by every peer) in the leader's continuous view; zero when
 	// it is not healthy now. FailingSince is the same for failing.
@@ -93,9 +96,12 @@ func failing(n NodeView, view []NodeView) (bool, string) {
 	return bad, why
 }
 
-// failingBy is failing, and whether the node said so itself (rather than
-// its peers alone).
-func failingBy(n NodeView, view []NodeView) (bad bool, why string, self bool) {
+// failingBy is failing, and whether the evidence needs no lease wait: the
+// node said so itself, or a quorum of peers had their connections refused
+// by its host (a host that answers is not cut off: its roostd, if it
+// lived, would be in touch; and no Dovecot listens there). Only silence
+// may hide a cut-off node that still serves.
+func failingBy(n NodeView, view []NodeView) (bad bool, why string, sure bool) {
 	if n.Health == "critical" && n.Gossip != "left" {
 		return true, "reports itself critical: " + n.Reason, true
 	}
@@ -107,7 +113,11 @@ func failingBy(n NodeView, view []NodeView) (bad bool, why string, self bool) {
 	}
 	quorum := observers/2 + 1
 	if observers >= 2 && len(n.UnreachableBy) >= quorum {
-		return true, fmt.Sprintf("unreachable by %d of %d peers (%s)", len(n.UnreachableBy), observers, strings.Join(n.UnreachableBy, ", ")), false
+		why := fmt.Sprintf("unreachable by %d of %d peers (%s)", len(n.UnreachableBy), observers, strings.Join(n.UnreachableBy, ", "))
+		if len(n.RefusedBy) >= quorum {
+			return true, why + "; its host refuses connections", true
+		}
+		return true, why, false
 	}
 	return false, "", false
 }
@@ -122,7 +132,7 @@ func Decide(view []NodeView, s State, now time.Time, p Policy) []command {
 	type candidate struct {
 		n      NodeView
 		reason string
-		self   bool // the node's own report
+		sure   bool // no lease wait: its own report, or refusals by a quorum
 	}
 	var failingNow []candidate
 	for _, n := range view {
@@ -134,13 +144,13 @@ func Decide(view []NodeView, s State, now time.Time, p Policy) []command {
 			fsTrouble++
 		}
 		r := s.Node(n.Name)
-		bad, why, self := failingBy(n, view)
+		bad, why, sure := failingBy(n, view)
 		switch {
 		case r.State == Failed:
 			failed++
 		case bad && (r.State == Active || r.State == Recovering):
 			failed++
-			failingNow = append(failingNow, candidate{n, why, self})
+			failingNow = append(failingNow, candidate{n, why, sure})
 		}
 	}
 	if mail == 0 {
@@ -165,7 +175,7 @@ func Decide(view []NodeView, s State, now time.Time, p Policy) []command {
 		if now.Sub(c.n.FailingSince) < p.Settle {
 			continue
 		}
-		if !c.self && !c.n.LastContact.After(c.n.FailingSince) && now.Before(c.n.LeaseExpiry) {
+		if !c.sure && !c.n.LastContact.After(c.n.FailingSince) && now.Before(c.n.LeaseExpiry) {
 			continue // it may still serve, cut off: wait until it has fenced itself
 		}
 		if pl, ok := s.Running(c.n.Name); ok {

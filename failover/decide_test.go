@@ -159,6 +159,16 @@ func TestDecide(t *testing.T) {
 			unreachableBy("a", "c")(n)
 			n.FailingSince, n.LastContact, n.LeaseExpiry = t0.Add(-time.Second), t0.Add(-100*time.Millisecond), t0.Add(2*time.Second)
 		}), state(nil), p, "set-node b failed; plan-start b failover"},
+		{"refused by a quorum: its host answers, no lease wait", with(three, "b", func(n *NodeView) {
+			unreachableBy("a", "c")(n)
+			n.RefusedBy = []string{"a", "c"}
+			n.FailingSince, n.LastContact, n.LeaseExpiry = t0.Add(-time.Second), t0.Add(-2*time.Second), t0.Add(time.Second)
+		}), state(nil), p, "set-node b failed; plan-start b failover"},
+		{"refused by one of two: silence may hide it, wait", with(three, "b", func(n *NodeView) {
+			unreachableBy("a", "c")(n)
+			n.RefusedBy = []string{"a"}
+			n.FailingSince, n.LastContact, n.LeaseExpiry = t0.Add(-time.Second), t0.Add(-2*time.Second), t0.Add(time.Second)
+		}), state(nil), p, ""},
 		{"its own critical report needs no lease wait", with(three, "b", func(n *NodeView) {
 			critical("dovecot down", false)(n)
 			n.LeaseExpiry = t0.Add(time.Second)

@@ -44,6 +44,9 @@ type Meta struct {
 	// peers this node cannot reach there.
 	PeerAddr    string   `json:"pa,omitempty"`
 	Unreachable []string `json:"pu,omitempty"`
+	// Refused has bit i set when Unreachable[i] refused the connection
+	// (its host answered; no Dovecot listened) rather than kept silent.
+	Refused uint16 `json:"pr,omitempty"`
 	// FS is true while a mount probe of the shared mail filesystem fails.
 	FS bool `json:"fs,omitempty"`
 	// Doveadm is the node's doveadm HTTP API without its fixed path

@@ -2,9 +2,10 @@ package health
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"sort"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,11 +34,12 @@ type Peers struct {
 
 	mu       sync.Mutex
 	tracker  *Tracker
-	down     []string
-	updates  chan []string
+	down     []Down
+	updates  chan []Down
 	due      map[string]time.Time // a peer's next probe
 	urgent   map[string]time.Time // probed at FastInterval until then
 	inflight map[string]bool
+	refused  map[string]bool // the peer's last probe was refused (its host answered, nothing listened)
 	wake     chan struct{}
 
 	reachable *prometheus.GaugeVec
@@ -55,8 +57,8 @@ func NewPeers(interval, fast, timeout time.Duration, fall, rise int, source stri
 		fast = interval
 	}
 	return &Peers{Interval: interval, FastInterval: fast, Timeout: timeout, Source: source, Targets: targets,
-		tracker: NewTracker(fall, rise), updates: make(chan []string, 1),
-		due: map[string]time.Time{}, urgent: map[string]time.Time{}, inflight: map[string]bool{}, wake: make(chan struct{}, 1),
+		tracker: NewTracker(fall, rise), updates: make(chan []Down, 1),
+		due: map[string]time.Time{}, urgent: map[string]time.Time{}, inflight: map[string]bool{}, refused: map[string]bool{}, wake: make(chan struct{}, 1),
 		reachable: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "roost_health_peer_reachable", Help: "1 when this node reaches the peer's Dovecot (after fall/rise), 0 when not.",
 		}, []string{"peer"})}
@@ -127,6 +129,7 @@ func (p *Peers) startDue(ctx context.Context, wg *sync.WaitGroup) {
 			delete(p.tracker.checks, name)
 			delete(p.due, name)
 			delete(p.urgent, name)
+			delete(p.refused, name)
 			p.reachable.DeleteLabelValues(name)
 			forgot = true
 		}
@@ -149,6 +152,7 @@ func (p *Peers) finish(ctx context.Context, name string, start time.Time, err er
 	}
 	now := time.Now()
 	p.tracker.Observe(name, SeverityCritical, err, false, now)
+	p.refused[name] = errors.Is(err, syscall.ECONNREFUSED)
 	fast := p.tracker.Settling(name) || now.Before(p.urgent[name])
 	p.due[name] = start.Add(Next(p.Interval, p.FastInterval, 0, fast, false))
 	if p.tracker.Failing(name) {
@@ -159,15 +163,22 @@ func (p *Peers) finish(ctx context.Context, name string, start time.Time, err er
 	p.publishLocked()
 }
 
+// Down is a peer this node cannot reach; Refused when its last probe was
+// refused: its host answered and no Dovecot listened (a crashed host's
+// kernel still up), rather than silence (powered off, cut off).
+type Down struct {
+	Name    string
+	Refused bool
+}
+
 // publishLocked sends the unreachable peers when the list changed.
 func (p *Peers) publishLocked() {
-	var down []string
-	for _, c := range p.tracker.Checks() {
+	var down []Down
+	for _, c := range p.tracker.Checks() { // sorted by name
 		if c.Status != Passing {
-			down = append(down, c.Name)
+			down = append(down, Down{Name: c.Name, Refused: p.refused[c.Name]})
 		}
 	}
-	sort.Strings(down)
 	if fmt.Sprint(down) == fmt.Sprint(p.down) {
 		return
 	}
@@ -181,4 +192,4 @@ func (p *Peers) publishLocked() {
 
 // Updates delivers the list of unreachable peers when it changes; a
 // buffer of one that keeps only the newest list.
-func (p *Peers) Updates() <-chan []string { return p.updates }
+func (p *Peers) Updates() <-chan []Down { return p.updates }

@@ -130,8 +130,8 @@ func TestPeersUrgedPeerIsConfirmedFast(t *testing.T) {
 	p.Urge("node2")
 	select {
 	case down := <-p.Updates():
-		if len(down) != 1 || down[0] != "node2" {
-			t.Fatalf("unreachable peers %v, want [node2]", down)
+		if len(down) != 1 || down[0] != (Down{Name: "node2", Refused: true}) {
+			t.Fatalf("unreachable peers %v, want node2, refused", down)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("an urged, refusing peer was not reported unreachable")
