@@ -63,6 +63,11 @@ func (a *Agent) fence(ctx context.Context) {
 		case !fenced && lost >= a.cfg.Failover.FenceAfter:
 			a.fenced.Store(true)
 			a.log.Warn("fenced", "without_majority", lost.Round(time.Millisecond))
+			if admin != nil {
+				// Sessions first: fence_command may take its time (up to 30 s).
+				a.endLocalSessions(ctx, admin)
+				kicked = time.Now()
+			}
 			a.runFenceCommand(ctx)
 		case fenced && lost == 0 && a.cluster.CaughtUp():
 			a.fenced.Store(false)
