@@ -36,6 +36,11 @@ func (t Timing) Expiry(last time.Time) time.Time {
 	return last.Add(t.TTL() + t.FenceAfter + 2*t.Interval())
 }
 
+// maxInflight bounds the pings of one peer awaiting an answer: each ends
+// at its own timeout, so it is reached only if that timeout is many
+// intervals long.
+const maxInflight = 8
+
 // Lease pings every peer and counts those that answered lately. Its
 // methods are safe for concurrent use.
 type Lease struct {
@@ -49,14 +54,14 @@ type Lease struct {
 	mu        sync.Mutex
 	started   time.Time
 	last      map[string]time.Time
-	inflight  map[string]bool
+	inflight  map[string]int
 	lostSince time.Time // zero while a majority is in touch
 }
 
 // New makes a lease; it counts as lost from now until a majority answers.
 func New(t Timing, peers func() []string, ping func(string) error) *Lease {
 	now := time.Now()
-	return &Lease{Timing: t, Peers: peers, Ping: ping, started: now, last: map[string]time.Time{}, inflight: map[string]bool{}, lostSince: now}
+	return &Lease{Timing: t, Peers: peers, Ping: ping, started: now, last: map[string]time.Time{}, inflight: map[string]int{}, lostSince: now}
 }
 
 // Run pings until ctx ends, then waits for the pings in flight.
@@ -76,15 +81,21 @@ func (l *Lease) Run(ctx context.Context) error {
 				// count its new peers as lost before it could ping them.
 				l.last[p] = now
 			}
-			if l.inflight[p] {
+			// A ping that got no answer blocks until its timeout (memberlist's
+			// probe timeout, longer than an interval), so the next one starts
+			// on the next tick regardless: one lost packet then costs one
+			// interval, not a timeout, and a lossy link keeps its lease.
+			if l.inflight[p] >= maxInflight {
 				continue
 			}
-			l.inflight[p] = true
+			l.inflight[p]++
 			wg.Go(func() {
 				err := l.Ping(p)
 				l.mu.Lock()
 				defer l.mu.Unlock()
-				delete(l.inflight, p)
+				if l.inflight[p]--; l.inflight[p] == 0 {
+					delete(l.inflight, p)
+				}
 				if err == nil {
 					l.last[p] = time.Now()
 				}

@@ -90,3 +90,38 @@ func TestLostAt(t *testing.T) {
 		}
 	}
 }
+
+// A ping that gets no answer blocks until its timeout; the next ping of
+// that peer must not wait for it, or a link that loses one packet in a
+// few fences a node whose peers answer every other ping.
+func TestLostPingsDoNotDelayTheNext(t *testing.T) {
+	var calls [2]atomic.Int64
+	ping := func(peer string) error {
+		i := 0
+		if peer == "b" {
+			i = 1
+		}
+		if calls[i].Add(1)%2 == 1 {
+			time.Sleep(200 * time.Millisecond) // lost: blocks to its timeout
+			return errors.New("timeout")
+		}
+		return nil
+	}
+	l := New(Timing{FenceAfter: 100 * time.Millisecond}, func() []string { return []string{"a", "b"} }, ping)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { l.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	for deadline := time.Now().Add(5 * time.Second); l.LostFor(time.Now()) != 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out waiting for the majority")
+		}
+	}
+	var worst time.Duration
+	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		worst = max(worst, l.LostFor(time.Now()))
+	}
+	if worst >= l.FenceAfter/2 {
+		t.Fatalf("lease lost for %v while every peer answered every other ping", worst)
+	}
+}
