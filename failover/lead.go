@@ -123,16 +123,33 @@ func (c *Cluster) lead(ctx context.Context, w *Leading) {
 				}
 			}()
 		}
+		var expired <-chan time.Time
+		if at := nextExpiry(view, now); !at.IsZero() {
+			expired = time.After(time.Until(at))
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case id := <-ended:
 			delete(running, id)
+		case <-expired:
 		case <-tick.C:
 		case <-c.wakeLead:
 		case <-w.Changes:
 		}
 	}
+}
+
+// nextExpiry is the earliest lease expiry still ahead of a failing node:
+// the leader decides again right then, not up to an interval later.
+func nextExpiry(view []NodeView, now time.Time) time.Time {
+	var at time.Time
+	for _, n := range view {
+		if !n.FailingSince.IsZero() && n.LeaseExpiry.After(now) && (at.IsZero() || n.LeaseExpiry.Before(at)) {
+			at = n.LeaseExpiry
+		}
+	}
+	return at
 }
 
 // wake makes the leader's loop run now (it starts new plans at once).
