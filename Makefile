@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/roost-mail/roost/version.Version=$(VERSION)
 PKGS    := ./...
 
-.PHONY: all build test test-deps lint unit bench ttr demo clean stage deb rpm packages
+.PHONY: all build test test-deps lint unit bench ttr mutate demo clean stage deb rpm packages
 
 all: build
 
@@ -35,6 +35,10 @@ unit:
 # Benchmarks and long measurements; not part of make test.
 bench: ttr
 	$(GO) test -run '^$$' -bench . -benchtime 5x -timeout 180m ./...
+
+# Mutation check of the failover decision: every mutation must be killed.
+mutate:
+	@scripts/mutate.sh
 
 # Time to recover on the whole mail cluster (root; the Debian packages of
 # scripts/test-deps.sh): 10 fresh clusters per scenario, median and p95.

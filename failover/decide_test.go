@@ -95,6 +95,23 @@ func TestDecide(t *testing.T) {
 	}{
 		{"all healthy: nothing", three, state(nil), p, ""},
 		{"one observer never fails a node", with(three, "b", unreachableBy("a")), state(nil), p, ""},
+		{"two mail nodes alone: one peer is one observer, never enough", with(healthy("a", "b"), "b", unreachableBy("a")), state(nil), p, ""},
+		{"dead witnesses are no observers: two alive peers of two decide", append(with(three, "b", unreachableBy("a", "c")),
+			NodeView{Name: "w1", Gossip: "dead", Health: "passing"}, NodeView{Name: "w2", Gossip: "dead", Health: "passing"}), state(nil), p,
+			"set-node b failed; plan-start b failover"},
+		{"a node that left is not failed by its last report", with(three, "b", func(n *NodeView) {
+			critical("stopping", false)(n)
+			n.Gossip = "left"
+		}), state(nil), p, ""},
+		{"filesystem trouble on half the mail nodes is no majority", with(with(healthy("a", "b", "c", "d"), "a", func(n *NodeView) { n.FSTrouble = true }), "b", func(n *NodeView) { n.FSTrouble = true }),
+			state(nil), p, ""},
+		{"a dead node's last filesystem report does not count towards the freeze", with(with(three, "a", func(n *NodeView) { n.FSTrouble, n.Gossip = true, "dead" }), "b", critical("mount slow", true)),
+			state(nil), p, "set-node b failed; plan-start b failover"},
+		{"a running plan owns an active node", with(three, "b", critical("dovecot down", false)),
+			state(func(s *State) {
+				node(s, "b", NodeRecord{State: Active})
+				plan(s, Plan{ID: "000001-drain", Kind: PlanDrain, Node: "b"})
+			}), p, ""},
 		{"a quorum of peers cannot reach it", with(three, "b", unreachableBy("a", "c")), state(nil), p,
 			"set-node b failed; plan-start b failover"},
 		{"dead in gossip and unreachable by a quorum", with(with(three, "b", unreachableBy("a", "c")), "b", func(n *NodeView) { n.Gossip = "dead" }), state(nil), p,

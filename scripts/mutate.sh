@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Mutation check of the failover decision (failover/decide.go): each line
+# below breaks one rule; `go test ./failover/` must fail for every one.
+# The tree is never touched: each mutant is handed to the compiler with
+# `go test -overlay`. Prints KILLED or SURVIVED per mutation and exits 1
+# if any survived.
+#
+#   scripts/mutate.sh            # every mutation
+#   scripts/mutate.sh -v         # and the failing tests' names
+set -euo pipefail
+cd "$(dirname "$0")/.."
+verbose=0
+[[ ${1:-} == -v ]] && verbose=1
+src=failover/decide.go
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# rule | the exact text | its mutant
+mutations=(
+	'one observer never suffices|observers >= 2 \&\& len(n.UnreachableBy) >= quorum|observers >= 1 \&\& len(n.UnreachableBy) >= quorum'
+	'a quorum of peers, not one|quorum := observers/2 + 1|quorum := 1'
+	'a quorum, not a half|quorum := observers/2 + 1|quorum := observers / 2'
+	'only alive peers observe|o.Name != n.Name \&\& o.Gossip == "alive"|o.Name != n.Name'
+	'a left node is no accuser of itself|n.Health == "critical" \&\& n.Gossip != "left"|n.Health == "critical"'
+	'refusals by a quorum, not one|len(n.RefusedBy) >= quorum|len(n.RefusedBy) >= 1'
+	'dead nodes report no filesystem trouble|n.FSTrouble \&\& n.Gossip == "alive"|n.FSTrouble'
+	'the filesystem freeze needs a majority|fsTrouble\*2 > mail|fsTrouble*2 >= mail'
+	'max_failed_fraction is a strict bound|float64(failed) > p.MaxFailedFraction|float64(failed) >= p.MaxFailedFraction'
+	'a frozen cluster moves nobody|if s.Frozen != nil {\n\t\treturn nil|if false {\n\t\treturn nil'
+	'settle waits|now.Sub(c.n.FailingSince) < p.Settle|now.Sub(c.n.FailingSince) < 0'
+	'the lease wait|now.Before(c.n.LeaseExpiry)|false'
+	'an answer since failing ends the wait|!c.n.LastContact.After(c.n.FailingSince) \&\&|true \&\&'
+	'sure evidence needs no wait|if !c.sure \&\& |if '
+	'an operator plan owns the node|if r.State != Recovering {\n\t\t\t\tcontinue|if false {\n\t\t\t\tcontinue'
+	'the block period holds users|now.Sub(r.LastFailover) < p.BlockPeriod|now.Sub(r.LastFailover) < 0'
+	'failback waits the hold-down|now.Sub(n.HealthySince) < p.FailbackHoldDown|now.Sub(n.HealthySince) < 0'
+	'failback waits for the failover plan|if _, ok := s.Running(n.Name); ok {\n\t\t\tcontinue // its failover|if false {\n\t\t\tcontinue // its failover'
+	'manual failback is never automatic|if p.Failback != "auto" {|if p.Failback == "never" {'
+	'a failed node counts towards the freeze|case r.State == Failed:\n\t\t\tfailed++|case r.State == Failed:'
+)
+
+survived=0
+for m in "${mutations[@]}"; do
+	IFS='|' read -r rule from to <<<"$m"
+	from=$(printf '%b' "$from" | sed 's/\\\*/*/g; s/\\&/\&/g')
+	to=$(printf '%b' "$to" | sed 's/\\&/\&/g')
+	mutant="$tmp/decide.go"
+	if ! FROM="$from" TO="$to" python3 -c '
+import os, sys
+s = open(sys.argv[1]).read()
+f, t = os.environ["FROM"], os.environ["TO"]
+if s.count(f) != 1:
+    sys.exit("mutation text found %d times: %r" % (s.count(f), f))
+open(sys.argv[2], "w").write(s.replace(f, t))
+' "$src" "$mutant"; then
+		echo "BROKEN   $rule (the script no longer matches $src)"
+		survived=1
+		continue
+	fi
+	printf '{"Replace":{"%s":"%s"}}\n' "$PWD/$src" "$mutant" >"$tmp/overlay.json"
+	if out=$(go test -count=1 -overlay "$tmp/overlay.json" ./failover/ 2>&1); then
+		echo "SURVIVED $rule"
+		survived=1
+	else
+		echo "KILLED   $rule"
+		((verbose)) && grep -E '^\s*--- FAIL' <<<"$out" | sed 's/^/         /' || true
+	fi
+done
+exit $survived
