@@ -132,6 +132,7 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 		Role:      cfg.Node.Role,
 		ProxyHost: cfg.Node.ProxyHost,
 		Raft:      a.cluster.Addr(),
+		Leads:     a.leading != nil,
 		API:       a.api.tcpAddr(),
 		Version:   version.String(),
 		PeerAddr:  cfg.Health.PeerAddr,
@@ -194,7 +195,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			g.Go(func() error { a.sweep(ctx, admin, a.cfg.Failover.SweepInterval); return nil })
 		}
 	} else {
-		a.log.Warn("failover_off", "hint", "routing.dsn_file is empty: this node never moves users when it leads")
+		a.log.Warn("routing_off", "hint", "routing.dsn_file is empty: this node hands raft leadership to a voter that has it, and cannot fail anyone over")
 	}
 	if a.cfg.Node.Role == RoleMail {
 		g.Go(func() error { a.reapOrphans(ctx); return nil })
@@ -313,7 +314,7 @@ func (m *membership) Servers() []failover.Server {
 		case gossip.StateLeft:
 			status = failover.ServerLeft
 		}
-		out = append(out, failover.Server{ID: mb.Name, Addr: mb.Meta.Raft, Status: status, HasState: mb.Meta.RaftState, Version: mb.Meta.Version})
+		out = append(out, failover.Server{ID: mb.Name, Addr: mb.Meta.Raft, Status: status, HasState: mb.Meta.RaftState, Version: mb.Meta.Version, CanLead: mb.Meta.Leads})
 	}
 	return out
 }

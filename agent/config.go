@@ -145,7 +145,7 @@ func (c Config) Validate() error {
 	if err := c.Health.Validate(); err != nil {
 		return fmt.Errorf("health.%w", err)
 	}
-	// routing.dsn_file empty: this node never leads failover (it still
+	// routing.dsn_file empty: this node hands leadership over (it still
 	// votes and reports); every node that may lead needs it.
 	if c.Routing.DSNFile != "" {
 		if err := c.Routing.Validate(); err != nil {

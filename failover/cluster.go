@@ -44,6 +44,7 @@ type Server struct {
 	Status   ServerStatus
 	HasState bool // already belongs to a raft cluster
 	Version  string
+	CanLead  bool // has the routing database: can do the leader's work
 }
 
 // Membership is who is in the cluster. The agent provides it from gossip.
@@ -87,7 +88,10 @@ type Cluster struct {
 
 	leading *Leading
 	leadWG  sync.WaitGroup
-	metrics *metrics
+	// handedOff is when this node, leading without the routing database,
+	// last asked raft to hand leadership over.
+	handedOff time.Time
+	metrics   *metrics
 	// decideMu serialises the leader's decisions and operator requests.
 	decideMu sync.Mutex
 	// wakeLead makes the leader's loop look at the state now.
@@ -300,7 +304,49 @@ func (c *Cluster) step(ctx context.Context, apCancel *context.CancelFunc) {
 	}
 	if leader && *apCancel != nil {
 		c.reconcileMembers()
+		if c.leading == nil {
+			c.handOff()
+		}
 	}
+}
+
+// handOffEvery paces a leader without the routing database in handing
+// leadership over (an election takes about a second).
+const handOffEvery = 5 * time.Second
+
+// handOff hands raft leadership to an alive voter that has the routing
+// database: while a node without it leads, nobody is failed over. With
+// no such voter alive it says so, loudly, every handOffEvery.
+func (c *Cluster) handOff() {
+	if time.Since(c.handedOff) < handOffEvery {
+		return
+	}
+	c.handedOff = time.Now()
+	cf := c.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		c.log.Warn("raft_configuration_failed", "err", err)
+		return
+	}
+	voters := map[string]raft.ServerAddress{}
+	for _, s := range cf.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			voters[string(s.ID)] = s.Address
+		}
+	}
+	servers := c.members.Servers()
+	sort.Slice(servers, func(i, j int) bool { return servers[i].ID < servers[j].ID })
+	for _, s := range servers {
+		addr, voter := voters[s.ID]
+		if s.ID == c.id || !voter || !s.CanLead || s.Status != ServerAlive {
+			continue
+		}
+		c.log.Warn("raft_leadership_handed_off", "to", s.ID, "why", "this node has no routing database (routing.dsn_file): it cannot fail anyone over")
+		if err := c.raft.LeadershipTransferToServer(raft.ServerID(s.ID), addr).Error(); err != nil {
+			c.log.Warn("raft_leadership_transfer_failed", "to", s.ID, "err", err)
+		}
+		return
+	}
+	c.log.Error("failover_off", "why", "this node leads but has no routing database (routing.dsn_file), and no alive voter has one: nobody is failed over")
 }
 
 // maybeBootstrap bootstraps the raft cluster when this node has no raft

@@ -28,6 +28,9 @@ type Meta struct {
 	ProxyHost string `json:"ph,omitempty"`
 	// Raft is the host:port of the node's cluster (raft) port.
 	Raft string `json:"raft"`
+	// Leads is true when the node has the routing database, so it can do
+	// the leader's work; a leader without it hands leadership over.
+	Leads bool `json:"ld,omitempty"`
 	// API is the host:port of the node's TCP API, if it serves one.
 	API string `json:"api,omitempty"`
 	// Version is the agent's version.

@@ -578,3 +578,57 @@ func TestLossyNetworkMovesAndFencesNobody(t *testing.T) {
 		t.Fatalf("plans on a lossy network: %+v", st.Plans)
 	}
 }
+
+// A node without the routing database cannot do the leader's work (no
+// failover, no plan runs while it leads): when it wins an election it
+// hands leadership to a voter that has the database. The test stops
+// leaders (SIGSTOP) until node1, which has no database, wins once.
+func TestLeaderWithoutRoutingHandsOver(t *testing.T) {
+	path, _ := usersDB(t, mailUsers, "127.0.1.2")
+	dsn := writeDSN(t, path)
+	c := startProcs(t, 3, func(i int) string {
+		if i == 0 {
+			return ""
+		}
+		return fmt.Sprintf("routing:\n  driver: sqlite\n  dsn_file: %s\n", dsn)
+	})
+	node1 := c.procs[0]
+	leaderSeenBy := func(p *proc) string {
+		st, err := c.status(p)
+		if err != nil {
+			return ""
+		}
+		return st.Leader
+	}
+	var stopped *proc
+	resume := func() {
+		if stopped != nil {
+			stopped.cmd.Process.Signal(syscall.SIGCONT)
+			stopped = nil
+		}
+	}
+	defer resume()
+	won := func() bool { return strings.Contains(node1.log.String(), "raft_leadership_gained") }
+	for round := 0; round < 12 && !won(); round++ {
+		var l string
+		c.waitFor(60*time.Second, "a leader", func() bool { l = leaderSeenBy(node1); return l != "" })
+		if l == "node1" || won() {
+			break
+		}
+		resume()
+		stopped = c.byName(l)
+		stopped.cmd.Process.Signal(syscall.SIGSTOP)
+		c.waitFor(60*time.Second, "another leader", func() bool { n := leaderSeenBy(node1); return n != "" && n != l })
+	}
+	resume()
+	if !won() {
+		t.Fatal("node1 never won an election in 12 rounds")
+	}
+	c.waitFor(30*time.Second, "node1 to hand leadership to a node with the routing database", func() bool {
+		l := leaderSeenBy(node1)
+		return l != "" && l != "node1" && strings.Contains(node1.log.String(), "raft_leadership_handed_off")
+	})
+	if strings.Contains(node1.log.String(), "failover_off") {
+		t.Fatal("node1 found no voter with the routing database, though node2 and node3 have it")
+	}
+}

@@ -88,6 +88,9 @@ token file it names, and exits 0 only when all is well.`,
 				return fmt.Errorf("%s: %w", configPath, err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: OK (node %s, role %s)\n", configPath, cfg.Node.Name, cfg.Node.Role)
+			if cfg.Routing.DSNFile == "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "note: routing.dsn_file is empty: this node cannot fail anyone over; it hands raft leadership to a voter that has the routing database\n")
+			}
 			return nil
 		},
 	}
