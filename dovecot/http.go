@@ -126,32 +126,38 @@ func (h *HTTP) Do(ctx context.Context, cmds []Command) ([]Reply, error) {
 	case resp.StatusCode != http.StatusOK:
 		return nil, fmt.Errorf("doveadm API %s: %s: %s", h.cfg.URL, resp.Status, bytes.TrimSpace(b))
 	}
+	return decodeReplies(b, cmds, h.cfg.URL)
+}
+
+// decodeReplies reads the API's answer to cmds (url names the API in
+// errors).
+func decodeReplies(b []byte, cmds []Command, url string) ([]Reply, error) {
 	// A reply is [type, payload, tag]. Dovecot 2.3 closes the payload
 	// after the first row of a listing that prints row by row (who) and
 	// puts the other rows after it: [type, [row1], row2, row3, tag].
 	var raw [][]json.RawMessage
 	if err := json.Unmarshal(repairReplies(b), &raw); err != nil {
-		return nil, fmt.Errorf("doveadm API %s: answer is not a list of replies: %w", h.cfg.URL, err)
+		return nil, fmt.Errorf("doveadm API %s: answer is not a list of replies: %w", url, err)
 	}
 	if len(raw) != len(cmds) {
-		return nil, fmt.Errorf("doveadm API %s: %d replies to %d commands", h.cfg.URL, len(raw), len(cmds))
+		return nil, fmt.Errorf("doveadm API %s: %d replies to %d commands", url, len(raw), len(cmds))
 	}
 	out := make([]Reply, len(raw))
 	for i, r := range raw {
 		var kind, tag string
 		if len(r) < 3 || json.Unmarshal(r[0], &kind) != nil || json.Unmarshal(r[len(r)-1], &tag) != nil || tag != "c"+strconv.Itoa(i) {
-			return nil, fmt.Errorf("doveadm API %s: reply %d is not [type, payload, tag c%d]: %.300s", h.cfg.URL, i, i, b)
+			return nil, fmt.Errorf("doveadm API %s: reply %d is not [type, payload, tag c%d]: %.300s", url, i, i, b)
 		}
 		switch kind {
 		case "doveadmResponse":
 			var rows []map[string]any
 			if err := json.Unmarshal(r[1], &rows); err != nil {
-				return nil, fmt.Errorf("doveadm API %s: %s rows: %w", h.cfg.URL, cmds[i].Name, err)
+				return nil, fmt.Errorf("doveadm API %s: %s rows: %w", url, cmds[i].Name, err)
 			}
 			for _, extra := range r[2 : len(r)-1] {
 				var row map[string]any
 				if err := json.Unmarshal(extra, &row); err != nil {
-					return nil, fmt.Errorf("doveadm API %s: %s row: %w", h.cfg.URL, cmds[i].Name, err)
+					return nil, fmt.Errorf("doveadm API %s: %s row: %w", url, cmds[i].Name, err)
 				}
 				rows = append(rows, row)
 			}
@@ -168,11 +174,11 @@ func (h *HTTP) Do(ctx context.Context, cmds []Command) ([]Reply, error) {
 				ExitCode int    `json:"exitCode"`
 			}
 			if err := json.Unmarshal(r[1], &e); err != nil {
-				return nil, fmt.Errorf("doveadm API %s: %s error: %w", h.cfg.URL, cmds[i].Name, err)
+				return nil, fmt.Errorf("doveadm API %s: %s error: %w", url, cmds[i].Name, err)
 			}
 			out[i].Err = &CommandError{Command: cmds[i].Name, Type: e.Type, ExitCode: e.ExitCode}
 		default:
-			return nil, fmt.Errorf("doveadm API %s: reply type %q", h.cfg.URL, kind)
+			return nil, fmt.Errorf("doveadm API %s: reply type %q", url, kind)
 		}
 	}
 	return out, nil

@@ -122,6 +122,16 @@ func (l *Local) table(ctx context.Context, cols int, args ...string) ([][]string
 	if err != nil {
 		return nil, err
 	}
+	rows, err := parseTable(out, cols)
+	if err != nil {
+		return nil, fmt.Errorf("doveadm %s: %w", strings.Join(args, " "), err)
+	}
+	return rows, nil
+}
+
+// parseTable reads doveadm's -f tab output: a header line, then rows of
+// at least cols tab-separated fields.
+func parseTable(out string, cols int) ([][]string, error) {
 	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
 	var rows [][]string
 	for _, line := range lines[1:] {
@@ -130,7 +140,7 @@ func (l *Local) table(ctx context.Context, cols int, args ...string) ([][]string
 		}
 		f := strings.Split(line, "\t")
 		if len(f) < cols {
-			return nil, fmt.Errorf("doveadm %s: line %q has %d fields, want %d", strings.Join(args, " "), line, len(f), cols)
+			return nil, fmt.Errorf("line %.200q has %d fields, want %d", line, len(f), cols)
 		}
 		rows = append(rows, f)
 	}

@@ -1,14 +1,17 @@
 package dovecot
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
+
+	"github.com/prometheus/procfs"
 )
 
 // SignalKick ends users' sessions on this node the way doveadm kick does:
@@ -50,11 +53,39 @@ func SignalKick(ctx context.Context, a Admin, instance string, users []string) (
 }
 
 // isInstanceProcess reports whether pid's title is that of a process of
-// the Dovecot with this instance_name: "dovecot/imap" for the default
-// instance, "dovecot-NAME/imap" for another (Dovecot 2.3), or "NAME/imap".
+// the Dovecot with this instance_name.
 func isInstanceProcess(pid int, instance string) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	return err == nil && (bytes.HasPrefix(b, []byte(instance+"/")) || bytes.HasPrefix(b, []byte("dovecot-"+instance+"/")))
+	_, ok := instanceService(title(pid), instance)
+	return ok
+}
+
+// title is pid's process title ("" if it is gone): Dovecot writes it over
+// its argv, so it is the command line's first field.
+func title(pid int) string {
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return ""
+	}
+	args, err := p.CmdLine()
+	if err != nil || len(args) == 0 {
+		return ""
+	}
+	return args[0]
+}
+
+// instanceService is the service a process title names if the title is
+// that of the Dovecot with this instance_name: "dovecot/imap" for the
+// default instance, "dovecot-NAME/imap" for another (Dovecot 2.3), or
+// "NAME/imap"; verbose_proctitle's " [user ip]" is not part of it.
+func instanceService(title, instance string) (string, bool) {
+	service, ok := strings.CutPrefix(title, instance+"/")
+	if !ok {
+		if service, ok = strings.CutPrefix(title, "dovecot-"+instance+"/"); !ok {
+			return "", false
+		}
+	}
+	service, _, _ = strings.Cut(service, " ")
+	return service, true
 }
 
 // MailServices are the services whose processes serve a user's mailbox
@@ -96,49 +127,29 @@ func EndOrphans(instance string) ([]int, error) {
 // isMailProcess reports whether pid is a mail process (not a login,
 // auth or other helper) of the Dovecot with this instance_name.
 func isMailProcess(pid int, instance string) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	if err != nil {
-		return false
-	}
-	title, _, _ := bytes.Cut(b, []byte{0})
-	var service []byte
-	var ok bool
-	if service, ok = bytes.CutPrefix(title, []byte(instance+"/")); !ok {
-		if service, ok = bytes.CutPrefix(title, []byte("dovecot-"+instance+"/")); !ok {
-			return false
-		}
-	}
-	service, _, _ = bytes.Cut(service, []byte(" ")) // verbose_proctitle adds " [user ip]"
-	for _, s := range MailServices {
-		if string(service) == s {
-			return true
-		}
-	}
-	return false
+	service, ok := instanceService(title(pid), instance)
+	return ok && slices.Contains(MailServices, service)
 }
 
-// parentPID reads pid's parent from /proc/PID/stat (0 if it is gone).
+// parentPID is pid's parent (0 if it is gone).
 func parentPID(pid int) int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return 0
 	}
-	// The command name (field 2) may hold spaces and parentheses: the
-	// fields after it follow the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
+	st, err := p.Stat()
+	if err != nil {
 		return 0
 	}
-	f := bytes.Fields(b[i+1:])
-	if len(f) < 2 {
-		return 0
-	}
-	ppid, _ := strconv.Atoi(string(f[1]))
-	return ppid
+	return st.PPID
 }
 
 // isMaster reports whether pid runs the dovecot master binary.
 func isMaster(pid int) bool {
-	exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return false
+	}
+	exe, err := p.Executable()
 	return err == nil && filepath.Base(exe) == "dovecot"
 }
