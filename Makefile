@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/roost-mail/roost/version.Version=$(VERSION)
 PKGS    := ./...
 
-.PHONY: all build test test-deps lint unit bench ttr mutate demo clean stage deb rpm packages
+.PHONY: all build test test-deps lint unit fuzz bench ttr mutate demo clean stage deb rpm packages
 
 all: build
 
@@ -16,8 +16,9 @@ build:
 
 # Everything CI checks: the real services the tests need are installed and
 # started by scripts/test-deps.sh (as root, Debian packages), then lint and
-# every test with the race detector.
-test: test-deps lint unit
+# every test with the race detector, then every fuzz target for a few
+# seconds.
+test: test-deps lint unit fuzz
 
 test-deps:
 	@scripts/test-deps.sh
@@ -32,9 +33,16 @@ lint:
 unit:
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
+# Every fuzz target for FUZZTIME (a crasher lands in the package's
+# testdata/fuzz/ and fails the run).
+FUZZTIME ?= 3s
+fuzz:
+	@scripts/fuzz.sh $(FUZZTIME)
+
 # Benchmarks and long measurements; not part of make test.
 bench: ttr
 	$(GO) test -run '^$$' -bench . -benchtime 5x -timeout 180m ./...
+	@scripts/fuzz.sh 2m
 
 # Mutation check of the failover decision: every mutation must be killed.
 mutate:
