@@ -86,8 +86,13 @@ func (a *Agent) endLocalSessions(ctx context.Context, admin dovecot.Admin) {
 	ctx, cancel := context.WithTimeout(ctx, a.lease.Interval()*4)
 	defer cancel()
 	users, err := localUsers(ctx, admin)
-	if err != nil || len(users) == 0 {
-		return // Dovecot may be down already: nothing to end
+	if err != nil {
+		// Dovecot may be down already (nothing to end), or slow to answer.
+		a.log.Warn("fence_who_failed", "err", err)
+		return
+	}
+	if len(users) == 0 {
+		return
 	}
 	n, err := dovecot.SignalKick(ctx, admin, a.cfg.Dovecot.InstanceName, users)
 	a.log.Warn("fence_kicked", "users", n, "of", len(users), "err", err)

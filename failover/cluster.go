@@ -463,7 +463,10 @@ func (c *Cluster) Close() {
 // second raft.Shutdown would return one that does not wait, and closing
 // the log store under a raft still running panics.
 func (c *Cluster) shutdownRaft() raft.Future {
-	c.raftOnce.Do(func() { c.raftDown = c.raft.Shutdown() })
+	c.raftOnce.Do(func() {
+		c.stream.stopDials() // replication to a silent peer is dialing: do not wait for it
+		c.raftDown = c.raft.Shutdown()
+	})
 	return c.raftDown
 }
 

@@ -1,6 +1,7 @@
 package failover
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -37,6 +38,10 @@ type streamLayer struct {
 
 	raftConns chan net.Conn
 	done      chan struct{}
+	// dialCtx ends the dials in flight when raft shuts down: a dial to a
+	// silent peer would otherwise hold the shutdown for raft's timeout.
+	dialCtx   context.Context
+	stopDials context.CancelFunc
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 
@@ -99,6 +104,7 @@ func newStreamLayer(bind, advertise string, serverTLS, clientTLS *tls.Config, lo
 		raftConns: make(chan net.Conn),
 		done:      make(chan struct{}),
 	}
+	s.dialCtx, s.stopDials = context.WithCancel(context.Background())
 	return s, nil
 }
 
@@ -184,6 +190,7 @@ func (s *streamLayer) Accept() (net.Conn, error) {
 // Close stops accepting and waits for the connections being routed.
 func (s *streamLayer) Close() error {
 	s.closeOnce.Do(func() {
+		s.stopDials()
 		close(s.done)
 		s.ln.Close()
 		s.mu.Lock()
@@ -208,7 +215,13 @@ func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.
 
 func (s *streamLayer) dial(addr string, ch byte, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
-	raw, err := d.Dial("tcp", addr)
+	if tcp, ok := s.ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsUnspecified() {
+		// Leave from the address the cluster port is bound to, as peers
+		// and firewalls know this node by it (on a host with several
+		// addresses the kernel might pick another).
+		d.LocalAddr = &net.TCPAddr{IP: tcp.IP}
+	}
+	raw, err := d.DialContext(s.dialCtx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}

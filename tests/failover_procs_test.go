@@ -3,6 +3,7 @@ package tests
 import (
 	"fmt"
 	"github.com/roost-mail/roost/tests/dovecotlab"
+	"github.com/roost-mail/roost/tests/mailcluster"
 	"net"
 	"net/http"
 	"os"
@@ -276,9 +277,16 @@ func TestMinorityPartitionCutOffLeaderNeverWrites(t *testing.T) {
 // every agent's configuration.
 func netDovecotCluster(t *testing.T, lab *netLab, extra string) (c *procCluster, ips []string, store *routing.Store, lbAddr func(int) string) {
 	t.Helper()
+	c, ips, store, lbAddr, _ = netDovecotClusterNodes(t, lab, extra)
+	return c, ips, store, lbAddr
+}
+
+// netDovecotClusterNodes is netDovecotCluster, with its Dovecot nodes.
+func netDovecotClusterNodes(t *testing.T, lab *netLab, extra string) (c *procCluster, ips []string, store *routing.Store, lbAddr func(int) string, nodes []*dovecotlab.Instance) {
+	t.Helper()
 	ips = []string{lab.hostAddr(101), lab.hostAddr(102), lab.hostAddr(103)}
 	path, store := usersDB(t, mailUsers, ips[1])
-	nodes := dovecotlab.StartClusterOn(t, ips, path, false)
+	nodes = dovecotlab.StartClusterOn(t, ips, path, false)
 	dsn := writeDSN(t, path)
 	lbAddr = func(i int) string { return lab.ip(i) + ":7950" }
 	c = startProcsWith(t, procOptions{n: 3, ip: lab.ip, wrap: lab.wrap, proxyHost: func(i int) string { return ips[i] },
@@ -290,9 +298,13 @@ health:
   peer_addr: %s
 lb:
   http: %s
-`, dsn, nodes[i].IMAP, lbAddr(i)) + extra
+dovecot:
+  url: %s/doveadm/v1
+  api_key_file: %s
+  instance_name: %s
+`, dsn, nodes[i].IMAP, lbAddr(i), nodes[i].HTTP, nodes[i].APIKeyFile, nodes[i].Name) + extra
 		}})
-	return c, ips, store, lbAddr
+	return c, ips, store, lbAddr, nodes
 }
 
 // lbCode is GET /lb's status at addr (0: no answer).
@@ -631,4 +643,65 @@ func TestLeaderWithoutRoutingHandsOver(t *testing.T) {
 	if strings.Contains(node1.log.String(), "failover_off") {
 		t.Fatal("node1 found no voter with the routing database, though node2 and node3 have it")
 	}
+}
+
+// A partial partition at default settings: node2's agent loses its peers
+// (and they lose it, and its Dovecot), while clients still reach node2's
+// Dovecot. A user holds a session there from before; they log in again
+// at node1 until node1 serves them. The old session must have stopped
+// answering by then: no overlap, or two servers serve one mailbox. The
+// time to recover and the margin are logged (ttr=, margin=) for
+// scripts/ttr-partition.sh; the test asserts only the outcome.
+func TestPartialPartitionNoOverlap(t *testing.T) {
+	lab := newNetLab(t, 3)
+	c, ips, _, lbAddr, nodes := netDovecotClusterNodes(t, lab, "")
+	c.waitFor(60*time.Second, "a leader and node2 serving", func() bool { return c.leader() != nil && lbCode(lbAddr(1)) == http.StatusOK })
+	user := mailUsers[0]
+	old, err := mailcluster.LoginAt(nodes[1].IMAP, user, mailPass, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if old.Node != nodes[1].Short() {
+		t.Fatalf("%s is served by %q before the cut, want %q", user, old.Node, nodes[1].Short())
+	}
+	lab.cut(1)
+	lab.block(0, ips[1])
+	lab.block(2, ips[1])
+	start := time.Now()
+	var last time.Time // the old session's last answer
+	for end := start.Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("%s not served by node1 or node3 within 60 s of the cut", user)
+		}
+		if old.Alive(200 * time.Millisecond) {
+			last = time.Now()
+		}
+		s, err := mailcluster.LoginAt(nodes[0].IMAP, user, mailPass, 5*time.Second)
+		if err != nil {
+			continue
+		}
+		s.Close()
+		if s.Node == nodes[1].Short() {
+			continue // still proxied to node2
+		}
+		at := time.Now()
+		if old.Alive(200 * time.Millisecond) {
+			t.Logf("node2: %s", grepLog(c.procs[1].log.String(), "fence"))
+			t.Fatalf("%s logged in on %s %v after the cut while their session on node2 still answers", user, s.Node, at.Sub(start).Round(time.Millisecond))
+		}
+		t.Logf("ttr=%.3f margin=%.3f (s: the new login after the cut; the new login after the old session's last answer)", at.Sub(start).Seconds(), at.Sub(last).Seconds())
+		return
+	}
+}
+
+// grepLog is the lines of log that contain s.
+func grepLog(log, s string) string {
+	var out []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
