@@ -49,10 +49,12 @@ mutate:
 	@scripts/mutate.sh
 
 # Time to recover on the whole mail cluster (root; the Debian packages of
-# scripts/test-deps.sh): 10 fresh clusters per scenario, median and p95.
+# scripts/test-deps.sh): 10 fresh clusters per scenario, median and p95;
+# then the partial partition in network namespaces.
 TTR_RUNS ?= 10
 ttr: build test-deps
 	$(GO) run ./tests/cmd/ttr -runs $(TTR_RUNS) -bin $(BIN)
+	@scripts/ttr-partition.sh $(TTR_RUNS)
 
 # Packages: make deb rpm (ARCH=amd64 or arm64); make packages does both
 # architectures. The package version comes from git (v1.2.3 tags, else

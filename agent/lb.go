@@ -150,11 +150,20 @@ func (s *lbServer) run(ctx context.Context) error {
 	defer s.close()
 	if s.agentLn != nil {
 		wg.Go(func() {
+			var delay time.Duration
 			for {
 				c, err := s.agentLn.Accept()
-				if err != nil {
+				if errors.Is(err, net.ErrClosed) {
 					return
 				}
+				if err != nil {
+					// Out of file descriptors and the like: wait, try again.
+					delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+					s.log.Error("lb_agent_accept_failed", "err", err, "retry_in", delay)
+					time.Sleep(delay)
+					continue
+				}
+				delay = 0
 				wg.Go(func() {
 					defer c.Close()
 					_ = c.SetDeadline(time.Now().Add(5 * time.Second))

@@ -116,6 +116,7 @@ func (s *streamLayer) serve() {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		var delay time.Duration
 		for {
 			c, err := s.ln.Accept()
 			if err != nil {
@@ -124,12 +125,18 @@ func (s *streamLayer) serve() {
 					return
 				default:
 				}
-				if ne, ok := err.(net.Error); ok && ne.Timeout() {
-					continue
+				// Out of file descriptors and the like: wait and try again,
+				// as memberlist does; the cluster port must not stay deaf.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.log.Error("raft_accept_failed", "err", err, "retry_in", delay)
+				select {
+				case <-s.done:
+					return
+				case <-time.After(delay):
 				}
-				s.log.Error("raft_accept_failed", "err", err)
-				return
+				continue
 			}
+			delay = 0
 			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()

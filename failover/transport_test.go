@@ -1,8 +1,10 @@
 package failover
 
 import (
+	"errors"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -41,5 +43,43 @@ func TestDialLeavesFromTheBindAddress(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("no connection")
+	}
+}
+
+// flakyListener fails its first Accepts, as a process out of file
+// descriptors sees, then accepts.
+type flakyListener struct {
+	net.Listener
+	fails atomic.Int32
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if l.fails.Add(-1) >= 0 {
+		return nil, errors.New("accept4: too many open files")
+	}
+	return l.Listener.Accept()
+}
+
+// The cluster port keeps accepting after errors that are not its close.
+func TestAcceptRetriesAfterErrors(t *testing.T) {
+	s, err := newStreamLayer("127.0.0.1:0", "", nil, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &flakyListener{Listener: s.ln}
+	fl.fails.Store(3)
+	s.ln = fl
+	s.serve()
+	defer s.Close()
+	c, err := s.Dial(raft.ServerAddress(s.Addr().String()), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case rc := <-s.raftConns:
+		rc.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("no connection accepted after three accept errors")
 	}
 }
