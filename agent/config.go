@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -307,10 +308,97 @@ func ParseConfig(b []byte) (Config, error) {
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		return Config{}, errors.New("more than one YAML document: a config file holds one")
 	}
+	// yaml.v3 reads 2.5 into an integer as 2, and 5 into a duration as
+	// 5ns: both are refused here, naming the key.
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err == nil && len(root.Content) == 1 {
+		if err := checkNumbers(root.Content[0], reflect.TypeOf(c), ""); err != nil {
+			return Config{}, err
+		}
+	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+// checkNumbers walks the YAML beside the type it decodes into and refuses
+// a fraction where a whole number is meant and a bare number where a
+// duration is.
+func checkNumbers(n *yaml.Node, t reflect.Type, path string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case n.Kind == yaml.AliasNode && n.Alias != nil:
+		return checkNumbers(n.Alias, t, path)
+	case t == durationType:
+		if n.Kind == yaml.ScalarNode && (n.Tag == "!!int" || n.Tag == "!!float") {
+			return fmt.Errorf("%s: %s is not a duration: write it with a unit, such as %ss or %sms", path, clipValue(n.Value), clipValue(n.Value), clipValue(n.Value))
+		}
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:
+		if n.Kind == yaml.ScalarNode && n.Tag == "!!float" {
+			return fmt.Errorf("%s: %s is not a whole number", path, clipValue(n.Value))
+		}
+	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key := n.Content[i].Value
+			if f, ok := yamlField(t, key); ok {
+				if err := checkNumbers(n.Content[i+1], f.Type, joinPath(path, key)); err != nil {
+					return err
+				}
+			}
+		}
+	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
+		for i, e := range n.Content {
+			if err := checkNumbers(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	case t.Kind() == reflect.Map && n.Kind == yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if err := checkNumbers(n.Content[i+1], t.Elem(), joinPath(path, n.Content[i].Value)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// yamlField is the field of struct t that YAML key sets, looking into
+// inline structs too.
+func yamlField(t reflect.Type, key string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		switch {
+		case !f.IsExported():
+		case opts == "inline" && f.Type.Kind() == reflect.Struct:
+			if g, ok := yamlField(f.Type, key); ok {
+				return g, true
+			}
+		case name == key:
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+func joinPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// clipValue quotes at most a short prefix of a bad value.
+func clipValue(v string) string {
+	if len(v) > 40 {
+		return v[:40] + "…"
+	}
+	return v
 }
 
 var (

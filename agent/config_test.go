@@ -181,6 +181,11 @@ func TestBadConfigsNameTheKey(t *testing.T) {
 		{"fence_after too short", minimal + "failover:\n  fence_after: 10ms\n", "failover.fence_after 10ms"},
 		{"fast interval over interval", minimal + "health:\n  fast_interval: 2s\n", "health.fast_interval 2s"},
 		{"relative lock dir", minimal + "fsprobe:\n  lock_dir: run/roost\n", `fsprobe.lock_dir "run/roost"`},
+		{"a fraction of a rate", minimal + "failover:\n  drain_rate: 2.5\n", "failover.drain_rate: 2.5 is not a whole number"},
+		{"a fraction of a check count", minimal + "health:\n  fall: 1.5\n", "health.fall: 1.5 is not a whole number"},
+		{"a fraction of a weight", minimal + "lb:\n  weight: 0.5\n", "lb.weight: 0.5 is not a whole number"},
+		{"a long bad value is clipped", minimal + "failover:\n  drain_rate: 1." + strings.Repeat("5", 100000) + "\n", "failover.drain_rate: 1.555"},
+		{"an hour-long mount probe", minimal + "fsprobe:\n  timeout: 1h\n  slow_threshold: 1s\n", "fsprobe.timeout 1h0m0s"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -61,14 +61,18 @@ func (m MountConfig) withDefaults() MountConfig {
 	return m
 }
 
+// maxTimeout bounds fsprobe.timeout: a hung mount is called hung only
+// after it, and its users wait that long.
+const maxTimeout = time.Minute
+
 // Validate reports the first problem, naming the key (relative to the
 // fsprobe section) and its value.
 func (c Config) Validate() error {
 	if c.Interval < 10*time.Millisecond {
 		return fmt.Errorf("interval %v: must be at least 10ms", c.Interval)
 	}
-	if c.Timeout < 10*time.Millisecond {
-		return fmt.Errorf("timeout %v: must be at least 10ms", c.Timeout)
+	if c.Timeout < 10*time.Millisecond || c.Timeout > maxTimeout {
+		return fmt.Errorf("timeout %v: must be from 10ms to %v (a hung mount is known only after it)", c.Timeout, maxTimeout)
 	}
 	if c.SlowThreshold <= 0 || c.SlowThreshold >= c.Timeout {
 		return fmt.Errorf("slow_threshold %v: must be positive and below timeout (%v)", c.SlowThreshold, c.Timeout)

@@ -322,14 +322,15 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	for want, mutate := range map[string]func(*Config){
-		"mounts[0].path \"srv\"":       func(c *Config) { c.Mounts[0].Path = "srv" },
-		"mounts[0].path \"/\"":         func(c *Config) { c.Mounts[0].Path = "/" },
-		"mounts[0].probe_dir \"../x\"": func(c *Config) { c.Mounts[0].ProbeDir = "../x" },
-		"mounts[0].fstype \"[\"":       func(c *Config) { c.Mounts[0].FSType = "[" },
-		"mounts[1].path \"/srv/mail\"": func(c *Config) { c.Mounts = append(c.Mounts, c.Mounts[0]) },
-		"slow_threshold 3s":            func(c *Config) { c.SlowThreshold = 3 * time.Second },
-		"interval 1ms":                 func(c *Config) { c.Interval = time.Millisecond },
-		"mounts[0].path is empty":      func(c *Config) { c.Mounts[0].Path = "" },
+		"mounts[0].path \"srv\"":                    func(c *Config) { c.Mounts[0].Path = "srv" },
+		"mounts[0].path \"/\"":                      func(c *Config) { c.Mounts[0].Path = "/" },
+		"mounts[0].probe_dir \"../x\"":              func(c *Config) { c.Mounts[0].ProbeDir = "../x" },
+		"mounts[0].fstype \"[\"":                    func(c *Config) { c.Mounts[0].FSType = "[" },
+		"mounts[1].path \"/srv/mail\"":              func(c *Config) { c.Mounts = append(c.Mounts, c.Mounts[0]) },
+		"slow_threshold 3s":                         func(c *Config) { c.SlowThreshold = 3 * time.Second },
+		"interval 1ms":                              func(c *Config) { c.Interval = time.Millisecond },
+		"timeout 1h0m0s: must be from 10ms to 1m0s": func(c *Config) { c.Timeout = time.Hour },
+		"mounts[0].path is empty":                   func(c *Config) { c.Mounts[0].Path = "" },
 	} {
 		c := good
 		c.Mounts = append([]MountConfig(nil), good.Mounts...)
