@@ -264,6 +264,7 @@ func (a *Agent) Status() api.Status {
 		if m.Meta.Role == RoleMail {
 			r := fs.Node(m.Name)
 			mb.State, mb.StateReason, mb.StateSince, mb.LB = string(r.State), r.Reason, r.Since, r.State.LBSignal()
+			mb.HeldBy = r.Holds
 			if counts != nil {
 				mb.Users = counts[m.Meta.ProxyHost]
 			}

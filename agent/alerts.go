@@ -225,7 +225,9 @@ func (h *webhookHandler) handle(ctx context.Context, cfg AlertmanagerConfig, a w
 		res.Action, res.Result = "duplicate", "already handled"
 		return res, nil
 	}
-	req := failover.Request{Node: res.Node, Reason: "alert " + res.Alert}
+	// The alert owns what it does: "alertname/fingerprint" (the
+	// fingerprint names the alert's label set, e.g. one disk of a node).
+	req := failover.Request{Node: res.Node, Reason: "alert " + res.Alert, Alert: res.Alert + "/" + a.Fingerprint}
 	switch {
 	case rule.Action == "none":
 		res.Action, res.Result = "none", "logged"

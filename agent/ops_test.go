@@ -175,3 +175,82 @@ func TestOperatorRequestsThroughAFollower(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// Who started an action owns it: a resolved alert undoes only what it
+// holds, once every alert holding the node has resolved, and never an
+// operator's drain or maintenance; an operator takes an alert's hold over.
+func TestAlertsUndoOnlyWhatTheyHold(t *testing.T) {
+	c, _, _ := sqliteCluster(t, nil, func(i int, cfg *agent.Config) {
+		cfg.Failover.FailbackHoldDown = time.Hour
+	})
+	c.WaitFor(20*time.Second, "a leader that knows all three", func() bool {
+		l := c.Leader()
+		return l != nil && len(l.Status().Members) == 3
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	do := func(r failover.Request) failover.Reply {
+		t.Helper()
+		l := c.Leader()
+		if l == nil {
+			t.Fatal("no leader")
+		}
+		reply, err := l.Agent.Operate(ctx, r)
+		if err != nil {
+			t.Fatalf("%+v: %v", r, err)
+		}
+		return reply
+	}
+	state := func(node string) failover.NodeRecord { return c.Leader().Agent.FailoverState().Node(node) }
+	drained := func(node string) {
+		t.Helper()
+		c.WaitFor(30*time.Second, node+"'s drain plan done", func() bool {
+			_, running := c.Leader().Agent.FailoverState().Running(node)
+			return !running
+		})
+	}
+	alert := func(op, node, id string) failover.Reply {
+		return do(failover.Request{Op: op, Node: node, Reason: "alert DiskFailing", Alert: "DiskFailing/" + id})
+	}
+
+	// An operator's drain: an alert that resolves without having fired,
+	// and one that fired on the drained node, undo nothing.
+	do(failover.Request{Op: failover.OpDrain, Node: "node3", Reason: "disk swap"})
+	drained("node3")
+	if r := alert(failover.OpUndrain, "node3", "never-fired"); !strings.Contains(r.Message, "by an operator") {
+		t.Fatalf("a resolution never seen firing: %s", r.Message)
+	}
+	alert(failover.OpDrain, "node3", "sdb")
+	alert(failover.OpUndrain, "node3", "sdb")
+	if s := state("node3"); s.State != failover.Draining || len(s.Holds) != 0 {
+		t.Fatalf("node3 after an alert fired and resolved on an operator's drain: %+v", s)
+	}
+
+	// Two alerts hold node2: it comes back only when the last resolves.
+	alert(failover.OpDrain, "node2", "sda")
+	alert(failover.OpDrain, "node2", "sdb")
+	drained("node2")
+	if s := state("node2"); s.State != failover.Draining || len(s.Holds) != 2 {
+		t.Fatalf("node2 held by two alerts: %+v", s)
+	}
+	if r := alert(failover.OpUndrain, "node2", "sdb"); state("node2").State != failover.Draining {
+		t.Fatalf("node2 undrained while sda still fires: %s", r.Message)
+	}
+	alert(failover.OpUndrain, "node2", "sda")
+	if s := state("node2"); s.State != failover.Recovering {
+		t.Fatalf("node2 after its last alert resolved: %+v", s)
+	}
+
+	// An operator's maintenance takes over an alert's drain: the alert's
+	// resolution leaves it.
+	c.WaitFor(60*time.Second, "node2 active again", func() bool { return state("node2").State == failover.Active })
+	alert(failover.OpDrain, "node2", "sdc")
+	drained("node2")
+	if r := do(failover.Request{Op: failover.OpMaintenanceOn, Node: "node2", Reason: "kernel upgrade"}); !strings.Contains(r.Message, "an operator owns it now") {
+		t.Fatalf("an operator's maintenance on an alert's drain: %s", r.Message)
+	}
+	alert(failover.OpUndrain, "node2", "sdc")
+	if s := state("node2"); s.State != failover.Maintenance || len(s.Holds) != 0 {
+		t.Fatalf("node2 after the alert resolved under an operator's maintenance: %+v", s)
+	}
+}

@@ -169,7 +169,10 @@ type Member struct {
 	State       string    `json:"state,omitempty"`
 	StateReason string    `json:"state_reason,omitempty"`
 	StateSince  time.Time `json:"state_since,omitzero"`
-	LB          string    `json:"lb,omitempty"`
+	// HeldBy are the alerts ("alertname/fingerprint") that drained the
+	// node or put it in maintenance; empty while so, an operator did.
+	HeldBy []string `json:"held_by,omitempty"`
+	LB     string   `json:"lb,omitempty"`
 	// Users is how many users the routing table has on its proxy_host
 	// (-1: unknown).
 	Users int `json:"users"`

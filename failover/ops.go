@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -37,6 +38,11 @@ type Request struct {
 	Rate int `json:"rate,omitempty"`
 	// DryRun: say what a drain would move, and change nothing.
 	DryRun bool `json:"dry_run,omitempty"`
+	// Alert is set when an Alertmanager alert asks ("alertname/
+	// fingerprint"); empty, an operator asks. Who asked owns what it
+	// did: a resolved alert undoes only what it holds, never an
+	// operator's action.
+	Alert string `json:"alert,omitempty"`
 }
 
 // Reply says what the leader did.
@@ -122,6 +128,12 @@ func (r Request) Validate() error {
 		if !utf8.ValidString(s) || strings.ContainsRune(s, 0) {
 			return opError(ErrInvalid, "%s %q: not valid UTF-8 text", what, s)
 		}
+	}
+	if r.Alert != "" && r.Op != OpDrain && r.Op != OpUndrain && r.Op != OpMaintenanceOn && r.Op != OpMaintenanceOff {
+		return opError(ErrInvalid, "%s: an alert may only drain, undrain or switch maintenance", r.Op)
+	}
+	if !utf8.ValidString(r.Alert) || strings.ContainsRune(r.Alert, 0) || len(r.Alert) > 512 {
+		return opError(ErrInvalid, "alert: want UTF-8 text of at most 512 bytes")
 	}
 	if len(r.Node) > 255 || len(r.User) > 1024 || len(r.Reason) > 1024 {
 		return opError(ErrInvalid, "node (255 bytes), user or reason (1024 bytes) too long")
@@ -239,6 +251,7 @@ func (c *Cluster) operate(ctx context.Context, r Request) (Reply, error) {
 	rec := st.Node(r.Node)
 	running, hasPlan := st.Running(r.Node)
 	var cmds []command
+op:
 	switch r.Op {
 	case OpDrain, OpMaintenanceOn:
 		state, kind := Draining, "drained"
@@ -253,13 +266,38 @@ func (c *Cluster) operate(ctx context.Context, r Request) (Reply, error) {
 		if rate == 0 {
 			rate = w.policy().DrainRate
 		}
-		if (rec.State == Draining || rec.State == Maintenance) && hasPlan {
-			reply.Message, reply.Plan = fmt.Sprintf("%s is already %s", r.Node, rec.State), running.ID
-			if rec.State != state {
+		held := rec.State == Draining || rec.State == Maintenance
+		// holds is what the node's record keeps: the alerts that hold it,
+		// this one added; an operator's request takes it over (none).
+		var holds []string
+		if r.Alert != "" {
+			if held && len(rec.Holds) == 0 {
+				reply.Message = fmt.Sprintf("%s is %s by an operator: alert %s changes nothing (only an operator undoes it)", r.Node, rec.State, r.Alert)
+				return reply, nil
+			}
+			holds = rec.Holds
+			if !slices.Contains(holds, r.Alert) {
+				holds = append(slices.Clone(holds), r.Alert)
+			}
+			if held {
+				state = rec.State // the first alert's action stands
+			}
+		}
+		takeover := ""
+		if r.Alert == "" && len(rec.Holds) > 0 {
+			takeover = fmt.Sprintf(" (it was held by alert %s: an operator owns it now)", strings.Join(rec.Holds, ", "))
+		}
+		if held && hasPlan {
+			reply.Message, reply.Plan = fmt.Sprintf("%s is already %s%s", r.Node, rec.State, takeover), running.ID
+			if rec.State != state || !slices.Equal(rec.Holds, holds) {
 				if !r.DryRun {
-					cmds = append(cmds, command{Op: opSetNode, Node: r.Node, State: state, Reason: reason, At: now})
+					cmds = append(cmds, command{Op: opSetNode, Node: r.Node, State: state, Reason: reason, Holds: holds, At: now})
 				}
-				reply.Message = fmt.Sprintf("%s was %s and is %s now; its plan %s goes on", r.Node, rec.State, state, running.ID)
+				if rec.State != state {
+					reply.Message = fmt.Sprintf("%s was %s and is %s now; its plan %s goes on%s", r.Node, rec.State, state, running.ID, takeover)
+				} else if r.Alert != "" {
+					reply.Message = fmt.Sprintf("%s is already %s; held by %d alerts now", r.Node, rec.State, len(holds))
+				}
 			}
 			break
 		}
@@ -278,7 +316,11 @@ func (c *Cluster) operate(ctx context.Context, r Request) (Reply, error) {
 		}
 		reply.Users = total
 		if rec.State == state && total == 0 {
-			reply.Message = fmt.Sprintf("%s is already %s: no user is left on it", r.Node, rec.State)
+			reply.Message = fmt.Sprintf("%s is already %s: no user is left on it%s", r.Node, rec.State, takeover)
+			if !r.DryRun && !slices.Equal(rec.Holds, holds) {
+				cmds = append(cmds, command{Op: opSetNode, Node: r.Node, State: state, Reason: reason, Holds: holds, At: now})
+				break
+			}
 			return reply, nil
 		}
 		if r.DryRun {
@@ -290,9 +332,9 @@ func (c *Cluster) operate(ctx context.Context, r Request) (Reply, error) {
 			cmds = append(cmds, command{Op: opPlanEnd, PlanID: running.ID, Status: PlanCanceled, Reason: "node " + kind, At: now})
 		}
 		cmds = append(cmds,
-			command{Op: opSetNode, Node: r.Node, State: state, Reason: reason, At: now},
+			command{Op: opSetNode, Node: r.Node, State: state, Reason: reason, Holds: holds, At: now},
 			command{Op: opPlanStart, Plan: &Plan{Kind: PlanDrain, Node: r.Node, Host: node.ProxyHost, Reason: reason, Rate: rate, Users: total}, At: now})
-		reply.Message = fmt.Sprintf("%s is %s: moving its %d users at %d/s", r.Node, state, total, rate)
+		reply.Message = fmt.Sprintf("%s is %s: moving its %d users at %d/s%s", r.Node, state, total, rate, takeover)
 	case OpUndrain, OpMaintenanceOff, OpFailback:
 		if r.Op == OpFailback {
 			if rec.State != Failed && rec.State != Recovering {
@@ -303,7 +345,26 @@ func (c *Cluster) operate(ctx context.Context, r Request) (Reply, error) {
 				break
 			}
 		} else if rec.State != Draining && rec.State != Maintenance {
+			if r.Alert != "" {
+				reply.Message = fmt.Sprintf("%s is %s: nothing alert %s holds", r.Node, rec.State, r.Alert)
+				return reply, nil
+			}
 			return reply, opError(ErrConflict, "%s is %s, not drained or in maintenance", r.Node, rec.State)
+		}
+		if r.Alert != "" {
+			switch {
+			case len(rec.Holds) == 0:
+				reply.Message = fmt.Sprintf("%s is %s by an operator: alert %s does not undo it", r.Node, rec.State, r.Alert)
+				return reply, nil
+			case !slices.Contains(rec.Holds, r.Alert):
+				reply.Message = fmt.Sprintf("%s is %s, held by alert %s, not by alert %s: it stays", r.Node, rec.State, strings.Join(rec.Holds, ", "), r.Alert)
+				return reply, nil
+			case len(rec.Holds) > 1:
+				rest := slices.DeleteFunc(slices.Clone(rec.Holds), func(h string) bool { return h == r.Alert })
+				cmds = append(cmds, command{Op: opSetNode, Node: r.Node, State: rec.State, Reason: rec.Reason, Holds: rest, At: now})
+				reply.Message = fmt.Sprintf("%s stays %s: still held by alert %s", r.Node, rec.State, strings.Join(rest, ", "))
+				break op
+			}
 		}
 		if node.Gossip != "alive" || node.Health != "passing" {
 			return reply, opError(ErrConflict, "%s is not healthy (gossip %s, health %s %s): its users stay away until it is", r.Node, node.Gossip, dashIfEmpty(node.Health), node.Reason)

@@ -39,6 +39,11 @@ type NodeRecord struct {
 	// period: a node is failed over at most once per block period unless
 	// an operator acknowledges.
 	LastFailover time.Time `json:"last_failover,omitzero"`
+	// Holds are the Alertmanager alerts ("alertname/fingerprint") that
+	// drained the node or put it in maintenance: while any holds it, it
+	// stays so; the last one to resolve undoes it. Empty while draining or
+	// in maintenance: an operator owns it, and only an operator undoes it.
+	Holds []string `json:"holds,omitempty"`
 }
 
 // PlanKind says why a plan moves users.
@@ -177,6 +182,8 @@ type command struct {
 	PlanID    string     `json:"plan_id,omitempty"`
 	Moved     int        `json:"moved,omitempty"`
 	Status    PlanStatus `json:"status,omitempty"`
+	// Holds replaces the node's alert holds (opSetNode).
+	Holds []string `json:"holds,omitempty"`
 	// Batch holds the commands of an all-or-nothing entry (opBatch).
 	Batch []command `json:"batch,omitempty"`
 }
@@ -184,7 +191,7 @@ type command struct {
 // Commands.
 const (
 	opInit      = "init"       // ClusterID
-	opSetNode   = "set-node"   // Node, State, Reason, At
+	opSetNode   = "set-node"   // Node, State, Reason, Holds, At
 	opPlanStart = "plan-start" // Plan (ID assigned here), At
 	opPlanBatch = "plan-batch" // PlanID, Moved
 	opPlanEnd   = "plan-end"   // PlanID, Status, Reason (error), At
@@ -225,7 +232,7 @@ func (s *State) apply(c command) error {
 		if r.State != c.State {
 			r.Since = c.At
 		}
-		r.State, r.Reason = c.State, c.Reason
+		r.State, r.Reason, r.Holds = c.State, c.Reason, c.Holds
 		if s.Nodes == nil {
 			s.Nodes = map[string]NodeRecord{}
 		}
