@@ -67,7 +67,7 @@ func TestDemo(t *testing.T) {
 	for !strings.Contains(out.String(), "Ctrl-C stops everything") {
 		select {
 		case err := <-exited:
-			t.Fatalf("the demo ended before Ctrl-C: %v\n%s", err, out)
+			t.Fatalf("the demo ended before Ctrl-C: %v\n%s\nstderr:\n%s", err, out, stderr)
 		case <-deadline:
 			t.Fatalf("the demo did not finish its show in 4 minutes:\n%s", out)
 		case <-time.After(200 * time.Millisecond):
