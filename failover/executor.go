@@ -232,6 +232,17 @@ func (e *Executor) step(ctx context.Context, p Plan, l leaderOps) (int, error) {
 		if p.Kind == PlanFailover && hosts[p.Node] != "" {
 			e.hostDown(ctx, p, hosts[p.Node]) // and the sessions opened meanwhile
 		}
+		if p.Kind != PlanFailover {
+			// Done means the moved users' old sessions have ended too: a
+			// proxy kick by name also ends a login made meanwhile, so a
+			// failback's node turns active only once no kick is left. A
+			// failover does not wait: its kicks may wait on the failed
+			// node's doveadm API for the full timeout.
+			e.kicking.Wait()
+			if err := ctx.Err(); err != nil {
+				return 0, err
+			}
+		}
 		if err := l.apply(command{Op: opPlanEnd, PlanID: p.ID, Status: PlanDone, At: l.now()}); err != nil {
 			return 0, err
 		}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -239,6 +240,50 @@ func TestExecutorFailsOverANodeGossipForgot(t *testing.T) {
 	e.kicking.Wait()
 	if len(k.down) == 0 || k.calls == 0 || k.byName != 0 {
 		t.Fatalf("host kicks %v, %d user kicks of which %d by name on the proxies; want host kicks and none by name", k.down, k.calls, k.byName)
+	}
+}
+
+// slowKicker takes a while over every kick and counts those in flight.
+type slowKicker struct {
+	memKicker
+	inFlight atomic.Int32
+}
+
+func (k *slowKicker) Moved(ctx context.Context, from string, users []string, proxies bool) error {
+	k.inFlight.Add(1)
+	defer k.inFlight.Add(-1)
+	time.Sleep(100 * time.Millisecond)
+	return k.memKicker.Moved(ctx, from, users, proxies)
+}
+
+// A failback ends once its kicks have: a proxy kick by name still in flight
+// would end a login made on the node that already counts as home again.
+func TestExecutorFailbackEndsAfterItsKicks(t *testing.T) {
+	r := newMemRouter(300, "10.0.0.1", "10.0.0.3")
+	for u := range r.hosts {
+		r.home[u] = "10.0.0.2"
+	}
+	m := &memLeader{view: cluster3(), fence: Fence{Term: 2, Leader: "a"}}
+	m.s.Nodes = map[string]NodeRecord{"b": {State: Recovering}}
+	id := m.start(t, Plan{Kind: PlanFailback, Node: "b", Reason: "back"})
+	k := &slowKicker{}
+	ops := m.ops()
+	var early []string
+	apply := ops.apply
+	ops.apply = func(c command) error {
+		if n := k.inFlight.Load(); n > 0 && (c.Op == opPlanEnd || c.Op == opSetNode) {
+			early = append(early, fmt.Sprintf("%s with %d kicks in flight", c.Op, n))
+		}
+		return apply(c)
+	}
+	if err := newExecutor(r, k).run(context.Background(), id, ops); err != nil {
+		t.Fatal(err)
+	}
+	if p := m.s.Plans[id]; p.Status != PlanDone || p.Moved != 300 || k.calls == 0 {
+		t.Fatalf("plan %+v after %d kicks: want done with 300 moved", p, k.calls)
+	}
+	if len(early) > 0 {
+		t.Fatalf("recorded before the kicks ended: %v", early)
 	}
 }
 

@@ -174,8 +174,10 @@ func TestE2ESlowSharedFilesystemFreezes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c.WaitFor(30*time.Second, "the cluster to freeze", func() bool {
-		st, err := c.Status(c.Nodes[0])
+	// Asked where it is asked next: a follower learns of the freeze a
+	// moment after the leader.
+	c.WaitFor(30*time.Second, "the cluster to freeze, as node3 reports", func() bool {
+		st, err := c.Status(c.Nodes[2])
 		return err == nil && st.Frozen != nil
 	})
 	out, err := c.Ctl(c.Nodes[2], "status")

@@ -150,6 +150,12 @@ func TestSlowSharedFilesystemFreezesUntilAck(t *testing.T) {
 		}
 	}
 	var f *agenttest.Node
+	var seen string // what the follower last said, for a failure
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the follower last reported: %s", seen)
+		}
+	})
 	c.WaitFor(30*time.Second, "the cluster frozen, as a follower reports", func() bool {
 		l := c.Leader()
 		for _, n := range c.Running() {
@@ -158,6 +164,10 @@ func TestSlowSharedFilesystemFreezesUntilAck(t *testing.T) {
 			}
 		}
 		st := f.Status()
+		seen = fmt.Sprintf("%s frozen=%+v", f.Name, st.Frozen)
+		for _, m := range st.Members {
+			seen += fmt.Sprintf("; %s %s/%s %q", m.Name, m.State, m.Health, m.StateReason)
+		}
 		// The nodes see it a moment apart: a majority freezes.
 		return st.Frozen != nil && regexpMatch(`shared filesystem trouble on [23] of 3 mail nodes`, st.Frozen.Reason)
 	})

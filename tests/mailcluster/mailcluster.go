@@ -12,9 +12,11 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -184,6 +186,11 @@ func Start(t testing.TB, o Options) *Cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() {
+		if t.Failed() {
+			logTails(t, dir)
+		}
+	})
 	// Dovecot's unprivileged processes traverse it.
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -602,4 +609,34 @@ func (p *Proc) Stop(grace time.Duration) {
 		case <-time.After(grace): // stuck in the kernel (a hung mount): leave it to Pdeathsig
 		}
 	}
+}
+
+// logTails shows, for a failed test, the warnings and errors of every log
+// under dir (roostd's, Dovecot's, HAProxy's), the last tailLines of each:
+// all a CI run keeps of a cluster it removes.
+func logTails(t testing.TB, dir string) {
+	const tailLines = 40
+	interesting := regexp.MustCompile(`(?i)level=(warn|error)|warning|alert|error|fatal|panic|disconnected|kick`)
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".log") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil
+		}
+		var keep []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if interesting.MatchString(l) {
+				keep = append(keep, l)
+			}
+		}
+		if len(keep) > tailLines {
+			keep = keep[len(keep)-tailLines:]
+		}
+		if len(keep) > 0 {
+			t.Logf("%s (last %d warnings and errors):\n%s", strings.TrimPrefix(path, dir+"/"), len(keep), strings.Join(keep, "\n"))
+		}
+		return nil
+	})
 }
