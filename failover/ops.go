@@ -366,8 +366,8 @@ op:
 				break op
 			}
 		}
-		if node.Gossip != "alive" || node.Health != "passing" {
-			return reply, opError(ErrConflict, "%s is not healthy (gossip %s, health %s %s): its users stay away until it is", r.Node, node.Gossip, dashIfEmpty(node.Health), node.Reason)
+		if err := unhealthy(node, view); err != nil {
+			return reply, err
 		}
 		if hasPlan {
 			cmds = append(cmds, command{Op: opPlanEnd, PlanID: running.ID, Status: PlanCanceled, Reason: "operator: " + r.Op, At: now})
@@ -487,4 +487,18 @@ func (e *Executor) spread(ctx context.Context, host string, targets []Target) (m
 		return nil
 	})
 	return counts, total, err
+}
+
+// unhealthy refuses users back onto a node that is not healthy: alive and
+// passing by its own report, and failing in no peer's view (their probes
+// lag its own report by a second or two, and the leader would fail it
+// again at once, within the block period, moving nobody).
+func unhealthy(n NodeView, view []NodeView) error {
+	if n.Gossip != "alive" || n.Health != "passing" {
+		return opError(ErrConflict, "%s is not healthy (gossip %s, health %s %s): its users stay away until it is", n.Name, n.Gossip, dashIfEmpty(n.Health), n.Reason)
+	}
+	if bad, why := failing(n, view); bad {
+		return opError(ErrConflict, "%s is still failing in its peers' view (%s): its users stay away until it is not", n.Name, why)
+	}
+	return nil
 }

@@ -53,3 +53,26 @@ func TestMovePlansDoNotBlockANodesPlan(t *testing.T) {
 		t.Fatalf("running: %+v", s.RunningPlans())
 	}
 }
+
+// Users go back only to a node that is healthy in its own report and in
+// its peers' view.
+func TestUsersGoBackOnlyToAHealthyNode(t *testing.T) {
+	unreachable := func(v []NodeView, by ...string) []NodeView {
+		v[1].UnreachableBy = by
+		return v
+	}
+	for _, c := range []struct {
+		view []NodeView
+		want string
+	}{
+		{cluster3(), ""},
+		{with(cluster3(), "b", critical("imap down", false)), "not healthy"},
+		{unreachable(cluster3(), "a"), ""}, // one observer is no quorum
+		{unreachable(cluster3(), "a", "c"), "still failing in its peers' view (unreachable by 2 of 2 peers (a, c))"},
+	} {
+		err := unhealthy(c.view[1], c.view)
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("b unreachable by %v, health %s: got %v, want %q", c.view[1].UnreachableBy, c.view[1].Health, err, c.want)
+		}
+	}
+}

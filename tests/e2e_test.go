@@ -99,10 +99,7 @@ func failOver(t *testing.T, fault func(b *mailcluster.Node)) (*mailcluster.Clust
 func TestE2EDovecotCrash(t *testing.T) {
 	c, b := failOver(t, func(b *mailcluster.Node) { b.Dovecot.Kill9() })
 	b.Dovecot.Start()
-	c.WaitFor(30*time.Second, "node2 passing again", func() bool {
-		m, _ := c.Member(c.Nodes[0], b.Name)
-		return m.Health == "passing"
-	})
+	c.WaitFor(30*time.Second, "node2 passing again in every agent's view", func() bool { return c.Recovered(b) })
 	if out, err := c.Ctl(c.Nodes[2], "failback", b.Name, "--yes"); err != nil {
 		t.Fatalf("nodectl failback: %v\n%s", err, out)
 	}

@@ -224,11 +224,12 @@ failback rate, and it is active once they are home.` + exitStatusHelp,
 	undrain := simple("undrain NODE", "End a drain: the node's users come back at the failback rate",
 		`undrain stops a drain (or a maintenance) of NODE and makes it recovering: its
 users come back at failover.failback_rate, and it is active once they are
-home. NODE must be healthy.`, "  nodectl undrain mail2 --yes", "undrain", "its users come back at the failback rate")
+home. NODE must be healthy: passing, and reachable by its peers.`, "  nodectl undrain mail2 --yes", "undrain", "its users come back at the failback rate")
 	failback := simple("failback NODE", "Bring a failed-over node's users home now",
 		`failback starts the failback of a failed-over NODE now, without waiting for
 the hold-down (and also with failover.failback: manual). NODE must be
-healthy.`, "  nodectl failback mail2 --yes", "failback", "its users come back at the failback rate")
+healthy: passing, and reachable by its peers (their probes may lag its own
+report by a few seconds; the refusal says so).`, "  nodectl failback mail2 --yes", "failback", "its users come back at the failback rate")
 
 	ack := &cobra.Command{
 		Use:   "ack [NODE]",

@@ -456,6 +456,20 @@ func (c *Cluster) Member(n *Node, name string) (api.Member, bool) {
 	return api.Member{}, false
 }
 
+// Recovered says whether every agent sees b passing and reachable by all
+// its peers: only then does the leader accept b's failback.
+func (c *Cluster) Recovered(b *Node) bool {
+	for _, n := range c.Nodes {
+		if n.Agent == nil {
+			continue
+		}
+		if m, ok := c.Member(n, b.Name); !ok || m.Health != "passing" || len(m.PeersCannot) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // WaitFor polls cond every 50 ms until it holds, failing the test (with
 // every agent's log tail) after timeout.
 func (c *Cluster) WaitFor(timeout time.Duration, what string, cond func() bool) {

@@ -103,10 +103,7 @@ func show(p *mailcluster.Prog, db, bin string) {
 
 	step("restarting node2's Dovecot, then: nodectl failback node2 --yes")
 	b.Dovecot.Start()
-	c.WaitFor(30*time.Second, "node2 passing again", func() bool {
-		m, _ := c.Member(n1, b.Name)
-		return m.Health == "passing"
-	})
+	c.WaitFor(30*time.Second, "node2 passing again in every agent's view", func() bool { return c.Recovered(b) })
 	ctl("failback", b.Name, "--yes")
 	start = time.Now()
 	c.WaitFor(60*time.Second, "node2's users home", func() bool {
