@@ -323,13 +323,15 @@ func TestE2ENoMailLostDuringFailover(t *testing.T) {
 
 // everyNode says whether every member reports health.
 func everyNode(c *mailcluster.Cluster, health string) bool {
-	st, err := c.Status(c.Nodes[0])
-	if err != nil {
-		return false
-	}
-	for _, m := range st.Members {
-		if m.Health != health {
+	for _, n := range c.Nodes { // in every agent's view: the leader's may lag
+		st, err := c.Status(n)
+		if err != nil {
 			return false
+		}
+		for _, m := range st.Members {
+			if m.Health != health {
+				return false
+			}
 		}
 	}
 	return true
