@@ -211,6 +211,13 @@ func Start(t testing.TB, o Options) *Cluster {
 		}
 		n.Dovecot = dovecotlab.StartWith(t, string(rune('a'+i)), opts)
 	}
+	t.Cleanup(func() { // before their directories go
+		if t.Failed() {
+			for _, n := range c.Nodes {
+				logTail(t, n.Name+"'s dovecot.log", n.Dovecot.Log())
+			}
+		}
+	})
 	o.Logf("three Dovecot nodes up on 127.0.1.1-3 (imap %d, lmtp %d)", ports["imap"], ports["lmtp"])
 	c.startAgents()
 	c.startHAProxy()
@@ -626,31 +633,35 @@ func (p *Proc) Stop(grace time.Duration) {
 }
 
 // logTails shows, for a failed test, the warnings and errors of every log
-// under dir (roostd's, Dovecot's, HAProxy's), the last tailLines of each:
+// under dir (roostd's, HAProxy's), the last 40 of each:
 // all a CI run keeps of a cluster it removes.
 func logTails(t testing.TB, dir string) {
-	const tailLines = 40
-	interesting := regexp.MustCompile(`(?i)level=(warn|error)|warning|alert|error|fatal|panic|disconnected|kick`)
 	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".log") {
 			return nil
 		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil
-		}
-		var keep []string
-		for _, l := range strings.Split(string(b), "\n") {
-			if interesting.MatchString(l) {
-				keep = append(keep, l)
-			}
-		}
-		if len(keep) > tailLines {
-			keep = keep[len(keep)-tailLines:]
-		}
-		if len(keep) > 0 {
-			t.Logf("%s (last %d warnings and errors):\n%s", strings.TrimPrefix(path, dir+"/"), len(keep), strings.Join(keep, "\n"))
+		if b, err := os.ReadFile(path); err == nil {
+			logTail(t, strings.TrimPrefix(path, dir+"/"), string(b))
 		}
 		return nil
 	})
 }
+
+// logTail logs the last 40 warnings and errors of one log.
+func logTail(t testing.TB, name, log string) {
+	const tailLines = 40
+	var keep []string
+	for _, l := range strings.Split(log, "\n") {
+		if interesting.MatchString(l) {
+			keep = append(keep, l)
+		}
+	}
+	if len(keep) > tailLines {
+		keep = keep[len(keep)-tailLines:]
+	}
+	if len(keep) > 0 {
+		t.Logf("%s (last %d warnings and errors):\n%s", name, len(keep), strings.Join(keep, "\n"))
+	}
+}
+
+var interesting = regexp.MustCompile(`(?i)level=(warn|error)|warning|alert|error|fatal|panic|disconnected|kick|unavailable`)
