@@ -233,19 +233,46 @@ func (c *Cluster) operate(ctx context.Context, r Request) (Reply, error) {
 	}
 	c.decideMu.Lock()
 	defer c.decideMu.Unlock()
-	now := time.Now()
-	st := c.fsm.read()
-	view := w.View()
-	reply := Reply{Leader: c.id}
+	reply, cmds, err := request(ctx, r, c.fsm.read(), w.View(), time.Now(), w.policy(), w.Executor)
+	reply.Leader = c.id
+	if err != nil {
+		return reply, err
+	}
+	if len(cmds) > 0 {
+		// One entry: the request's changes apply all together, or none.
+		if err := c.apply(batch(cmds)); err != nil {
+			if errors.Is(err, ErrNoLeader) {
+				return reply, err
+			}
+			return reply, opError(ErrConflict, "%v", err)
+		}
+		for _, cmd := range cmds {
+			if cmd.Op == opPlanStart { // the entry's last plan got the newest number
+				reply.Plan = fmt.Sprintf("%06d-%s", c.fsm.read().PlanSeq, cmd.Plan.Kind)
+			}
+		}
+	}
+	c.log.Warn("operator_request", "op", r.Op, "node", r.Node, "user", r.User, "plan", reply.Plan, "message", reply.Message)
+	c.wake()
+	return reply, nil
+}
+
+// request is what an operator's (or an alert's) request r does, the
+// state being st and the cluster's view view: the reply, and the commands
+// that carry it out, applied as one raft entry. It only reads (the
+// routing table, through ex), so the model-based test drives it as the
+// leader does.
+func request(ctx context.Context, r Request, st State, view []NodeView, now time.Time, pol Policy, ex *Executor) (Reply, []command, error) {
+	var reply Reply
 	var node NodeView
 	if r.Node != "" {
 		i := indexOf(view, r.Node)
 		if i < 0 {
-			return reply, opError(ErrNotFound, "no node %q in the cluster", r.Node)
+			return reply, nil, opError(ErrNotFound, "no node %q in the cluster", r.Node)
 		}
 		node = view[i]
 		if !node.Mail {
-			return reply, opError(ErrInvalid, "%s is a witness: it serves no users", r.Node)
+			return reply, nil, opError(ErrInvalid, "%s is a witness: it serves no users", r.Node)
 		}
 	}
 	rec := st.Node(r.Node)
@@ -264,7 +291,7 @@ op:
 		}
 		rate := r.Rate
 		if rate == 0 {
-			rate = w.policy().DrainRate
+			rate = pol.DrainRate
 		}
 		held := rec.State == Draining || rec.State == Maintenance
 		// holds is what the node's record keeps: the alerts that hold it,
@@ -273,7 +300,7 @@ op:
 		if r.Alert != "" {
 			if held && len(rec.Holds) == 0 {
 				reply.Message = fmt.Sprintf("%s is %s by an operator: alert %s changes nothing (only an operator undoes it)", r.Node, rec.State, r.Alert)
-				return reply, nil
+				return reply, nil, nil
 			}
 			holds = rec.Holds
 			if !slices.Contains(holds, r.Alert) {
@@ -304,15 +331,15 @@ op:
 		// Draining or in maintenance with no plan (the last was vetoed or
 		// canceled): this starts it again, as below.
 		if rec.State == Failed {
-			return reply, opError(ErrConflict, "%s is failed over already: its users live elsewhere (nodectl failback brings them back)", r.Node)
+			return reply, nil, opError(ErrConflict, "%s is failed over already: its users live elsewhere (nodectl failback brings them back)", r.Node)
 		}
-		targets := w.Executor.targets(view, st, r.Node)
+		targets := ex.targets(view, st, r.Node)
 		if len(targets) == 0 {
-			return reply, opError(ErrConflict, "no other healthy active mail node could take %s's users", r.Node)
+			return reply, nil, opError(ErrConflict, "no other healthy active mail node could take %s's users", r.Node)
 		}
-		counts, total, err := w.Executor.spread(ctx, node.ProxyHost, targets)
+		counts, total, err := ex.spread(ctx, node.ProxyHost, targets)
 		if err != nil {
-			return reply, fmt.Errorf("listing %s's users: %w", r.Node, err)
+			return reply, nil, fmt.Errorf("listing %s's users: %w", r.Node, err)
 		}
 		reply.Users = total
 		if rec.State == state && total == 0 {
@@ -321,12 +348,12 @@ op:
 				cmds = append(cmds, command{Op: opSetNode, Node: r.Node, State: state, Reason: reason, Holds: holds, At: now})
 				break
 			}
-			return reply, nil
+			return reply, nil, nil
 		}
 		if r.DryRun {
 			reply.Targets = counts
 			reply.Message = fmt.Sprintf("would move %d users off %s at %d/s to %s", total, r.Node, rate, describeCounts(counts))
-			return reply, nil
+			return reply, nil, nil
 		}
 		if hasPlan && running.Kind == PlanFailback {
 			cmds = append(cmds, command{Op: opPlanEnd, PlanID: running.ID, Status: PlanCanceled, Reason: "node " + kind, At: now})
@@ -338,7 +365,7 @@ op:
 	case OpUndrain, OpMaintenanceOff, OpFailback:
 		if r.Op == OpFailback {
 			if rec.State != Failed && rec.State != Recovering {
-				return reply, opError(ErrConflict, "%s is %s, not failed over: nothing to fail back", r.Node, rec.State)
+				return reply, nil, opError(ErrConflict, "%s is %s, not failed over: nothing to fail back", r.Node, rec.State)
 			}
 			if hasPlan && running.Kind == PlanFailback {
 				reply.Plan, reply.Message = running.ID, fmt.Sprintf("%s is failing back already", r.Node)
@@ -347,18 +374,18 @@ op:
 		} else if rec.State != Draining && rec.State != Maintenance {
 			if r.Alert != "" {
 				reply.Message = fmt.Sprintf("%s is %s: nothing alert %s holds", r.Node, rec.State, r.Alert)
-				return reply, nil
+				return reply, nil, nil
 			}
-			return reply, opError(ErrConflict, "%s is %s, not drained or in maintenance", r.Node, rec.State)
+			return reply, nil, opError(ErrConflict, "%s is %s, not drained or in maintenance", r.Node, rec.State)
 		}
 		if r.Alert != "" {
 			switch {
 			case len(rec.Holds) == 0:
 				reply.Message = fmt.Sprintf("%s is %s by an operator: alert %s does not undo it", r.Node, rec.State, r.Alert)
-				return reply, nil
+				return reply, nil, nil
 			case !slices.Contains(rec.Holds, r.Alert):
 				reply.Message = fmt.Sprintf("%s is %s, held by alert %s, not by alert %s: it stays", r.Node, rec.State, strings.Join(rec.Holds, ", "), r.Alert)
-				return reply, nil
+				return reply, nil, nil
 			case len(rec.Holds) > 1:
 				rest := slices.DeleteFunc(slices.Clone(rec.Holds), func(h string) bool { return h == r.Alert })
 				cmds = append(cmds, command{Op: opSetNode, Node: r.Node, State: rec.State, Reason: rec.Reason, Holds: rest, At: now})
@@ -367,7 +394,7 @@ op:
 			}
 		}
 		if err := unhealthy(node, view); err != nil {
-			return reply, err
+			return reply, nil, err
 		}
 		if hasPlan {
 			cmds = append(cmds, command{Op: opPlanEnd, PlanID: running.ID, Status: PlanCanceled, Reason: "operator: " + r.Op, At: now})
@@ -378,19 +405,19 @@ op:
 		}
 		cmds = append(cmds,
 			command{Op: opSetNode, Node: r.Node, State: Recovering, Reason: reason, At: now},
-			command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailback, Node: r.Node, Host: node.ProxyHost, Reason: reason, Rate: w.policy().FailbackRate}, At: now})
-		reply.Message = fmt.Sprintf("%s is recovering: its users come back at %d/s", r.Node, w.policy().FailbackRate)
+			command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailback, Node: r.Node, Host: node.ProxyHost, Reason: reason, Rate: pol.FailbackRate}, At: now})
+		reply.Message = fmt.Sprintf("%s is recovering: its users come back at %d/s", r.Node, pol.FailbackRate)
 	case OpMove:
 		if rec.State != Active || node.Gossip != "alive" || node.Health != "passing" || node.ProxyHost == "" {
-			return reply, opError(ErrConflict, "%s cannot take users now (state %s, gossip %s, health %s)", r.Node, rec.State, node.Gossip, dashIfEmpty(node.Health))
+			return reply, nil, opError(ErrConflict, "%s cannot take users now (state %s, gossip %s, health %s)", r.Node, rec.State, node.Gossip, dashIfEmpty(node.Health))
 		}
-		from, err := w.Executor.Router.Lookup(ctx, r.User)
+		from, err := ex.Router.Lookup(ctx, r.User)
 		if err != nil {
-			return reply, lookupError(r.User, err)
+			return reply, nil, lookupError(r.User, err)
 		}
 		if from == node.ProxyHost {
 			reply.Message = fmt.Sprintf("%q is on %s already", r.User, r.Node)
-			return reply, nil
+			return reply, nil, nil
 		}
 		reason := r.Reason
 		if reason == "" {
@@ -402,7 +429,7 @@ op:
 		if r.Node == "" {
 			if st.Frozen == nil {
 				reply.Message = "the cluster is not frozen: nothing to acknowledge"
-				return reply, nil
+				return reply, nil, nil
 			}
 			reply.Message = "unfrozen (was: " + st.Frozen.Reason + "); automatic moves resume, and freeze again if the trouble persists"
 			cmds = append(cmds, command{Op: opAck, At: now})
@@ -418,23 +445,7 @@ op:
 			reply.Message += "; moving the users still routed to it"
 		}
 	}
-	if len(cmds) > 0 {
-		// One entry: the request's changes apply all together, or none.
-		if err := c.apply(batch(cmds)); err != nil {
-			if errors.Is(err, ErrNoLeader) {
-				return reply, err
-			}
-			return reply, opError(ErrConflict, "%v", err)
-		}
-		for _, cmd := range cmds {
-			if cmd.Op == opPlanStart { // the entry's last plan got the newest number
-				reply.Plan = fmt.Sprintf("%06d-%s", c.fsm.read().PlanSeq, cmd.Plan.Kind)
-			}
-		}
-	}
-	c.log.Warn("operator_request", "op", r.Op, "node", r.Node, "user", r.User, "plan", reply.Plan, "message", reply.Message)
-	c.wake()
-	return reply, nil
+	return reply, cmds, nil
 }
 
 func lookupError(user string, err error) error {
