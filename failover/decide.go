@@ -146,7 +146,11 @@ func Decide(view []NodeView, s State, now time.Time, p Policy) []command {
 		r := s.Node(n.Name)
 		bad, why, sure := failingBy(n, view)
 		switch {
-		case r.State == Failed:
+		case r.State == Failed && n.HealthySince.IsZero():
+			// A failed node counts until it is healthy again: one waiting
+			// for its failback is no failure, and counting it would
+			// freeze the cluster again at once after nodectl ack,
+			// holding that very failback.
 			failed++
 		case bad && (r.State == Active || r.State == Recovering):
 			failed++

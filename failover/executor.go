@@ -141,26 +141,8 @@ var errNoTarget = errors.New("no healthy node to move users to")
 // or the database fences it.
 func (e *Executor) run(ctx context.Context, id string, l leaderOps) error {
 	defer e.kicking.Wait()
-	if p, ok := l.state().Plans[id]; ok && p.Status == PlanRunning && p.Batches == 0 && e.Hooks != nil {
-		if err := e.Hooks.PreMove(ctx, p); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			e.Log.Warn("plan_vetoed", "plan", id, "err", err)
-			why := "vetoed by the pre_move hook: " + err.Error()
-			cmds := []command{{Op: opPlanEnd, PlanID: id, Status: PlanCanceled, Reason: why, At: l.now()}}
-			if r := l.state().Node(p.Node); r.State == Draining || r.State == Maintenance {
-				// The node stays as the operator asked, saying why nobody
-				// moved; nodectl drain (or maintenance on) tries again.
-				cmds = append(cmds, command{Op: opSetNode, Node: p.Node, State: r.State, Reason: why + "; nodectl drain retries", At: l.now()})
-			}
-			if err := l.apply(batch(cmds)); err != nil {
-				return err
-			}
-			p = l.state().Plans[id]
-			e.Hooks.PostMove(ctx, p)
-			return nil
-		}
+	if vetoed, err := e.preMove(ctx, id, l); vetoed || err != nil {
+		return err
 	}
 	backoff := e.RetryMin
 	for {
@@ -195,6 +177,42 @@ func (e *Executor) run(ctx context.Context, id string, l leaderOps) error {
 			}
 		}
 	}
+}
+
+// preMove asks the pre_move hook before a plan's first batch; a veto ends
+// the plan and leaves its node where the next step is clear.
+func (e *Executor) preMove(ctx context.Context, id string, l leaderOps) (vetoed bool, err error) {
+	if p, ok := l.state().Plans[id]; ok && p.Status == PlanRunning && p.Batches == 0 && e.Hooks != nil {
+		if err := e.Hooks.PreMove(ctx, p); err != nil {
+			if ctx.Err() != nil {
+				return false, ctx.Err()
+			}
+			e.Log.Warn("plan_vetoed", "plan", id, "err", err)
+			why := "vetoed by the pre_move hook: " + err.Error()
+			cmds := []command{{Op: opPlanEnd, PlanID: id, Status: PlanCanceled, Reason: why, At: l.now()}}
+			// The node is left where the next step is clear, saying why
+			// nobody moved and what retries.
+			switch r := l.state().Node(p.Node); {
+			case p.Kind == PlanMove:
+			case r.State == Draining || r.State == Maintenance:
+				// As the operator (or alert) asked.
+				cmds = append(cmds, command{Op: opSetNode, Node: p.Node, State: r.State, Reason: why + "; nodectl drain retries", Holds: r.Holds, At: l.now()})
+			case r.State == Failed:
+				// Its users stay on it, and its LB signal stays down.
+				cmds = append(cmds, command{Op: opSetNode, Node: p.Node, State: Failed, Reason: why + "; nodectl ack " + p.Node + " retries", At: l.now()})
+			case r.State == Recovering:
+				// Its users stay away; the next failback retries.
+				cmds = append(cmds, command{Op: opSetNode, Node: p.Node, State: Failed, Reason: "failback " + why + "; nodectl failback " + p.Node + " retries", At: l.now()})
+			}
+			if err := l.apply(batch(cmds)); err != nil {
+				return false, err
+			}
+			p = l.state().Plans[id]
+			e.Hooks.PostMove(ctx, p)
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
@@ -243,13 +261,13 @@ func (e *Executor) step(ctx context.Context, p Plan, l leaderOps) (int, error) {
 				return 0, err
 			}
 		}
-		if err := l.apply(command{Op: opPlanEnd, PlanID: p.ID, Status: PlanDone, At: l.now()}); err != nil {
-			return 0, err
-		}
+		cmds := []command{{Op: opPlanEnd, PlanID: p.ID, Status: PlanDone, At: l.now()}}
 		if p.Kind == PlanFailback {
-			if err := l.apply(command{Op: opSetNode, Node: p.Node, State: Active, Reason: "users back home", At: l.now()}); err != nil {
-				return 0, err
-			}
+			cmds = append(cmds, command{Op: opSetNode, Node: p.Node, State: Active, Reason: "users back home", At: l.now()})
+		}
+		// One entry: a failback never ends with its node left recovering.
+		if err := l.apply(batch(cmds)); err != nil {
+			return 0, err
 		}
 		e.Log.Info("plan_done", "plan", p.ID, "kind", p.Kind, "node", p.Node, "moved", p.Moved)
 		if e.Hooks != nil {

@@ -94,6 +94,9 @@ func (r *memRouter) MoveBatch(ctx context.Context, f Fence, plan, reason string,
 		if _, ok := r.home[m.User]; !ok {
 			r.home[m.User] = m.From
 		}
+		if m.Rehome {
+			r.home[m.User] = m.To // an operator's move: the user lives there now
+		}
 		r.hosts[m.User] = m.To
 		r.moves[m.User]++
 		n++

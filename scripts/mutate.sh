@@ -36,7 +36,8 @@ mutations=(
 	'failback waits the hold-down|now.Sub(n.HealthySince) < p.FailbackHoldDown|now.Sub(n.HealthySince) < 0'
 	'failback waits for the failover plan|if _, ok := s.Running(n.Name); ok {\n\t\t\tcontinue // its failover|if false {\n\t\t\tcontinue // its failover'
 	'manual failback is never automatic|if p.Failback != "auto" {|if p.Failback == "never" {'
-	'a failed node counts towards the freeze|case r.State == Failed:\n\t\t\tfailed++|case r.State == Failed:'
+	'a failed node counts towards the freeze|case r.State == Failed \&\& n.HealthySince.IsZero():|case false:'
+	'a failed node counts only until healthy|case r.State == Failed \&\& n.HealthySince.IsZero():|case r.State == Failed:'
 )
 
 survived=0

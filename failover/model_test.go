@@ -1,0 +1,414 @@
+package failover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The model-based test drives the failover state machine as the raft
+// leader does, with long random sequences of events: nodes failing and
+// healing, time passing, the leader's decisions, plans advancing batch by
+// batch, operator commands, Alertmanager alerts firing and resolving,
+// pre_move hook vetoes, database errors, and leader changes that lose an
+// entry or fall between any two. Beside it runs a reference model of who
+// owns each node's condition. After every event it checks the design's
+// invariants; at the end it heals everything and checks that the cluster
+// converges: every node active, every user home. It runs a fixed seed
+// and a new one each time; a failure names the seed and the last events,
+// and ROOST_MODEL_SEED=N replays it.
+
+const modelNodes = "abcde"
+
+// world is the leader's surroundings: the committed state, the routing
+// table, the nodes' health, and the clock.
+type world struct {
+	rng  *rand.Rand
+	now  time.Time
+	pol  Policy
+	s    State
+	r    *memRouter
+	ex   *Executor
+	term uint64
+	// sick nodes report themselves critical; since is when a node's
+	// health last changed.
+	sick  map[string]bool
+	since map[string]time.Time
+	// veto: the pre_move hook refuses plans.
+	veto bool
+	// The reference model: operator[n] is set while an operator's drain or
+	// maintenance holds n (only an operator may end it); alerts[n] the
+	// alerts that asked for n's drain or maintenance and have not
+	// resolved.
+	operator map[string]bool
+	alerts   map[string]map[string]bool
+	home     map[string]string // each user's first host
+	events   []string
+}
+
+func newWorld(seed uint64) *world {
+	w := &world{
+		rng:      rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		now:      t0,
+		pol:      DefaultPolicy(),
+		term:     1,
+		sick:     map[string]bool{},
+		since:    map[string]time.Time{},
+		operator: map[string]bool{},
+		alerts:   map[string]map[string]bool{},
+		home:     map[string]string{},
+	}
+	w.pol.Settle = 2 * time.Second
+	hosts := make([]string, len(modelNodes))
+	for i := range modelNodes {
+		hosts[i] = host(i)
+	}
+	w.r = newMemRouter(60, hosts...)
+	for u, h := range w.r.hosts {
+		w.home[u] = h
+	}
+	w.newLeader()
+	return w
+}
+
+func host(i int) string { return "10.0.0." + strconv.Itoa(i+1) }
+
+func (w *world) newLeader() {
+	w.term++
+	w.ex = &Executor{Router: w.r, Kicker: &memKicker{}, Choose: hrw, BatchSize: 7, RetryMin: time.Millisecond, RetryMax: time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Hooks: vetoHooks{w}}
+}
+
+type vetoHooks struct{ w *world }
+
+func (h vetoHooks) PreMove(ctx context.Context, p Plan) error {
+	if h.w.veto {
+		return errors.New("change freeze until Monday")
+	}
+	return nil
+}
+func (vetoHooks) PostMove(context.Context, Plan)                            {}
+func (vetoHooks) NodeState(context.Context, string, NodeRecord, NodeRecord) {}
+
+func (w *world) view() []NodeView {
+	var v []NodeView
+	for i, r := range modelNodes {
+		n := NodeView{Name: string(r), ProxyHost: host(i), Mail: true, Gossip: "alive", Health: "passing"}
+		if w.sick[n.Name] {
+			n.Health, n.Reason, n.FailingSince = "critical", "imap: connection refused", w.since[n.Name]
+		} else {
+			n.HealthySince = w.since[n.Name]
+			if n.HealthySince.IsZero() {
+				n.HealthySince = t0.Add(-time.Hour)
+			}
+		}
+		v = append(v, n)
+	}
+	return v
+}
+
+// commit applies one raft entry. One time in twenty the leader loses
+// leadership before it commits: nothing applies, and a new leader takes
+// over.
+func (w *world) commit(cmds []command) error {
+	if len(cmds) == 0 {
+		return nil
+	}
+	if w.rng.IntN(20) == 0 {
+		w.newLeader()
+		return ErrNoLeader
+	}
+	return w.s.apply(batch(cmds))
+}
+
+func (w *world) ops() leaderOps {
+	return leaderOps{
+		fence: Fence{Term: w.term, Leader: "a"},
+		state: func() State { return w.s.clone() },
+		view:  w.view,
+		apply: func(c command) error { return w.commit([]command{c}) },
+		now:   func() time.Time { return w.now },
+	}
+}
+
+func (w *world) logf(format string, args ...any) {
+	w.events = append(w.events, fmt.Sprintf("%s: ", w.now.Sub(t0).Round(time.Second))+fmt.Sprintf(format, args...))
+}
+
+func (w *world) node() string { return string(modelNodes[w.rng.IntN(len(modelNodes))]) }
+
+// request is an operator's or an alert's request through the leader.
+func (w *world) request(r Request) error {
+	reply, cmds, err := request(context.Background(), r, w.s.clone(), w.view(), w.now, w.pol, w.ex)
+	if err == nil {
+		err = w.commit(cmds)
+	}
+	w.logf("%s %s %s %s: %q %v", r.Op, r.Node, r.User, r.Alert, reply.Message, err)
+	return err
+}
+
+// step is one random event.
+func (w *world) step(t *testing.T) {
+	ctx := context.Background()
+	switch k := w.rng.IntN(100); {
+	case k < 10: // a node fails or heals
+		n := w.node()
+		w.sick[n] = !w.sick[n]
+		w.since[n] = w.now
+		w.logf("%s sick=%v", n, w.sick[n])
+	case k < 25: // time passes
+		d := []time.Duration{time.Second, 3 * time.Second, time.Minute, 11 * time.Minute, 61 * time.Minute}[w.rng.IntN(5)]
+		w.now = w.now.Add(d)
+	case k < 45: // the leader decides
+		cmds := Decide(w.view(), w.s.clone(), w.now, w.pol)
+		if w.s.Frozen != nil {
+			for _, c := range cmds {
+				if c.Op == opPlanStart || c.Op == opSetNode {
+					t.Fatalf("a frozen cluster decided %+v", c)
+				}
+			}
+		}
+		err := w.commit(cmds)
+		if err != nil && !errors.Is(err, ErrNoLeader) {
+			t.Fatalf("the leader's decision %+v does not apply: %v", cmds, err)
+		}
+		if len(cmds) > 0 {
+			w.logf("decided %s: %v", describe(cmds), err)
+		}
+	case k < 70: // a running plan advances
+		running := w.s.RunningPlans()
+		if len(running) == 0 {
+			return
+		}
+		p := running[w.rng.IntN(len(running))]
+		w.advance(ctx, p)
+	case k < 80: // an operator
+		n := w.node()
+		switch o := w.rng.IntN(7); o {
+		case 0, 1:
+			op := []string{OpDrain, OpMaintenanceOn}[o]
+			if w.request(Request{Op: op, Node: n, Reason: "operator"}) == nil {
+				if st := w.s.Node(n).State; st == Draining || st == Maintenance {
+					w.operator[n], w.alerts[n] = true, nil
+				}
+			}
+		case 2, 3:
+			op := []string{OpUndrain, OpMaintenanceOff}[o-2]
+			if w.request(Request{Op: op, Node: n}) == nil {
+				w.operator[n], w.alerts[n] = false, nil
+			}
+		case 4:
+			_ = w.request(Request{Op: OpFailback, Node: n})
+		case 5:
+			if w.rng.IntN(2) == 0 {
+				n = ""
+			}
+			_ = w.request(Request{Op: OpAck, Node: n})
+		case 6:
+			_ = w.request(Request{Op: OpMove, Node: n, User: fmt.Sprintf("u%05d", w.rng.IntN(60))})
+		}
+	case k < 90: // an alert fires or resolves
+		n, alert := w.node(), fmt.Sprintf("DiskFailing/%d", w.rng.IntN(2))
+		if w.rng.IntN(2) == 0 {
+			op := []string{OpDrain, OpMaintenanceOn}[w.rng.IntN(2)]
+			if w.request(Request{Op: op, Node: n, Alert: alert, Reason: "alert " + alert}) == nil && !w.operator[n] {
+				if st := w.s.Node(n).State; st == Draining || st == Maintenance {
+					if w.alerts[n] == nil {
+						w.alerts[n] = map[string]bool{}
+					}
+					w.alerts[n][alert] = true
+				}
+			}
+		} else {
+			op := []string{OpUndrain, OpMaintenanceOff}[w.rng.IntN(2)]
+			if w.request(Request{Op: op, Node: n, Alert: alert}) == nil {
+				delete(w.alerts[n], alert)
+			}
+		}
+	case k < 94:
+		w.veto = !w.veto
+		w.logf("veto=%v", w.veto)
+	case k < 97:
+		w.r.failFor = 1 + w.rng.IntN(3)
+		w.logf("the database fails %d writes", w.r.failFor)
+	default:
+		w.newLeader()
+		w.logf("a new leader, term %d", w.term)
+	}
+}
+
+// advance is one turn of a plan's run: the pre_move hook before its
+// first batch, then a batch.
+func (w *world) advance(ctx context.Context, p Plan) {
+	if p.Batches == 0 {
+		vetoed, err := w.ex.preMove(ctx, p.ID, w.ops())
+		if vetoed || err != nil {
+			w.logf("vetoed %s %s %s: %v", p.ID, p.Kind, p.Node, err)
+			return
+		}
+	}
+	n, err := w.ex.step(ctx, p, w.ops())
+	w.logf("stepped %s %s %s: %d %v", p.ID, p.Kind, p.Node, n, err)
+}
+
+func describe(cmds []command) string {
+	var b []string
+	for _, c := range cmds {
+		s := c.Op + " " + c.Node + " " + string(c.State)
+		if c.Plan != nil {
+			s += " " + string(c.Plan.Kind) + " " + c.Plan.Node
+		}
+		b = append(b, strings.TrimSpace(s))
+	}
+	return strings.Join(b, "; ")
+}
+
+// check asserts the invariants that hold after every event.
+func (w *world) check() error {
+	onHost := map[string]int{}
+	for _, h := range w.r.hosts {
+		onHost[h]++
+	}
+	latest := map[string]Plan{}
+	for _, p := range w.s.sortedPlans() {
+		if p.Kind != PlanMove {
+			latest[p.Node] = p
+		}
+		if p.Status == PlanRunning && p.Reason == "" {
+			return fmt.Errorf("plan %s (%s of %s) runs without a reason", p.ID, p.Kind, p.Node)
+		}
+	}
+	for i, r := range modelNodes {
+		n := string(r)
+		rec := w.s.Node(n)
+		_, running := w.s.Running(n)
+		// Nothing an operator did is undone by anyone but an operator.
+		if w.operator[n] && rec.State != Draining && rec.State != Maintenance {
+			return fmt.Errorf("%s was drained by an operator and is %s now (%s)", n, rec.State, rec.Reason)
+		}
+		// An alert holds only what it did, and only while it fires.
+		for _, a := range rec.Holds {
+			if !w.alerts[n][a] {
+				return fmt.Errorf("%s is held by alert %s, which is not firing or did not do it (holds %v)", n, a, rec.Holds)
+			}
+		}
+		if w.operator[n] && len(rec.Holds) > 0 {
+			return fmt.Errorf("%s is held by alerts %v, though an operator owns it", n, rec.Holds)
+		}
+		// Invariant 2: once a node's plan is done, nobody is routed to a
+		// failed, draining or maintenance node.
+		if p, ok := latest[n]; ok && !running && p.Status == PlanDone && (p.Kind == PlanFailover || p.Kind == PlanDrain) &&
+			(rec.State == Failed || rec.State == Draining || rec.State == Maintenance) && onHost[host(i)] > 0 {
+			return fmt.Errorf("%s is %s, its %s plan %s done, yet %d users are routed to it", n, rec.State, p.Kind, p.ID, onHost[host(i)])
+		}
+		// A node draining with nobody moving says why.
+		if (rec.State == Draining || rec.State == Maintenance) && !running && onHost[host(i)] > 0 && rec.Reason == "" {
+			return fmt.Errorf("%s is %s with %d users, no plan and no reason", n, rec.State, onHost[host(i)])
+		}
+		// A failed node with users and no plan says why.
+		if rec.State == Failed && !running && onHost[host(i)] > 0 && w.s.Frozen == nil && !strings.Contains(rec.Reason, "nodectl ") {
+			return fmt.Errorf("%s is failed with %d users, no plan, and its reason (%q) does not name the command that moves on", n, onHost[host(i)], rec.Reason)
+		}
+	}
+	return nil
+}
+
+// converge heals the cluster and does what an operator would, then
+// checks that it comes back whole: every node active, every user home.
+func (w *world) converge(t *testing.T) error {
+	ctx := context.Background()
+	w.veto, w.r.failFor = false, 0
+	for n := range w.sick {
+		if w.sick[n] {
+			w.sick[n], w.since[n] = false, w.now
+		}
+	}
+	for range 200 {
+		w.now = w.now.Add(11 * time.Minute)
+		if w.s.Frozen != nil {
+			_ = w.request(Request{Op: OpAck})
+		}
+		for _, r := range modelNodes {
+			n := string(r)
+			op := map[NodeState]string{Draining: OpUndrain, Maintenance: OpMaintenanceOff}[w.s.Node(n).State]
+			if op != "" && w.request(Request{Op: op, Node: n}) == nil {
+				w.operator[n], w.alerts[n] = false, nil
+			}
+		}
+		if err := w.commit(Decide(w.view(), w.s.clone(), w.now, w.pol)); err != nil && !errors.Is(err, ErrNoLeader) {
+			return err
+		}
+		for range 20 {
+			for _, p := range w.s.RunningPlans() {
+				w.advance(ctx, p)
+			}
+		}
+		if err := w.check(); err != nil {
+			return err
+		}
+		whole := len(w.s.RunningPlans()) == 0 && w.s.Frozen == nil
+		for _, r := range modelNodes {
+			whole = whole && w.s.Node(string(r)).State == Active
+		}
+		if whole {
+			for u, h := range w.r.hosts {
+				if want := w.r.home[u]; want != "" && h != want {
+					return fmt.Errorf("%s is on %s, its home is %s", u, h, want)
+				}
+				if _, moved := w.r.home[u]; !moved && h != w.home[u] {
+					return fmt.Errorf("%s is on %s, never moved from %s", u, h, w.home[u])
+				}
+			}
+			return nil
+		}
+	}
+	var b strings.Builder
+	for _, r := range modelNodes {
+		rec := w.s.Node(string(r))
+		fmt.Fprintf(&b, " %c %s (%s);", r, rec.State, rec.Reason)
+	}
+	return fmt.Errorf("the healed cluster does not converge:%s plans %v, frozen %v", b.String(), w.s.RunningPlans(), w.s.Frozen)
+}
+
+func TestModelStateMachine(t *testing.T) {
+	seeds := []uint64{1, uint64(time.Now().UnixNano())}
+	if s := os.Getenv("ROOST_MODEL_SEED"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("ROOST_MODEL_SEED=%q: %v", s, err)
+		}
+		seeds = []uint64{n}
+	}
+	runs, steps := 20, 400
+	if testing.Short() {
+		runs = 5
+	}
+	for _, seed := range seeds {
+		for run := range uint64(runs) {
+			seed := seed + run
+			w := newWorld(seed)
+			fail := func(err error) {
+				t.Helper()
+				t.Fatalf("seed %d (replay: ROOST_MODEL_SEED=%d go test -run TestModelStateMachine ./failover/): %v\nlast events:\n  %s",
+					seed, seed, err, strings.Join(w.events[max(0, len(w.events)-25):], "\n  "))
+			}
+			for range steps {
+				w.step(t)
+				if err := w.check(); err != nil {
+					fail(err)
+				}
+			}
+			if err := w.converge(t); err != nil {
+				fail(err)
+			}
+		}
+	}
+}
