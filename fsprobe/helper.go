@@ -143,6 +143,7 @@ type helper struct {
 	in      io.WriteCloser
 	replies chan helperReply // round ends; buffer of one, the newest kept
 	exited  chan struct{}    // closed once the helper has exited
+	ready   chan struct{}    // closed once it said it is ready
 	err     error            // why it exited; set before exited closes
 }
 
@@ -163,7 +164,7 @@ func (m *Mount) startHelper() (*helper, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting the probe helper: %w", err)
 	}
-	h := &helper{pid: cmd.Process.Pid, in: in, replies: make(chan helperReply, 1), exited: make(chan struct{})}
+	h := &helper{pid: cmd.Process.Pid, in: in, replies: make(chan helperReply, 1), exited: make(chan struct{}), ready: make(chan struct{})}
 	m.helpers.Add(1)
 	go func() {
 		defer m.helpers.Done()
@@ -212,7 +213,9 @@ func (m *Mount) readHelper(h *helper, out io.Reader) error {
 			default:
 			}
 			h.replies <- rep
-		case rep.Op != "ready":
+		case first: // "ready", checked above
+			close(h.ready)
+		default:
 			m.mu.Lock()
 			if m.h == h || m.h == nil {
 				m.busyOp, m.busySince = rep.Op, time.Now()
