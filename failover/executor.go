@@ -75,7 +75,8 @@ type Executor struct {
 
 	kickOnce sync.Once
 	kicks    chan struct{}
-	kicking  sync.WaitGroup
+	kickMu   sync.Mutex
+	kicking  map[string]*sync.WaitGroup // plan → its kicks in flight
 	metrics  *metrics // set by Cluster.Lead; nil in tests
 }
 
@@ -87,7 +88,7 @@ const maxKicks = 4
 // kick ends the moved users' sessions in the background. Best effort: a
 // kick that fails is logged, and the node's own sweep ends what it left.
 func (e *Executor) kick(ctx context.Context, plan, from string, users []string, proxies bool) {
-	e.background(ctx, func(ctx context.Context) error {
+	e.background(ctx, plan, func(ctx context.Context) error {
 		err := e.Kicker.Moved(ctx, from, users, proxies)
 		e.metrics.kick("users", err)
 		if err != nil {
@@ -100,7 +101,7 @@ func (e *Executor) kick(ctx context.Context, plan, from string, users []string, 
 // hostDown drops the proxies' sessions towards a failed node, in the
 // background.
 func (e *Executor) hostDown(ctx context.Context, p Plan, host string) {
-	e.background(ctx, func(ctx context.Context) error {
+	e.background(ctx, p.ID, func(ctx context.Context) error {
 		err := e.Kicker.HostDown(ctx, p.Node, host)
 		e.metrics.kick("host", err)
 		if err != nil {
@@ -111,18 +112,43 @@ func (e *Executor) hostDown(ctx context.Context, p Plan, host string) {
 }
 
 // background runs fn beside the plan, at most maxKicks at once.
-func (e *Executor) background(ctx context.Context, fn func(context.Context) error) {
+func (e *Executor) background(ctx context.Context, plan string, fn func(context.Context) error) {
 	e.kickOnce.Do(func() { e.kicks = make(chan struct{}, maxKicks) })
 	select {
 	case e.kicks <- struct{}{}:
 	case <-ctx.Done():
 		return
 	}
-	e.kicking.Add(1)
+	wg := e.kicksOf(plan)
+	wg.Add(1)
 	go func() {
-		defer func() { <-e.kicks; e.kicking.Done() }()
+		defer func() { <-e.kicks; wg.Done() }()
 		_ = fn(ctx)
 	}()
+}
+
+// kicksOf is plan's kicks in flight: each plan waits for its own only,
+// and only its own run adds to them.
+func (e *Executor) kicksOf(plan string) *sync.WaitGroup {
+	e.kickMu.Lock()
+	defer e.kickMu.Unlock()
+	if e.kicking == nil {
+		e.kicking = map[string]*sync.WaitGroup{}
+	}
+	wg := e.kicking[plan]
+	if wg == nil {
+		wg = &sync.WaitGroup{}
+		e.kicking[plan] = wg
+	}
+	return wg
+}
+
+// endKicks waits for plan's kicks and forgets them.
+func (e *Executor) endKicks(plan string) {
+	e.kicksOf(plan).Wait()
+	e.kickMu.Lock()
+	delete(e.kicking, plan)
+	e.kickMu.Unlock()
 }
 
 // leaderOps is what a plan's run needs from the raft leader.
@@ -140,7 +166,7 @@ var errNoTarget = errors.New("no healthy node to move users to")
 // run carries out one plan until it ends, this node stops leading (ctx),
 // or the database fences it.
 func (e *Executor) run(ctx context.Context, id string, l leaderOps) error {
-	defer e.kicking.Wait()
+	defer e.endKicks(id)
 	if vetoed, err := e.preMove(ctx, id, l); vetoed || err != nil {
 		return err
 	}
@@ -256,7 +282,7 @@ func (e *Executor) step(ctx context.Context, p Plan, l leaderOps) (int, error) {
 			// failback's node turns active only once no kick is left. A
 			// failover does not wait: its kicks may wait on the failed
 			// node's doveadm API for the full timeout.
-			e.kicking.Wait()
+			e.kicksOf(p.ID).Wait()
 			if err := ctx.Err(); err != nil {
 				return 0, err
 			}

@@ -240,7 +240,7 @@ func TestExecutorFailsOverANodeGossipForgot(t *testing.T) {
 	}
 	// The proxies' sessions to b's host were dropped by host, so no proxy
 	// kick by name ends a new login already proxied to the new node.
-	e.kicking.Wait()
+	e.kicksOf(id).Wait()
 	if len(k.down) == 0 || k.calls == 0 || k.byName != 0 {
 		t.Fatalf("host kicks %v, %d user kicks of which %d by name on the proxies; want host kicks and none by name", k.down, k.calls, k.byName)
 	}
@@ -290,6 +290,60 @@ func TestExecutorFailbackEndsAfterItsKicks(t *testing.T) {
 	}
 }
 
+// blockingKicker holds the kicks off one node until released.
+type blockingKicker struct {
+	memKicker
+	node    string
+	blocked chan struct{} // gets a value when such a kick starts
+	release chan struct{}
+}
+
+func (k *blockingKicker) Moved(ctx context.Context, from string, users []string, proxies bool) error {
+	if from == k.node {
+		k.blocked <- struct{}{}
+		<-k.release
+	}
+	return k.memKicker.Moved(ctx, from, users, proxies)
+}
+
+// Each plan has its own lifetime: a plan ends without waiting for the
+// kicks of another plan running beside it.
+func TestExecutorPlansWaitOnlyForTheirOwnKicks(t *testing.T) {
+	r := newMemRouter(60, "10.0.0.1", "10.0.0.2", "10.0.0.3")
+	m := &memLeader{view: cluster3(), fence: Fence{Term: 1, Leader: "c"}}
+	ida := m.start(t, Plan{Kind: PlanDrain, Node: "a", Reason: "disk swap"})
+	idb := m.start(t, Plan{Kind: PlanDrain, Node: "b", Reason: "kernel update"})
+	k := &blockingKicker{node: "a", blocked: make(chan struct{}, 100), release: make(chan struct{})}
+	e := newExecutor(r, k)
+	doneA := make(chan error, 1)
+	go func() { doneA <- e.run(context.Background(), ida, m.ops()) }()
+	<-k.blocked // a's first kick hangs
+	doneB := make(chan error, 1)
+	go func() { doneB <- e.run(context.Background(), idb, m.ops()) }()
+	select {
+	case err := <-doneB:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		close(k.release)
+		t.Fatal("b's drain waited for a's kicks")
+	}
+	m.mu.Lock()
+	a, b := m.s.Plans[ida], m.s.Plans[idb]
+	m.mu.Unlock()
+	if b.Status != PlanDone || a.Status != PlanRunning {
+		t.Fatalf("with a's kicks hanging: a %s, b %s; want a running, b done", a.Status, b.Status)
+	}
+	close(k.release)
+	if err := <-doneA; err != nil {
+		t.Fatal(err)
+	}
+	if p := m.s.Plans[ida]; p.Status != PlanDone {
+		t.Fatalf("a's drain %s once its kicks ended", p.Status)
+	}
+}
+
 // A new leader resumes a half-done plan from the state it inherits.
 func TestExecutorResumesAHalfDonePlan(t *testing.T) {
 	r := newMemRouter(1000, "10.0.0.1", "10.0.0.2", "10.0.0.3")
@@ -310,7 +364,7 @@ func TestExecutorResumesAHalfDonePlan(t *testing.T) {
 	if p.Status != PlanDone || p.Moved != 333 || p.Batches != 4 {
 		t.Fatalf("plan %+v: want done with 333 moved over 4 batches in all", p)
 	}
-	e.kicking.Wait()
+	e.kicksOf(id).Wait()
 	if len(k.down) != 0 || k.byName == 0 || k.byName != k.calls {
 		t.Fatalf("a drain dropped the proxies' sessions towards b (%v), or kicked %d of %d batches by name on the proxies", k.down, k.byName, k.calls)
 	}
