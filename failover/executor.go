@@ -77,7 +77,7 @@ type Executor struct {
 	kicks    chan struct{}
 	kickMu   sync.Mutex
 	kicking  map[string]*sync.WaitGroup // plan → its kicks in flight
-	metrics  *metrics // set by Cluster.Lead; nil in tests
+	metrics  *metrics                   // set by Cluster.Lead; nil in tests
 }
 
 // maxKicks bounds the batches whose kicks run at once: kicks run beside
