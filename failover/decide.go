@@ -81,6 +81,13 @@ type Policy struct {
 	FenceCommand string `yaml:"fence_command"`
 }
 
+// disputed is how long a quorum of peers must fail to reach a node's
+// Dovecot before the node is failed over on their word alone while it is
+// in touch with the leader and passes its own checks. A dead host (refused
+// connections), a silent one (the lease wait) and a node that reports
+// itself critical do not wait for it.
+const disputed = 3 * time.Second
+
 // DefaultPolicy is DESIGN.md's defaults.
 func DefaultPolicy() Policy {
 	return Policy{BlockPeriod: time.Hour, FailbackHoldDown: 10 * time.Minute, Failback: "auto", FailbackRate: 200, DrainRate: 200, MaxFailedFraction: 0.5,
@@ -181,6 +188,12 @@ func Decide(view []NodeView, s State, now time.Time, p Policy) []command {
 		}
 		if !c.sure && !c.n.LastContact.After(c.n.FailingSince) && now.Before(c.n.LeaseExpiry) {
 			continue // it may still serve, cut off: wait until it has fenced itself
+		}
+		if !c.sure && c.n.Health == "passing" && c.n.LastContact.After(c.n.FailingSince) && now.Sub(c.n.FailingSince) < disputed {
+			// In touch and passing its own checks, yet its peers cannot
+			// reach its Dovecot: on a lossy network a few probes in a row
+			// fail now and then. The peers' word must hold a while.
+			continue
 		}
 		if pl, ok := s.Running(c.n.Name); ok {
 			if r.State != Recovering {

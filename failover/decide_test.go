@@ -175,8 +175,22 @@ func TestDecide(t *testing.T) {
 			unreachableBy("a", "c")(n)
 			n.FailingSince, n.LastContact, n.LeaseExpiry = t0.Add(-time.Second), t0.Add(-2*time.Second), t0
 		}), state(nil), p, "set-node b failed; plan-start b failover"},
-		{"answered since it began failing: in touch, no wait", with(three, "b", func(n *NodeView) {
+		{"answered since it began failing, passing its own checks: the peers' word must hold a while", with(three, "b", func(n *NodeView) {
 			unreachableBy("a", "c")(n)
+			n.FailingSince, n.LastContact, n.LeaseExpiry = t0.Add(-time.Second), t0.Add(-100*time.Millisecond), t0.Add(2*time.Second)
+		}), state(nil), p, ""},
+		{"answered since it began failing, passing, unreachable for long enough: no lease wait", with(three, "b", func(n *NodeView) {
+			unreachableBy("a", "c")(n)
+			n.FailingSince, n.LastContact, n.LeaseExpiry = t0.Add(-disputed), t0.Add(-100*time.Millisecond), t0.Add(2*time.Second)
+		}), state(nil), p, "set-node b failed; plan-start b failover"},
+		{"in touch and passing, but refused by a quorum: no Dovecot listens, no wait", with(three, "b", func(n *NodeView) {
+			unreachableBy("a", "c")(n)
+			n.RefusedBy = []string{"a", "c"}
+			n.FailingSince, n.LastContact, n.LeaseExpiry = t0.Add(-time.Second), t0.Add(-100*time.Millisecond), t0.Add(2*time.Second)
+		}), state(nil), p, "set-node b failed; plan-start b failover"},
+		{"answered since it began failing, warning: no wait", with(three, "b", func(n *NodeView) {
+			unreachableBy("a", "c")(n)
+			n.Health = "warning"
 			n.FailingSince, n.LastContact, n.LeaseExpiry = t0.Add(-time.Second), t0.Add(-100*time.Millisecond), t0.Add(2*time.Second)
 		}), state(nil), p, "set-node b failed; plan-start b failover"},
 		{"refused by a quorum: its host answers, no lease wait", with(three, "b", func(n *NodeView) {
