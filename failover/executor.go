@@ -208,37 +208,39 @@ func (e *Executor) run(ctx context.Context, id string, l leaderOps) error {
 // preMove asks the pre_move hook before a plan's first batch; a veto ends
 // the plan and leaves its node where the next step is clear.
 func (e *Executor) preMove(ctx context.Context, id string, l leaderOps) (vetoed bool, err error) {
-	if p, ok := l.state().Plans[id]; ok && p.Status == PlanRunning && p.Batches == 0 && e.Hooks != nil {
-		if err := e.Hooks.PreMove(ctx, p); err != nil {
-			if ctx.Err() != nil {
-				return false, ctx.Err()
-			}
-			e.Log.Warn("plan_vetoed", "plan", id, "err", err)
-			why := "vetoed by the pre_move hook: " + err.Error()
-			cmds := []command{{Op: opPlanEnd, PlanID: id, Status: PlanCanceled, Reason: why, At: l.now()}}
-			// The node is left where the next step is clear, saying why
-			// nobody moved and what retries.
-			switch r := l.state().Node(p.Node); {
-			case p.Kind == PlanMove:
-			case r.State == Draining || r.State == Maintenance:
-				// As the operator (or alert) asked.
-				cmds = append(cmds, command{Op: opSetNode, Node: p.Node, State: r.State, Reason: why + "; nodectl drain retries", Holds: r.Holds, At: l.now()})
-			case r.State == Failed:
-				// Its users stay on it, and its LB signal stays down.
-				cmds = append(cmds, command{Op: opSetNode, Node: p.Node, State: Failed, Reason: why + "; nodectl ack " + p.Node + " retries", At: l.now()})
-			case r.State == Recovering:
-				// Its users stay away; the next failback retries.
-				cmds = append(cmds, command{Op: opSetNode, Node: p.Node, State: Failed, Reason: "failback " + why + "; nodectl failback " + p.Node + " retries", At: l.now()})
-			}
-			if err := l.apply(batch(cmds)); err != nil {
-				return false, err
-			}
-			p = l.state().Plans[id]
-			e.Hooks.PostMove(ctx, p)
-			return true, nil
-		}
+	p, ok := l.state().Plans[id]
+	if !ok || p.Status != PlanRunning || p.Batches != 0 || e.Hooks == nil {
+		return false, nil
 	}
-	return false, nil
+	veto := e.Hooks.PreMove(ctx, p)
+	if veto == nil {
+		return false, nil
+	}
+	if ctx.Err() != nil {
+		return false, ctx.Err()
+	}
+	e.Log.Warn("plan_vetoed", "plan", id, "err", veto)
+	why := "vetoed by the pre_move hook: " + veto.Error()
+	cmds := []command{{Op: opPlanEnd, PlanID: id, Status: PlanCanceled, Reason: why, At: l.now()}}
+	// The node is left where the next step is clear, saying why nobody
+	// moved and what retries.
+	switch r := l.state().Node(p.Node); {
+	case p.Kind == PlanMove: // a move owns no node
+	case r.State == Draining || r.State == Maintenance:
+		// As the operator (or alert) asked.
+		cmds = append(cmds, command{Op: opSetNode, Node: p.Node, State: r.State, Reason: why + "; nodectl drain retries", Holds: r.Holds, At: l.now()})
+	case r.State == Failed:
+		// Its users stay on it, and its LB signal stays down.
+		cmds = append(cmds, command{Op: opSetNode, Node: p.Node, State: Failed, Reason: why + "; nodectl ack " + p.Node + " retries", At: l.now()})
+	case r.State == Recovering:
+		// Its users stay away; the next failback retries.
+		cmds = append(cmds, command{Op: opSetNode, Node: p.Node, State: Failed, Reason: "failback " + why + "; nodectl failback " + p.Node + " retries", At: l.now()})
+	}
+	if err := l.apply(batch(cmds)); err != nil {
+		return false, err
+	}
+	e.Hooks.PostMove(ctx, l.state().Plans[id])
+	return true, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
