@@ -20,6 +20,7 @@ if [ ! -f "$CACHE" ]; then
   rm -rf "$tmp"
 fi
 GOROOT_HOST=$(go env GOROOT) MODCACHE=$(go env GOMODCACHE)
+mkdir -p "$MODCACHE" # a machine that never built Go yet has none
 R=$(mktemp -d /var/tmp/roost-fresh-XXXX)
 chmod 755 "$R" # the root of a system: its services' users must enter it
 cleanup() {
