@@ -20,7 +20,10 @@ if [ ! -f "$CACHE" ]; then
   rm -rf "$tmp"
 fi
 GOROOT_HOST=$(go env GOROOT) MODCACHE=$(go env GOMODCACHE)
-mkdir -p "$MODCACHE" # a machine that never built Go yet has none
+# The root gets this host's module cache, filled here first: the host
+# trusts what its own network needs (a proxy's CA, say) and the root
+# would not.
+(cd "$SRC" && go mod download)
 R=$(mktemp -d /var/tmp/roost-fresh-XXXX)
 chmod 755 "$R" # the root of a system: its services' users must enter it
 cleanup() {
