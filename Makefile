@@ -26,7 +26,8 @@ test-deps:
 lint:
 	@echo "== gofmt"; out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 	@echo "== go vet"; $(GO) vet $(PKGS)
-	@echo "== go mod tidy"; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; cp go.mod go.sum "$$tmp"/; $(GO) mod tidy; \
+	@echo "== go mod tidy"; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; cp go.mod go.sum "$$tmp"/; \
+	  $(GO) mod tidy || { cp "$$tmp"/go.mod "$$tmp"/go.sum .; echo "go mod tidy failed"; exit 1; }; \
 	  if ! cmp -s go.mod "$$tmp"/go.mod || ! cmp -s go.sum "$$tmp"/go.sum; then \
 	    cp "$$tmp"/go.mod "$$tmp"/go.sum .; echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; fi
 

@@ -152,6 +152,12 @@ func (k *kicker) client(base string) (*dovecot.HTTP, error) {
 
 // Moved runs on every node at once, so one slow node delays no other.
 func (k *kicker) Moved(ctx context.Context, from string, users []string, proxies bool) error {
+	fromHost := ""
+	for _, m := range k.members() {
+		if m.Name == from {
+			fromHost = m.Meta.ProxyHost
+		}
+	}
 	return k.onEach(func(m gossip.Member, c *dovecot.HTTP) error {
 		var errs []error
 		if m.Name == from {
@@ -160,7 +166,7 @@ func (k *kicker) Moved(ctx context.Context, from string, users []string, proxies
 			}
 		}
 		if proxies {
-			if _, err := c.ProxyKick(ctx, users); err != nil {
+			if _, err := c.ProxyKick(ctx, users, fromHost); err != nil {
 				errs = append(errs, fmt.Errorf("proxy kick on %s: %w", m.Name, err))
 			}
 		}

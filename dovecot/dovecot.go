@@ -3,6 +3,12 @@
 // command where no API is configured. Kicks are asynchronous in Dovecot:
 // a kicked session may still be listed for a moment, so callers that
 // must see a node empty poll Who or ProxyList (see WaitGone).
+//
+// It speaks Dovecot 2.3 and 2.4, told apart by what the server answers
+// (or set by version). 2.4 merged proxyKick into kick (mask, destHost)
+// and proxyList into who (proxied sessions are rows of a login service,
+// told apart by dest_ip with separateConnections); its doveadm crashes on
+// two users in one kick, so every kick names one user.
 package dovecot
 
 import (
@@ -10,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -19,13 +26,16 @@ type Admin interface {
 	// (their mail processes), and returns how many users had some. Users
 	// without sessions are not an error: kicks are idempotent.
 	Kick(ctx context.Context, users []string) (int, error)
-	// ProxyKick ends the sessions this Dovecot proxies for users, and
-	// returns how many connections it closed.
-	ProxyKick(ctx context.Context, users []string) (int, error)
+	// ProxyKick ends the sessions this Dovecot proxies for users to
+	// host, their old backend (any host if empty; Dovecot 2.3 always
+	// ends them whatever their host), and returns how many connections
+	// it closed.
+	ProxyKick(ctx context.Context, users []string, host string) (int, error)
 	// ProxyKickHost ends every session this Dovecot proxies to host: for
 	// a dead or hung backend.
 	ProxyKickHost(ctx context.Context, host string) (int, error)
-	// Who lists the sessions this Dovecot serves as backend.
+	// Who lists the sessions this Dovecot serves as backend: never the
+	// login processes that proxy (Dovecot 2.4 lists them too).
 	Who(ctx context.Context) ([]Session, error)
 	// ProxyList lists the sessions this Dovecot proxies.
 	ProxyList(ctx context.Context) ([]ProxySession, error)
@@ -72,6 +82,9 @@ type Config struct {
 	// for the fallback.
 	Doveadm       string `yaml:"doveadm"`
 	DovecotConfig string `yaml:"dovecot_config"`
+	// Version is the Dovecot's doveadm dialect: "2.3", "2.4", or "auto"
+	// (or empty) to ask the server once.
+	Version string `yaml:"version"`
 	// InstanceName is the Dovecot's instance_name, the prefix of its
 	// processes' titles ("dovecot" by default): a local kick signals only
 	// processes that carry it.
@@ -84,7 +97,7 @@ type Config struct {
 
 // DefaultConfig is the local doveadm with Dovecot's own configuration.
 func DefaultConfig() Config {
-	return Config{Timeout: 30 * time.Second, Doveadm: "doveadm", InstanceName: "dovecot", BatchSize: 100, Parallel: 4}
+	return Config{Timeout: 30 * time.Second, Doveadm: "doveadm", Version: "auto", InstanceName: "dovecot", BatchSize: 100, Parallel: 4}
 }
 
 // Validate reports the first problem, naming the key.
@@ -98,6 +111,8 @@ func (c Config) Validate() error {
 		return errors.New("api_key_file and password_file: set one")
 	case c.URL == "" && c.Doveadm == "":
 		return errors.New("neither url nor doveadm is set")
+	case c.Version != "" && c.Version != "auto" && c.Version != "2.3" && c.Version != "2.4":
+		return fmt.Errorf("version %q: want auto, 2.3 or 2.4", c.Version)
 	case c.InstanceName == "" || strings.ContainsAny(c.InstanceName, "/\x00"):
 		return fmt.Errorf("instance_name %q: want Dovecot's instance_name (default dovecot)", c.InstanceName)
 	case c.Timeout <= 0:
@@ -122,8 +137,53 @@ func New(c Config) (Admin, error) {
 	return NewLocal(c), nil
 }
 
-// exitNobody is doveadm's EX_NOUSER: the kick matched nobody.
+// exitNobody is doveadm's EX_NOUSER: the kick matched nobody (2.3; 2.4
+// answers count 0).
 const exitNobody = 68
+
+// dialect is the doveadm a Dovecot speaks.
+type dialect int
+
+const (
+	v23 dialect = iota + 1
+	v24
+)
+
+// versionDialect is the dialect a version key sets, 0 for auto.
+func versionDialect(v string) dialect {
+	switch v {
+	case "2.3":
+		return v23
+	case "2.4":
+		return v24
+	}
+	return 0
+}
+
+// dialectOnce asks the server its dialect once, after the first answer;
+// a failed ask is asked again next time.
+type dialectOnce struct {
+	mu sync.Mutex
+	d  dialect
+}
+
+func (o *dialectOnce) get(ctx context.Context, ask func(context.Context) (dialect, error)) (dialect, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.d != 0 {
+		return o.d, nil
+	}
+	d, err := ask(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("telling Dovecot 2.3 from 2.4 (set version to skip this): %w", err)
+	}
+	o.d = d
+	return d, nil
+}
+
+// isLogin reports whether a service is a login process: in Dovecot 2.4's
+// who, the rows of the sessions it proxies.
+func isLogin(service string) bool { return strings.HasSuffix(service, "-login") }
 
 // WaitGone polls until none of users has a session on a, as backend and
 // as proxy, or ctx ends; it returns the users still there then.

@@ -7,8 +7,10 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -24,6 +26,7 @@ type HTTP struct {
 	cfg  Config
 	auth string
 	hc   *http.Client
+	dial dialectOnce
 }
 
 // NewHTTP reads the credentials and returns the client.
@@ -220,58 +223,181 @@ func repairReplies(b []byte) []byte {
 	return out
 }
 
-// Kick sends one kick command per user (Dovecot takes one user mask per
-// kick), batch_size to a request and parallel requests at once.
-func (h *HTTP) Kick(ctx context.Context, users []string) (int, error) {
-	batches := chunks(users, h.cfg.BatchSize)
-	kicked := make([]int, len(batches))
+// dialect is what the server speaks: version, else asked once from the
+// API's command list (2.4's kick takes destHost).
+func (h *HTTP) dialect(ctx context.Context) (dialect, error) {
+	if d := versionDialect(h.cfg.Version); d != 0 {
+		return d, nil
+	}
+	return h.dial.get(ctx, h.askDialect)
+}
+
+func (h *HTTP) askDialect(ctx context.Context) (dialect, error) {
+	hr, err := http.NewRequestWithContext(ctx, http.MethodGet, h.cfg.URL, nil)
+	if err != nil {
+		return 0, err
+	}
+	hr.Header.Set("Authorization", h.auth)
+	resp, err := h.hc.Do(hr)
+	if err != nil {
+		return 0, fmt.Errorf("doveadm API: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return 0, fmt.Errorf("doveadm API %s: reading the command list: %w", h.cfg.URL, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("doveadm API %s: command list: %s", h.cfg.URL, resp.Status)
+	}
+	return listDialect(b)
+}
+
+// listDialect reads the API's command list: 2.4's kick takes destHost,
+// 2.3's proxyKick takes host.
+func listDialect(b []byte) (dialect, error) {
+	var cmds []struct {
+		Command    string `json:"command"`
+		Parameters []struct {
+			Name string `json:"name"`
+		} `json:"parameters"`
+	}
+	if err := json.Unmarshal(b, &cmds); err != nil {
+		return 0, fmt.Errorf("command list is not a JSON list of commands: %w", err)
+	}
+	for _, c := range cmds {
+		if c.Command != "kick" {
+			continue
+		}
+		for _, p := range c.Parameters {
+			if p.Name == "destHost" {
+				return v24, nil
+			}
+		}
+		return v23, nil
+	}
+	return 0, errors.New("the command list has no kick command")
+}
+
+// batched sends cmds batch_size to a request, parallel requests at once,
+// and returns their replies in order.
+func (h *HTTP) batched(ctx context.Context, cmds []Command) ([]Reply, error) {
+	out := make([]Reply, len(cmds))
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(h.cfg.Parallel)
-	for bi, batch := range batches {
+	for start := 0; start < len(cmds); start += h.cfg.BatchSize {
+		batch := cmds[start:min(start+h.cfg.BatchSize, len(cmds))]
 		g.Go(func() error {
-			cmds := make([]Command, len(batch))
-			for i, u := range batch {
-				cmds[i] = Command{Name: "kick", Params: map[string]any{"mask": []string{u}}}
-			}
-			replies, err := h.Do(ctx, cmds)
+			replies, err := h.Do(ctx, batch)
 			if err != nil {
 				return err
 			}
-			for i, r := range replies {
-				switch {
-				case r.Err == nil:
-					kicked[bi]++
-				case r.Err.ExitCode == exitNobody: // nobody to kick: done already
-				default:
-					return fmt.Errorf("kicking %q: %w", batch[i], r.Err)
-				}
-			}
+			copy(out[start:], replies)
 			return nil
 		})
 	}
-	err := g.Wait()
-	return sum(kicked), err
+	return out, g.Wait()
 }
 
-// proxyKickUsers is the users per proxyKick command: it takes a list.
+// kickOne is one user's kick: Dovecot takes one mask per kick, and 2.4's
+// doveadm crashes on two.
+func kickOne(user string) Command {
+	return Command{Name: "kick", Params: map[string]any{"mask": []string{user}}}
+}
+
+// Kick sends one kick command per user.
+func (h *HTTP) Kick(ctx context.Context, users []string) (int, error) {
+	cmds := make([]Command, len(users))
+	for i, u := range users {
+		cmds[i] = kickOne(u)
+	}
+	replies, err := h.batched(ctx, cmds)
+	kicked := 0
+	for i, r := range replies {
+		switch {
+		case r.Err == nil && r.Rows == nil && err != nil: // never sent
+		case r.Err == nil:
+			if n, ok := rowCount(r.Rows); ok && n == 0 {
+				continue // 2.4: nobody to kick
+			}
+			kicked++
+		case r.Err.ExitCode == exitNobody: // 2.3: nobody to kick
+		default:
+			return kicked, fmt.Errorf("kicking %q: %w", users[i], r.Err)
+		}
+	}
+	return kicked, err
+}
+
+// rowCount is a kick's answer: one row with a count.
+func rowCount(rows []map[string]string) (int, bool) {
+	if len(rows) != 1 {
+		return 0, false
+	}
+	n, err := strconv.Atoi(rows[0]["count"])
+	return n, err == nil
+}
+
+// proxyKickUsers is the users per 2.3 proxyKick command: it takes a list.
 const proxyKickUsers = 1000
 
-// ProxyKick ends the connections this Dovecot proxies for users.
-func (h *HTTP) ProxyKick(ctx context.Context, users []string) (int, error) {
-	var cmds []Command
-	for _, b := range chunks(users, proxyKickUsers) {
-		cmds = append(cmds, Command{Name: "proxyKick", Params: map[string]any{"user": b}})
+// ProxyKick ends the connections this Dovecot proxies for users (to host,
+// on 2.4, when host is an address: destHost takes no name).
+func (h *HTTP) ProxyKick(ctx context.Context, users []string, host string) (int, error) {
+	d, err := h.dialect(ctx)
+	if err != nil {
+		return 0, err
 	}
-	return h.count(ctx, cmds, "count")
+	var cmds []Command
+	if d == v23 {
+		for _, b := range chunks(users, proxyKickUsers) {
+			cmds = append(cmds, Command{Name: "proxyKick", Params: map[string]any{"user": b}})
+		}
+		return h.count(ctx, cmds, "count")
+	}
+	for _, u := range users {
+		c := kickOne(u)
+		if net.ParseIP(host) != nil {
+			c.Params["destHost"] = host
+		}
+		cmds = append(cmds, c)
+	}
+	replies, err := h.batched(ctx, cmds)
+	if err != nil {
+		return 0, err
+	}
+	return sumCounts(replies, cmds, "count")
 }
 
 // ProxyKickHost ends every connection this Dovecot proxies to host.
 func (h *HTTP) ProxyKickHost(ctx context.Context, host string) (int, error) {
-	return h.count(ctx, []Command{{Name: "proxyKick", Params: map[string]any{"host": host}}}, "count")
+	d, err := h.dialect(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if d == v23 {
+		return h.count(ctx, []Command{{Name: "proxyKick", Params: map[string]any{"host": host}}}, "count")
+	}
+	if net.ParseIP(host) == nil {
+		return 0, fmt.Errorf("doveadm kick: Dovecot 2.4 finds proxied sessions by the address of their host, and %q is not one", host)
+	}
+	return h.count(ctx, []Command{{Name: "kick", Params: map[string]any{"destHost": host}}}, "count")
 }
+
+// ErrNoHTTPAuthCacheFlush: Dovecot 2.4.1's doveadm HTTP server crashes on
+// authCacheFlush in every form (an assertion on its user parameter), so
+// each node's own agent flushes its cache with the local doveadm.
+var ErrNoHTTPAuthCacheFlush = errors.New("Dovecot 2.4 cannot flush the auth cache over the doveadm HTTP API (its doveadm asserts on the user parameter): the node's own agent flushes it with the local doveadm")
 
 // FlushAuthCache drops users' cached passdb answers, or all of them.
 func (h *HTTP) FlushAuthCache(ctx context.Context, users []string) (int, error) {
+	d, err := h.dialect(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if d == v24 {
+		return 0, ErrNoHTTPAuthCacheFlush
+	}
 	if len(users) == 0 {
 		// Without the parameter Dovecot 2.3 drops the connection.
 		return h.count(ctx, []Command{{Name: "authCacheFlush", Params: map[string]any{"user": []string{}}}}, "entries")
@@ -292,6 +418,11 @@ func (h *HTTP) count(ctx context.Context, cmds []Command, field string) (int, er
 	if err != nil {
 		return 0, err
 	}
+	return sumCounts(replies, cmds, field)
+}
+
+// sumCounts sums the field of the replies' rows; the first error ends it.
+func sumCounts(replies []Reply, cmds []Command, field string) (int, error) {
 	n := 0
 	for _, r := range replies {
 		if r.Err != nil {
@@ -319,13 +450,26 @@ func (h *HTTP) Who(ctx context.Context) ([]Session, error) {
 	}
 	out := make([]Session, 0, len(rows))
 	for _, r := range rows {
-		out = append(out, parseSession(r["username"], r["service"], r["connections"], r["pids"], r["ips"]))
+		if !isLogin(r["service"]) {
+			out = append(out, parseSession(r["username"], r["service"], r["connections"], r["pids"], r["ips"]))
+		}
 	}
 	return out, nil
 }
 
 // ProxyList lists the connections this Dovecot proxies.
 func (h *HTTP) ProxyList(ctx context.Context) ([]ProxySession, error) {
+	d, err := h.dialect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if d == v24 {
+		rows, err := h.rows(ctx, Command{Name: "who", Params: map[string]any{"separateConnections": true}})
+		if err != nil {
+			return nil, err
+		}
+		return proxied24(rows), nil
+	}
 	rows, err := h.rows(ctx, Command{Name: "proxyList"})
 	if err != nil {
 		return nil, err
@@ -337,6 +481,18 @@ func (h *HTTP) ProxyList(ctx context.Context) ([]ProxySession, error) {
 		}
 	}
 	return out, nil
+}
+
+// proxied24 are the rows of 2.4's who with separateConnections that a
+// login process proxies: those with a dest_ip.
+func proxied24(rows []map[string]string) []ProxySession {
+	var out []ProxySession
+	for _, r := range rows {
+		if r["dest_ip"] != "" {
+			out = append(out, ProxySession{User: r["username"], Service: r["service"], SourceIP: r["ip"], DestIP: r["dest_ip"]})
+		}
+	}
+	return out
 }
 
 func (h *HTTP) rows(ctx context.Context, c Command) ([]map[string]string, error) {

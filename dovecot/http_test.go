@@ -35,14 +35,46 @@ func TestConfigValidate(t *testing.T) {
 		`url "ftp://x": want http:// or https://`: func(c *Config) { c.URL = "ftp://x" },
 		"url is set: set api_key_file":            func(c *Config) { c.URL = "http://x" },
 		"api_key_file and password_file: set one": func(c *Config) { c.URL, c.APIKeyFile, c.PasswordFile = "http://x", "/a", "/b" },
-		"batch_size 0":            func(c *Config) { c.BatchSize = 0 },
-		"parallel 100":            func(c *Config) { c.Parallel = 100 },
-		"neither url nor doveadm": func(c *Config) { c.Doveadm = "" },
+		"batch_size 0":                         func(c *Config) { c.BatchSize = 0 },
+		"parallel 100":                         func(c *Config) { c.Parallel = 100 },
+		"neither url nor doveadm":              func(c *Config) { c.Doveadm = "" },
+		`version "2.5": want auto, 2.3 or 2.4`: func(c *Config) { c.Version = "2.5" },
 	} {
 		c := DefaultConfig()
 		mutate(&c)
 		if err := c.Validate(); err == nil || err.Error()[:len(want)] != want {
 			t.Errorf("got %v, want %q", err, want)
 		}
+	}
+}
+
+// The command lists of the doveadm HTTP API: kick's parameters tell 2.4
+// (destHost, mask) from 2.3 (user mask only; proxyKick takes host).
+func TestListDialect(t *testing.T) {
+	for in, want := range map[string]dialect{
+		`[{"command":"kick","parameters":[{"name":"socketPath","type":"string"},{"name":"passdbField","type":"string"},{"name":"destHost","type":"string"},{"name":"mask","type":"array"}]}]`:                               v24,
+		`[{"command":"who","parameters":[]},{"command":"kick","parameters":[{"name":"socketPath","type":"string"},{"name":"mask","type":"array"}]},{"command":"proxyKick","parameters":[{"name":"host","type":"string"}]}]`: v23,
+	} {
+		if got, err := listDialect([]byte(in)); err != nil || got != want {
+			t.Errorf("%s: %v %v, want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{`[{"command":"who","parameters":[]}]`, `{"command":"kick"}`, ``} {
+		if d, err := listDialect([]byte(bad)); err == nil {
+			t.Errorf("%q: %v, want an error", bad, d)
+		}
+	}
+}
+
+// Dovecot 2.4's who with separateConnections, as it answered: a served
+// session has no dest_ip, a proxied one its backend's.
+func TestProxied24(t *testing.T) {
+	var rows []map[string]string
+	if err := json.Unmarshal([]byte(`[{"username":"u3","service":"imap-login","pid":"10817","ip":"127.0.0.1","dest_ip":"127.0.3.2"},{"username":"u1","service":"imap","pid":"10814","ip":"127.0.0.1","dest_ip":""}]`), &rows); err != nil {
+		t.Fatal(err)
+	}
+	got := proxied24(rows)
+	if len(got) != 1 || got[0] != (ProxySession{User: "u3", Service: "imap-login", SourceIP: "127.0.0.1", DestIP: "127.0.3.2"}) {
+		t.Fatalf("%+v", got)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -13,7 +14,8 @@ import (
 // Local runs the doveadm command on this node: the fallback when no HTTP
 // API is configured.
 type Local struct {
-	cfg Config
+	cfg  Config
+	dial dialectOnce
 }
 
 // NewLocal returns the local doveadm client.
@@ -52,11 +54,24 @@ func (l *Local) Kick(ctx context.Context, users []string) (int, error) {
 	return SignalKick(ctx, l, l.cfg.InstanceName, users)
 }
 
-// ProxyKick ends the connections this node proxies for users.
-func (l *Local) ProxyKick(ctx context.Context, users []string) (int, error) {
+// ProxyKick ends the connections this node proxies for users (to host,
+// on 2.4, when host is an address): a list per command on 2.3, one user
+// per command on 2.4, whose doveadm crashes on two.
+func (l *Local) ProxyKick(ctx context.Context, users []string, host string) (int, error) {
+	d, err := l.dialect(ctx)
+	if err != nil {
+		return 0, err
+	}
+	size, opts := proxyKickUsers, []string{"proxy", "kick"}
+	if d == v24 {
+		size = 1
+		if net.ParseIP(host) != nil {
+			opts = append(opts, "-h", host)
+		}
+	}
 	n := 0
-	for _, b := range chunks(users, proxyKickUsers) {
-		out, _, err := l.run(ctx, 0, append([]string{"proxy", "kick", "--"}, b...)...)
+	for _, b := range chunks(users, size) {
+		out, _, err := l.run(ctx, 0, append(append(opts, "--"), b...)...)
 		if err != nil {
 			return n, err
 		}
@@ -68,6 +83,31 @@ func (l *Local) ProxyKick(ctx context.Context, users []string) (int, error) {
 	}
 	return n, nil
 }
+
+// dialect is what the local doveadm speaks: version, else told once by
+// the usage that a kick without arguments prints (2.4's names -h <dest
+// host>).
+func (l *Local) dialect(ctx context.Context) (dialect, error) {
+	if d := versionDialect(l.cfg.Version); d != 0 {
+		return d, nil
+	}
+	return l.dial.get(ctx, func(ctx context.Context) (dialect, error) {
+		ctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, l.cfg.Doveadm, "kick").CombinedOutput()
+		var ee *exec.ExitError
+		switch {
+		case !errors.As(err, &ee) || ee.ExitCode() != exitUsage:
+			return 0, fmt.Errorf("%s kick without arguments: %v, want exit %d and its usage: %.200q", l.cfg.Doveadm, err, exitUsage, out)
+		case bytes.Contains(out, []byte("dest host")):
+			return v24, nil
+		}
+		return v23, nil
+	})
+}
+
+// exitUsage is doveadm's EX_USAGE.
+const exitUsage = 64
 
 // ProxyKickHost ends every connection this node proxies to host.
 func (l *Local) ProxyKickHost(ctx context.Context, host string) (int, error) {
@@ -95,13 +135,33 @@ func (l *Local) Who(ctx context.Context) ([]Session, error) {
 	}
 	out := make([]Session, 0, len(rows))
 	for _, f := range rows {
-		out = append(out, parseSession(f[0], f[2], f[1], f[3], f[4]))
+		if !isLogin(f[2]) {
+			out = append(out, parseSession(f[0], f[2], f[1], f[3], f[4]))
+		}
 	}
 	return out, nil
 }
 
 // ProxyList lists the connections this node proxies.
 func (l *Local) ProxyList(ctx context.Context) ([]ProxySession, error) {
+	d, err := l.dialect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if d == v24 {
+		// username, service, pid, ip, dest_ip: one row per connection.
+		rows, err := l.table(ctx, 5, "who", "-1")
+		if err != nil {
+			return nil, err
+		}
+		var out []ProxySession
+		for _, f := range rows {
+			if f[4] != "" {
+				out = append(out, ProxySession{User: f[0], Service: f[1], SourceIP: f[3], DestIP: f[4]})
+			}
+		}
+		return out, nil
+	}
 	rows, err := l.table(ctx, 5, "proxy", "list")
 	if err != nil {
 		return nil, err

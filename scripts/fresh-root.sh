@@ -23,7 +23,8 @@ GOROOT_HOST=$(go env GOROOT) MODCACHE=$(go env GOMODCACHE)
 # The root gets this host's module cache, filled here first: the host
 # trusts what its own network needs (a proxy's CA, say) and the root
 # would not.
-(cd "$SRC" && go mod download)
+# (download for the build, tidy -diff for what `make lint`'s tidy reads).
+(cd "$SRC" && go mod download && go mod tidy -diff >/dev/null)
 R=$(mktemp -d /var/tmp/roost-fresh-XXXX)
 chmod 755 "$R" # the root of a system: its services' users must enter it
 cleanup() {

@@ -74,4 +74,8 @@ command -v systemd-analyze >/dev/null || fail "systemd-analyze (to check the pac
 command -v debootstrap >/dev/null || fail "debootstrap (for the package install test) is not installed"
 command -v ip >/dev/null || fail "ip (iproute2) is not installed"
 command -v nft >/dev/null || fail "nft (nftables, for make ttr's power-off) is not installed"
-echo "== test dependencies present: $(go version), root, /dev/fuse, dovecot $(dovecot --version), $(ls -d /usr/lib/postgresql/*/bin | head -1), $(/usr/sbin/mariadbd --version | head -1)"
+command -v unshare >/dev/null || fail "unshare (util-linux, to run Dovecot 2.4 from its root) is not installed"
+# Dovecot 2.4 (Debian 13's) for the tests that run both versions: a root
+# made once with debootstrap and cached (scripts/dovecot24-root.sh).
+dovecot24=$("$(dirname "$0")/dovecot24-root.sh" | tail -1) || fail "the Dovecot 2.4 root could not be made (scripts/dovecot24-root.sh)"
+echo "== test dependencies present: $(go version), root, /dev/fuse, dovecot $(dovecot --version) and $dovecot24, $(ls -d /usr/lib/postgresql/*/bin | head -1), $(/usr/sbin/mariadbd --version | head -1)"

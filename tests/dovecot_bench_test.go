@@ -55,7 +55,7 @@ func BenchmarkKick(b *testing.B) {
 		kickTimed(b, users, func(i int) string { return nodes[i%3].IMAP }, func(ctx context.Context) error {
 			var g errgroup.Group
 			for _, p := range proxies {
-				g.Go(func() error { _, err := p.ProxyKick(ctx, users); return err })
+				g.Go(func() error { _, err := p.ProxyKick(ctx, users, ""); return err })
 			}
 			return g.Wait()
 		})

@@ -166,7 +166,8 @@ func TestTestDepsInstallEveryDovecotPartNamed(t *testing.T) {
 			need[pkg] = where
 		}
 	}
-	driverRE := regexp.MustCompile(`(?m)^\s*(?:driver|sql_driver)\s*=\s*([a-z-]+)\s*$|data\.SQL, data\.SQLConnect = "([a-z]+)"`)
+	// 2.3's driver = X, 2.4's sql_driver = X and passdb X { … }.
+	driverRE := regexp.MustCompile(`(?m)^\s*(?:driver|sql_driver)\s*=\s*([a-z-]+)\s*$|data\.SQL, data\.SQLConnect = "([a-z]+)"|^\s*(?:passdb|userdb)\s+([a-z-]+)\s*\{`)
 	protoRE := regexp.MustCompile(`(?m)^\s*protocols\s*=\s*([^"\x60\n]*)$`)
 	pluginRE := regexp.MustCompile(`(?m)^\s*mail_plugins\s*=\s*([^"\x60\n]*)$`)
 	for _, f := range files {
@@ -175,7 +176,7 @@ func TestTestDepsInstallEveryDovecotPartNamed(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, m := range driverRE.FindAllStringSubmatch(string(b), -1) {
-			look(drivers, "driver", m[1]+m[2], f)
+			look(drivers, "driver", m[1]+m[2]+m[3], f)
 		}
 		for _, m := range protoRE.FindAllStringSubmatch(string(b), -1) {
 			for _, p := range strings.Fields(m[1]) {
@@ -192,11 +193,34 @@ func TestTestDepsInstallEveryDovecotPartNamed(t *testing.T) {
 		t.Fatalf("found only %d Dovecot parts named in %d files: the patterns no longer match", named, len(files))
 	}
 	have := testDepsPackages(t)
+	have24 := dovecot24Packages(t)
 	for pkg, where := range need {
 		if !have[pkg] {
 			t.Errorf("%s needs the Debian package %s, which scripts/test-deps.sh does not install", where, pkg)
 		}
+		if !have24[pkg] {
+			t.Errorf("%s needs the Debian package %s, which scripts/dovecot24-root.sh does not install in the Dovecot 2.4 root", where, pkg)
+		}
 	}
+}
+
+// dovecot24Packages reads the packages of the Dovecot 2.4 root
+// (scripts/dovecot24-root.sh's PKGS="…").
+func dovecot24Packages(t *testing.T) map[string]bool {
+	t.Helper()
+	b, err := os.ReadFile("../scripts/dovecot24-root.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`\nPKGS="([^"]*)"`).FindSubmatch(b)
+	if m == nil {
+		t.Fatal(`scripts/dovecot24-root.sh has no PKGS="…" list`)
+	}
+	pkgs := map[string]bool{}
+	for _, p := range strings.Fields(string(m[1])) {
+		pkgs[p] = true
+	}
+	return pkgs
 }
 
 // The README and the guide point at nothing outside the repository: a

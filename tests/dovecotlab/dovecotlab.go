@@ -1,8 +1,14 @@
-// Package dovecotlab runs real Dovecot 2.3 instances on loopback for
-// Roost's tests, as ../shared/lab does by shell: a self-contained config
-// per instance (no /etc/dovecot includes), its own base_dir, logs and
-// ports, TLS with a generated CA, the doveadm HTTP API, and a PROXY
-// protocol listener. It starts and ends only its own processes, by pid.
+// Package dovecotlab runs real Dovecot instances on loopback for Roost's
+// tests: a self-contained config per instance (no /etc/dovecot includes),
+// its own base_dir, logs and ports, TLS with a generated CA, the doveadm
+// HTTP API, and a PROXY protocol listener. It starts and ends only its
+// own processes, by pid.
+//
+// Dovecot 2.3 is the host's (Debian 12). Dovecot 2.4 runs from a Debian 13
+// root that scripts/dovecot24-root.sh makes (scripts/test-deps.sh runs
+// it), by chroot in the host's network namespace, in a mount namespace of
+// its own where the host's /tmp is bind-mounted at the same path: the
+// instance's files have the same paths inside and out.
 package dovecotlab
 
 import (
@@ -47,8 +53,38 @@ type Instance struct {
 	User            string // a test account
 	Pass            string
 	Opts            Options
-	pidFile         string
-	short           string
+	// Doveadm is the local doveadm command for this instance's version
+	// (for 2.4 a script that runs it in the 2.4 root).
+	Doveadm string
+	pidFile string
+	short   string
+}
+
+// Versions are the Dovecot versions the tests run.
+var Versions = []string{"2.3", "2.4"}
+
+// Root24 is the Debian 13 root with Dovecot 2.4 (scripts/dovecot24-root.sh).
+func Root24() string {
+	if r := os.Getenv("ROOST_DOVECOT24_ROOT"); r != "" {
+		return r
+	}
+	return "/var/cache/roost-test/trixie-dovecot24"
+}
+
+// chrootScript runs "$@" in the 2.4 root $R, with /proc, /dev and the
+// host's /tmp in it; unshare gives it a mount namespace of its own, so
+// the mounts end with its last process and the host never sees them.
+const chrootScript = `mount -t proc proc "$R/proc"; mount --rbind /dev "$R/dev"; mount --rbind /tmp "$R/tmp"; exec chroot "$R" "$@"`
+
+// Command is name with args for a Dovecot version: the host's for 2.3, in
+// the 2.4 root for 2.4.
+func Command(version, name string, args ...string) *exec.Cmd {
+	if version != "2.4" {
+		return exec.Command(name, args...)
+	}
+	cmd := exec.Command("unshare", append([]string{"--mount", "--propagation", "slave", "sh", "-ec", chrootScript, "sh", name}, args...)...)
+	cmd.Env = append(os.Environ(), "R="+Root24())
+	return cmd
 }
 
 // Options make an instance one node of a proxy_maybe cluster.
@@ -77,6 +113,8 @@ type Options struct {
 	// it replaces the lab's own trusted networks, proxy settings, auth
 	// cache and doveadm API.
 	Roost string
+	// Version is the Dovecot to run: "2.3" (default, the host's) or "2.4".
+	Version string
 }
 
 // APIKey is every instance's doveadm_api_key.
@@ -188,6 +226,119 @@ password_query = SELECT username AS user, password, proxy_host AS host, 'y' AS p
   FROM users WHERE username = '%u'
 `))
 
+// conf24Tmpl is confTmpl in Dovecot 2.4's syntax: the settings renamed
+// (mail_driver, auth_allow_cleartext, ssl_server_*_file,
+// restart_request_count), named passdb and userdb blocks, the SQL
+// driver's settings in the main file, %{variables}.
+var conf24Tmpl = template.Must(template.New("conf24").Parse(`# rendered by tests/dovecotlab
+dovecot_config_version = 2.4.1
+dovecot_storage_version = 2.4.1
+instance_name = {{.Name}}
+base_dir = {{.Dir}}/run
+state_dir = {{.Dir}}/state
+log_path = {{.Dir}}/dovecot.log
+protocols = imap pop3 lmtp submission sieve
+listen = {{.IP}}
+submission_relay_host = 127.0.0.1
+submission_relay_port = 1
+ssl = yes
+ssl_server_cert_file = {{.Dir}}/server.pem
+ssl_server_key_file = {{.Dir}}/server-key.pem
+auth_allow_cleartext = yes
+auth_mechanisms = plain login
+auth_username_chars =
+default_internal_user = dovecot
+default_login_user = dovenull
+first_valid_uid = 100
+mail_driver = maildir
+mail_path = {{.Opts.Shared}}/%{user}/Maildir
+mail_index_path = {{.Dir}}/index/%{user}
+haproxy_trusted_networks = 127.0.0.0/8
+login_trusted_networks = 127.0.0.0/8
+{{if .Opts.AuthCache}}auth_cache_size = 1M
+auth_cache_ttl = 1 hour
+auth_cache_negative_ttl = 0{{else}}auth_cache_size = 0{{end}}
+{{if .SQL}}auth_proxy_self = {{.IP}}
+login_proxy_timeout = 5s
+lmtp_proxy = yes
+imap_id_send {
+  name = Dovecot
+  x-roost-node = {{.Short}}
+}
+sql_driver = sqlite
+sqlite_path = {{.SQLConnect}}
+passdb sql {
+  default_password_scheme = PLAIN
+  query = SELECT username AS user, password, proxy_host AS host, 'y' AS proxy_maybe, CASE '%{protocol}' WHEN 'pop3' THEN {{.P.pop3}} WHEN 'lmtp' THEN {{.P.lmtp}} ELSE {{.P.imap}} END AS port FROM users WHERE username = '%{user}'
+}{{else}}passdb passwd-file {
+  passwd_file_path = {{.Dir}}/users
+}{{end}}
+userdb static {
+  fields {
+    uid = vmail
+    gid = vmail
+    home = {{.Opts.Shared}}/%{user}
+  }
+}
+default_process_limit = 2000
+default_client_limit = 4000
+service anvil {
+  client_limit = 12000
+}
+service auth {
+  client_limit = 12000
+}
+service imap-login {
+  # high-performance mode, as proxies run: one process holds many
+  # connections; in 2.4 only then does kick end proxied sessions (see
+  # docs/dovecot.md)
+  restart_request_count = unlimited
+  client_limit = 2000
+  inet_listener imap {
+    port = {{.P.imap}}
+  }
+  inet_listener imaps {
+    port = {{.P.imaps}}
+    ssl = yes
+  }
+  inet_listener imap_haproxy {
+    port = {{.P.imappp}}
+    haproxy = yes
+  }
+}
+service pop3-login {
+  inet_listener pop3 {
+    port = {{.P.pop3}}
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+service lmtp {
+  inet_listener lmtp {
+    port = {{.P.lmtp}}
+  }
+}
+service submission-login {
+  inet_listener submission {
+    port = {{.P.sub}}
+  }
+}
+service managesieve-login {
+  inet_listener sieve {
+    port = {{.P.sieve}}
+  }
+}
+doveadm_password = {{.DoveadmPassword}}
+doveadm_api_key = {{.APIKey}}
+service doveadm {
+  inet_listener http {
+    port = {{.P.http}}{{if .Opts.DoveadmTLS}}
+    ssl = yes{{end}}
+  }
+}
+`))
+
 // Start renders a config and starts Dovecot on 127.0.0.1 with fresh ports.
 // It fails the test when Dovecot is missing: never a silent skip.
 func Start(t testing.TB, name string) *Instance {
@@ -210,6 +361,13 @@ func StartCluster(t testing.TB, n int, db string, authCache bool) []*Instance {
 // StartClusterOn is StartCluster with node k listening on ips[k].
 func StartClusterOn(t testing.TB, ips []string, db string, authCache bool) []*Instance {
 	t.Helper()
+	return StartClusterWith(t, ips, Options{SQLite: db, AuthCache: authCache})
+}
+
+// StartClusterWith is StartClusterOn with o's SQLite, AuthCache and
+// Version.
+func StartClusterWith(t testing.TB, ips []string, o Options) []*Instance {
+	t.Helper()
 	shared, err := os.MkdirTemp("/tmp", "roost-shared-")
 	if err != nil {
 		t.Fatal(err)
@@ -221,7 +379,7 @@ func StartClusterOn(t testing.TB, ips []string, db string, authCache bool) []*In
 	p := FreePorts(t)
 	var out []*Instance
 	for k, ip := range ips {
-		out = append(out, StartWith(t, string(rune('a'+k)), Options{IP: ip, Ports: p, SQLite: db, Shared: shared, AuthCache: authCache}))
+		out = append(out, StartWith(t, string(rune('a'+k)), Options{IP: ip, Ports: p, SQLite: o.SQLite, Shared: shared, AuthCache: o.AuthCache, Version: o.Version}))
 	}
 	return out
 }
@@ -232,8 +390,21 @@ func (i *Instance) Short() string { return i.short }
 // StartWith starts an instance with options.
 func StartWith(t testing.TB, name string, o Options) *Instance {
 	t.Helper()
-	if _, err := exec.LookPath("dovecot"); err != nil {
-		t.Fatal("dovecot is not installed: run scripts/test-deps.sh as root")
+	switch o.Version {
+	case "", "2.3":
+		o.Version = "2.3"
+		if _, err := exec.LookPath("dovecot"); err != nil {
+			t.Fatal("dovecot is not installed: run scripts/test-deps.sh as root")
+		}
+	case "2.4":
+		if _, err := os.Stat(filepath.Join(Root24(), "usr/sbin/dovecot")); err != nil {
+			t.Fatalf("no Dovecot 2.4 in %s: run scripts/test-deps.sh as root (it runs scripts/dovecot24-root.sh)", Root24())
+		}
+		if o.SQLConf != "" || o.Roost != "" || o.PgSQL != "" {
+			t.Fatal("dovecotlab: the guide's SQL file, its Roost block and PostgreSQL are 2.3 only so far")
+		}
+	default:
+		t.Fatalf("dovecotlab: Dovecot version %q: want 2.3 or 2.4", o.Version)
 	}
 	// Dovecot's unprivileged processes must traverse the directory: not
 	// t.TempDir(), which is 0700.
@@ -254,6 +425,14 @@ func StartWith(t testing.TB, name string, o Options) *Instance {
 		APIKey: APIKey, DoveadmPassword: "test-doveadm-pw", User: "probe@example.test", Pass: `pa"ss\word`, Opts: o, short: name}
 	i.Conf = filepath.Join(dir, "dovecot.conf")
 	i.pidFile = filepath.Join(dir, "run", "master.pid")
+	i.Doveadm = "doveadm"
+	if o.Version == "2.4" {
+		i.Doveadm = filepath.Join(dir, "doveadm")
+		script := fmt.Sprintf("#!/bin/sh\n# doveadm of Dovecot 2.4, in its root (tests/dovecotlab)\nR=%s exec unshare --mount --propagation slave sh -ec '%s' sh doveadm \"$@\"\n", Root24(), chrootScript)
+		if err := os.WriteFile(i.Doveadm, []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	t.Cleanup(i.cleanup)
 
 	ca, err := certs.CreateCA(dir, "dovecotlab CA", time.Hour)
@@ -307,8 +486,13 @@ func StartWith(t testing.TB, name string, o Options) *Instance {
 	case o.PgSQL != "":
 		data.SQL, data.SQLConnect = "pgsql", o.PgSQL
 	}
-	render(t, confTmpl, i.Conf, data)
+	if o.Version == "2.4" {
+		render(t, conf24Tmpl, i.Conf, data)
+	} else {
+		render(t, confTmpl, i.Conf, data)
+	}
 	switch {
+	case o.Version == "2.4": // the SQL settings are in the main file
 	case o.SQLConf != "":
 		if err := os.WriteFile(filepath.Join(dir, "sql.conf"), []byte(o.SQLConf), 0o600); err != nil {
 			t.Fatal(err)
@@ -366,7 +550,7 @@ func (i *Instance) Start() {
 	// sockets for a moment: retry while the ports are still taken.
 	for attempt := 0; ; attempt++ {
 		before, _ := os.ReadFile(filepath.Join(i.Dir, "start.out"))
-		cmd := exec.Command("dovecot", "-c", i.Conf)
+		cmd := Command(i.Opts.Version, "dovecot", "-c", i.Conf)
 		cmd.Stdout, cmd.Stderr = out, out
 		err := cmd.Run()
 		if err == nil {
@@ -377,7 +561,7 @@ func (i *Instance) Start() {
 			time.Sleep(200 * time.Millisecond)
 			continue
 		}
-		i.t.Fatalf("dovecot -c %s: %v\n%s\n%s", i.Conf, err, b, i.Log())
+		i.t.Fatalf("dovecot %s -c %s: %v\n%s\n%s", i.Opts.Version, i.Conf, err, b, i.Log())
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
@@ -479,7 +663,7 @@ func (i *Instance) pids() []int {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && strings.HasPrefix(string(b), i.Name+"/") || strings.Contains(string(b), i.Conf) {
+		if err == nil && (strings.HasPrefix(string(b), i.Name+"/") || strings.HasPrefix(string(b), "dovecot-"+i.Name+"/") || strings.Contains(string(b), i.Conf)) {
 			out = append(out, pid)
 		}
 	}
