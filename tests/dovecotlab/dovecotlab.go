@@ -120,8 +120,8 @@ type Options struct {
 // APIKey is every instance's doveadm_api_key.
 const APIKey = "test-api-key"
 
-var confTmpl = template.Must(template.New("conf").Parse(`# rendered by tests/dovecotlab
-instance_name = {{.Name}}
+// header is every node's first settings, in 2.3 and 2.4 alike.
+const header = `instance_name = {{.Name}}
 base_dir = {{.Dir}}/run
 state_dir = {{.Dir}}/state
 log_path = {{.Dir}}/dovecot.log
@@ -130,7 +130,49 @@ listen = {{.IP}}
 submission_relay_host = 127.0.0.1
 submission_relay_port = 1
 ssl = yes
-ssl_cert = <{{.Dir}}/server.pem
+`
+
+// listeners are every node's, in 2.3 and 2.4 alike, from the imap-login
+// service's first listener on.
+const listeners = `  inet_listener imap {
+    port = {{.P.imap}}
+  }
+  inet_listener imaps {
+    port = {{.P.imaps}}
+    ssl = yes
+  }
+  inet_listener imap_haproxy {
+    port = {{.P.imappp}}
+    haproxy = yes
+  }
+}
+service pop3-login {
+  inet_listener pop3 {
+    port = {{.P.pop3}}
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+service lmtp {
+  inet_listener lmtp {
+    port = {{.P.lmtp}}
+  }
+}
+service submission-login {
+  inet_listener submission {
+    port = {{.P.sub}}
+  }
+}
+service managesieve-login {
+  inet_listener sieve {
+    port = {{.P.sieve}}
+  }
+}
+`
+
+var confTmpl = template.Must(template.New("conf").Parse(`# rendered by tests/dovecotlab
+` + header + `ssl_cert = <{{.Dir}}/server.pem
 ssl_key = <{{.Dir}}/server-key.pem
 disable_plaintext_auth = no
 auth_mechanisms = plain login
@@ -169,42 +211,7 @@ service imap-login {
   # connections (proxyKick then reaches a few processes, not one per user)
   service_count = 0
   client_limit = 2000
-  inet_listener imap {
-    port = {{.P.imap}}
-  }
-  inet_listener imaps {
-    port = {{.P.imaps}}
-    ssl = yes
-  }
-  inet_listener imap_haproxy {
-    port = {{.P.imappp}}
-    haproxy = yes
-  }
-}
-service pop3-login {
-  inet_listener pop3 {
-    port = {{.P.pop3}}
-  }
-  inet_listener pop3s {
-    port = 0
-  }
-}
-service lmtp {
-  inet_listener lmtp {
-    port = {{.P.lmtp}}
-  }
-}
-service submission-login {
-  inet_listener submission {
-    port = {{.P.sub}}
-  }
-}
-service managesieve-login {
-  inet_listener sieve {
-    port = {{.P.sieve}}
-  }
-}
-doveadm_password = {{.DoveadmPassword}}
+` + listeners + `doveadm_password = {{.DoveadmPassword}}
 {{if .Opts.Roost}}# The guide's Roost settings (docs/dovecot.md), fitted to this node:
 {{.Opts.Roost}}{{else}}doveadm_api_key = {{.APIKey}}
 service doveadm {
@@ -233,16 +240,7 @@ password_query = SELECT username AS user, password, proxy_host AS host, 'y' AS p
 var conf24Tmpl = template.Must(template.New("conf24").Parse(`# rendered by tests/dovecotlab
 dovecot_config_version = 2.4.1
 dovecot_storage_version = 2.4.1
-instance_name = {{.Name}}
-base_dir = {{.Dir}}/run
-state_dir = {{.Dir}}/state
-log_path = {{.Dir}}/dovecot.log
-protocols = imap pop3 lmtp submission sieve
-listen = {{.IP}}
-submission_relay_host = 127.0.0.1
-submission_relay_port = 1
-ssl = yes
-ssl_server_cert_file = {{.Dir}}/server.pem
+` + header + `ssl_server_cert_file = {{.Dir}}/server.pem
 ssl_server_key_file = {{.Dir}}/server-key.pem
 auth_allow_cleartext = yes
 auth_mechanisms = plain login
@@ -294,42 +292,7 @@ service imap-login {
   # docs/dovecot.md)
   restart_request_count = unlimited
   client_limit = 2000
-  inet_listener imap {
-    port = {{.P.imap}}
-  }
-  inet_listener imaps {
-    port = {{.P.imaps}}
-    ssl = yes
-  }
-  inet_listener imap_haproxy {
-    port = {{.P.imappp}}
-    haproxy = yes
-  }
-}
-service pop3-login {
-  inet_listener pop3 {
-    port = {{.P.pop3}}
-  }
-  inet_listener pop3s {
-    port = 0
-  }
-}
-service lmtp {
-  inet_listener lmtp {
-    port = {{.P.lmtp}}
-  }
-}
-service submission-login {
-  inet_listener submission {
-    port = {{.P.sub}}
-  }
-}
-service managesieve-login {
-  inet_listener sieve {
-    port = {{.P.sieve}}
-  }
-}
-doveadm_password = {{.DoveadmPassword}}
+` + listeners + `doveadm_password = {{.DoveadmPassword}}
 doveadm_api_key = {{.APIKey}}
 service doveadm {
   inet_listener http {
