@@ -221,10 +221,44 @@ func TestDocsDovecotBlocksParse(t *testing.T) {
 	}
 }
 
+// Every Dovecot 2.4 block of the guide is valid 2.4 configuration, as
+// 2.4's doveconf reads it, after the version lines that 2.4 requires
+// first (one block is those lines).
+func TestDocsDovecot24BlocksParse(t *testing.T) {
+	blocks := docBlocksOf(t, "dovecot24", "")
+	if len(blocks) < 6 {
+		t.Fatalf("%d dovecot24 blocks in the guide, want the version lines, three SQL passdbs, the Roost settings and the mail location", len(blocks))
+	}
+	for _, b := range blocks {
+		body := b.Body
+		if !strings.HasPrefix(body, "dovecot_config_version") {
+			body = blocks[0].Body + "ssl = no\n" + body
+		}
+		dir, err := os.MkdirTemp("/tmp", "roost-doc24-") // under /tmp: the 2.4 root sees it
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.RemoveAll(dir)
+		path := filepath.Join(dir, "dovecot.conf")
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := dovecotlab.Command("2.4", "doveconf", "-n", "-c", path).CombinedOutput(); err != nil {
+			t.Errorf("%s: Dovecot 2.4's doveconf -n: %v\n%s", b, err, out)
+		}
+	}
+}
+
 // The guide's MySQL/MariaDB passdb query, on a real MariaDB: a user logs in
-// through Dovecot with it (PostgreSQL's and SQLite's run the end-to-end
-// cluster).
+// through Dovecot 2.3 and 2.4 with it (PostgreSQL's and SQLite's run the
+// end-to-end cluster).
 func TestDocsMySQLPassdbLogsIn(t *testing.T) {
+	for _, version := range dovecotlab.Versions {
+		t.Run(version, func(t *testing.T) { mysqlPassdbLogsIn(t, version) })
+	}
+}
+
+func mysqlPassdbLogsIn(t *testing.T, version string) {
 	db := routingtest.Open(t, "mysql")
 	db.Exec(t, `CREATE TABLE users (username VARCHAR(255) PRIMARY KEY, password VARCHAR(255) NOT NULL, proxy_host VARCHAR(255))`)
 	db.Exec(t, `INSERT INTO users VALUES (?, ?, ?)`, "o'brien@example.test", "{PLAIN}"+mailcluster.Password, "127.0.0.1")
@@ -233,11 +267,16 @@ func TestDocsMySQLPassdbLogsIn(t *testing.T) {
 		t.Fatal(err)
 	}
 	ports := dovecotlab.FreePorts(t)
-	conf, err := mailcluster.FitSQL(docBlocksOf(t, "dovecot-sql", "mysql")[0].Body, fmt.Sprintf("host=%s dbname=%s user=%s", cfg.Addr, cfg.DBName, cfg.User), ports)
+	var conf string
+	if version == "2.4" {
+		conf, err = mailcluster.FitSQL24(docBlocksOf(t, "dovecot24", "sql-mysql")[0].Body, cfg.Addr, [][2]string{{"dbname", cfg.DBName}, {"user", cfg.User}}, ports)
+	} else {
+		conf, err = mailcluster.FitSQL(docBlocksOf(t, "dovecot-sql", "mysql")[0].Body, fmt.Sprintf("host=%s dbname=%s user=%s", cfg.Addr, cfg.DBName, cfg.User), ports)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := dovecotlab.StartWith(t, "maria", dovecotlab.Options{Ports: ports, SQLConf: conf})
+	d := dovecotlab.StartWith(t, "maria", dovecotlab.Options{Ports: ports, SQLConf: conf, Version: version})
 	s, err := mailcluster.LoginAt(d.IMAP, "o'brien@example.test", mailcluster.Password, 10*time.Second)
 	if err != nil {
 		t.Fatalf("login with the guide's MySQL passdb: %v\n%s", err, d.Log())

@@ -106,7 +106,8 @@ type Options struct {
 	// DoveadmTLS serves the doveadm HTTP API over TLS (HTTP is https://).
 	DoveadmTLS bool
 	// SQLConf is the SQL passdb's whole args file (the guide's, with its
-	// driver and connect lines), instead of the lab's own.
+	// driver and connect lines), instead of the lab's own; for 2.4 the
+	// guide's SQL settings and passdb sql block, put in the main file.
 	SQLConf string
 	// Roost is the block of settings Roost relies on (the guide's "dovecot
 	// roost" block, fitted to this node, with its Sieve duplicate check):
@@ -262,13 +263,16 @@ lmtp_proxy = yes
 imap_id_send {
   name = Dovecot
   x-roost-node = {{.Short}}
+  environment = node={{.Short}}
 }
-sql_driver = sqlite
+{{if .Opts.SQLConf}}# The guide's SQL passdb (docs/dovecot.md), fitted to this node:
+{{.Opts.SQLConf}}
+{{else}}sql_driver = sqlite
 sqlite_path = {{.SQLConnect}}
 passdb sql {
   default_password_scheme = PLAIN
   query = SELECT username AS user, password, proxy_host AS host, 'y' AS proxy_maybe, CASE '%{protocol}' WHEN 'pop3' THEN {{.P.pop3}} WHEN 'lmtp' THEN {{.P.lmtp}} ELSE {{.P.imap}} END AS port FROM users WHERE username = '%{user}'
-}{{else}}passdb passwd-file {
+}{{end}}{{else}}passdb passwd-file {
   passwd_file_path = {{.Dir}}/users
 }{{end}}
 userdb static {
@@ -363,8 +367,8 @@ func StartWith(t testing.TB, name string, o Options) *Instance {
 		if _, err := os.Stat(filepath.Join(Root24(), "usr/sbin/dovecot")); err != nil {
 			t.Fatalf("no Dovecot 2.4 in %s: run scripts/test-deps.sh as root (it runs scripts/dovecot24-root.sh)", Root24())
 		}
-		if o.SQLConf != "" || o.Roost != "" || o.PgSQL != "" {
-			t.Fatal("dovecotlab: the guide's SQL file, its Roost block and PostgreSQL are 2.3 only so far")
+		if o.Roost != "" || o.PgSQL != "" {
+			t.Fatal("dovecotlab: the guide's Roost block and PostgreSQL are 2.3 only so far")
 		}
 	default:
 		t.Fatalf("dovecotlab: Dovecot version %q: want 2.3 or 2.4", o.Version)

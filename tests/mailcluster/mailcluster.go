@@ -94,6 +94,50 @@ func FitSQL(conf, dsn string, ports map[string]int) (string, error) {
 		"ELSE 143", fmt.Sprintf("ELSE %d", ports["imap"]))
 }
 
+// FitSQL24 fits one of the guide's Dovecot 2.4 SQL passdb blocks to a
+// database and to listeners on ports: the driver's block (pgsql or mysql
+// 10.0.0.5 { … }) becomes one for host with params (libpq's
+// parameters for pgsql, mysql's settings), or sqlite_path becomes host.
+func FitSQL24(conf, host string, params [][2]string, ports map[string]int) (string, error) {
+	lines := strings.Split(conf, "\n")
+	var out []string
+	found := false
+	for i := 0; i < len(lines); i++ {
+		l := lines[i]
+		switch {
+		case strings.HasPrefix(l, "sqlite_path = "):
+			out, found = append(out, "sqlite_path = "+host), true
+			continue
+		case l == "pgsql 10.0.0.5 {" || l == "mysql 10.0.0.5 {":
+			driver, _, _ := strings.Cut(l, " ")
+			for i < len(lines) && lines[i] != "}" {
+				i++ // the guide's block, to its closing brace
+			}
+			out = append(out, driver+" "+host+" {")
+			indent := "  "
+			if driver == "pgsql" {
+				out, indent = append(out, "  parameters {"), "    "
+			}
+			for _, kv := range params {
+				out = append(out, indent+kv[0]+" = "+kv[1])
+			}
+			if driver == "pgsql" {
+				out = append(out, "  }")
+			}
+			out, found = append(out, "}"), true
+			continue
+		}
+		out = append(out, l)
+	}
+	if !found {
+		return "", fmt.Errorf("the guide's 2.4 SQL passdb has no sqlite_path line nor a pgsql or mysql 10.0.0.5 block:\n%s", conf)
+	}
+	return fit(strings.Join(out, "\n"), "the guide's 2.4 SQL passdb",
+		"THEN 24", fmt.Sprintf("THEN %d", ports["lmtp"]),
+		"THEN 110", fmt.Sprintf("THEN %d", ports["pop3"]),
+		"ELSE 143", fmt.Sprintf("ELSE %d", ports["imap"]))
+}
+
 // fit replaces each old with its new in s, and fails when one is missing:
 // the guide changed, and the harness must follow it.
 func fit(s, what string, oldnew ...string) (string, error) {
