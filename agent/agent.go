@@ -199,6 +199,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if a.cfg.Node.Role == RoleMail {
 		g.Go(func() error { a.reapOrphans(ctx); return nil })
+		g.Go(func() error {
+			if problem := dovecot.LoginModeProblem(ctx, a.cfg.Dovecot); problem != "" {
+				a.log.Warn("dovecot_login_mode", "problem", problem)
+			}
+			return nil
+		})
 	}
 	if a.cfg.Node.Role == RoleMail && len(a.cfg.FSProbe.Mounts) == 0 {
 		a.log.Warn("fsprobe_no_mounts", "hint", "fsprobe.mounts is empty: the shared mail filesystem is not watched")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -222,4 +223,44 @@ func leadingInt(out string) (int, error) {
 		return 0, fmt.Errorf("doveadm printed %q, want a count", out)
 	}
 	return n, nil
+}
+
+// LoginModeProblem says what keeps a Dovecot 2.4 kick from ending the
+// sessions this node's login processes proxy, or "" when nothing does (or
+// the Dovecot is 2.3, or doveconf is not there to ask): a login service
+// of an enabled protocol with restart_request_count = 1, 2.4's default,
+// where a login process serves one connection and drops every kick (see
+// docs/dovecot.md, "Dovecot 2.4"). It asks doveconf, beside doveadm.
+func LoginModeProblem(ctx context.Context, c Config) string {
+	doveconf := "doveconf"
+	if strings.Contains(c.Doveadm, "/") {
+		doveconf = filepath.Join(filepath.Dir(c.Doveadm), "doveconf")
+	}
+	get := func(key string) (string, bool) {
+		ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+		defer cancel()
+		args := []string{"-h", key}
+		if c.DovecotConfig != "" {
+			args = append([]string{"-c", c.DovecotConfig}, args...)
+		}
+		out, err := exec.CommandContext(ctx, doveconf, args...).Output()
+		return strings.TrimSpace(string(out)), err == nil
+	}
+	protocols, ok := get("protocols")
+	if !ok {
+		return ""
+	}
+	var bad []string
+	for _, p := range strings.Fields(protocols) {
+		if p != "imap" && p != "pop3" && p != "submission" {
+			continue // lmtp has no login process; managesieve is not proxied by Roost
+		}
+		if v, ok := get("service/" + p + "-login/restart_request_count"); ok && v == "1" {
+			bad = append(bad, p+"-login")
+		}
+	}
+	if len(bad) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("Dovecot 2.4 with restart_request_count = 1 in service %s: a kick ends none of the sessions those login processes proxy; set restart_request_count = unlimited there (docs/dovecot.md, Dovecot 2.4)", strings.Join(bad, ", "))
 }

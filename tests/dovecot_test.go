@@ -577,3 +577,35 @@ func TestWatchMasterSeesTheMasterDie(t *testing.T) {
 		t.Fatal("WatchMaster did not watch the restarted master")
 	}
 }
+
+// roostd warns at start when Dovecot 2.4's login processes serve one
+// connection each (2.4's default), where a kick ends none of the sessions
+// they proxy; it asks the node's doveconf. Not on 2.3, not when every
+// login service of an enabled protocol serves many.
+func TestLoginModeProblem(t *testing.T) {
+	ctx := context.Background()
+	for _, version := range dovecotlab.Versions {
+		d := dovecotlab.StartWith(t, "mode"+strings.ReplaceAll(version, ".", ""), dovecotlab.Options{Version: version})
+		c := dovecot.DefaultConfig()
+		c.Doveadm, c.DovecotConfig = d.Doveadm, d.Conf
+		if p := dovecot.LoginModeProblem(ctx, c); p != "" {
+			t.Fatalf("%s, login processes of many connections: %q, want none", version, p)
+		}
+		if version != "2.4" {
+			continue
+		}
+		b, err := os.ReadFile(d.Conf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// imap-login's is the first; without it, 2.4's default (1).
+		single := strings.Replace(string(b), "restart_request_count = unlimited", "", 1)
+		c.DovecotConfig = filepath.Join(d.Dir, "single.conf")
+		if err := os.WriteFile(c.DovecotConfig, []byte(single), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if p := dovecot.LoginModeProblem(ctx, c); !strings.Contains(p, "service imap-login:") || strings.Contains(p, "pop3") {
+			t.Fatalf("2.4, imap-login one connection per process: %q, want a problem naming imap-login only", p)
+		}
+	}
+}

@@ -54,7 +54,8 @@ type Instance struct {
 	Pass            string
 	Opts            Options
 	// Doveadm is the local doveadm command for this instance's version
-	// (for 2.4 a script that runs it in the 2.4 root).
+	// (for 2.4 a script that runs it in the 2.4 root, with a doveconf
+	// script beside it).
 	Doveadm string
 	pidFile string
 	short   string
@@ -148,6 +149,9 @@ const listeners = `  inet_listener imap {
   }
 }
 service pop3-login {
+{{- if eq .Opts.Version "2.4"}}
+  restart_request_count = unlimited
+{{- end}}
   inet_listener pop3 {
     port = {{.P.pop3}}
   }
@@ -161,6 +165,9 @@ service lmtp {
   }
 }
 service submission-login {
+{{- if eq .Opts.Version "2.4"}}
+  restart_request_count = unlimited
+{{- end}}
   inet_listener submission {
     port = {{.P.sub}}
   }
@@ -252,14 +259,14 @@ first_valid_uid = 100
 mail_driver = maildir
 mail_path = {{.Opts.Shared}}/%{user}/Maildir
 mail_index_path = {{.Dir}}/index/%{user}
-haproxy_trusted_networks = 127.0.0.0/8
+{{if not .Opts.Roost}}haproxy_trusted_networks = 127.0.0.0/8
 login_trusted_networks = 127.0.0.0/8
 {{if .Opts.AuthCache}}auth_cache_size = 1M
 auth_cache_ttl = 1 hour
-auth_cache_negative_ttl = 0{{else}}auth_cache_size = 0{{end}}
-{{if .SQL}}auth_proxy_self = {{.IP}}
+auth_cache_negative_ttl = 0{{else}}auth_cache_size = 0{{end}}{{end}}
+{{if .SQL}}{{if not .Opts.Roost}}auth_proxy_self = {{.IP}}
 login_proxy_timeout = 5s
-lmtp_proxy = yes
+lmtp_proxy = yes{{end}}
 imap_id_send {
   name = Dovecot
   x-roost-node = {{.Short}}
@@ -297,13 +304,14 @@ service imap-login {
   restart_request_count = unlimited
   client_limit = 2000
 ` + listeners + `doveadm_password = {{.DoveadmPassword}}
-doveadm_api_key = {{.APIKey}}
+{{if .Opts.Roost}}# The guide's Roost settings (docs/dovecot.md), fitted to this node:
+{{.Opts.Roost}}{{else}}doveadm_api_key = {{.APIKey}}
 service doveadm {
   inet_listener http {
     port = {{.P.http}}{{if .Opts.DoveadmTLS}}
     ssl = yes{{end}}
   }
-}
+}{{end}}
 `))
 
 // Start renders a config and starts Dovecot on 127.0.0.1 with fresh ports.
@@ -367,8 +375,8 @@ func StartWith(t testing.TB, name string, o Options) *Instance {
 		if _, err := os.Stat(filepath.Join(Root24(), "usr/sbin/dovecot")); err != nil {
 			t.Fatalf("no Dovecot 2.4 in %s: run scripts/test-deps.sh as root (it runs scripts/dovecot24-root.sh)", Root24())
 		}
-		if o.Roost != "" || o.PgSQL != "" {
-			t.Fatal("dovecotlab: the guide's Roost block and PostgreSQL are 2.3 only so far")
+		if o.PgSQL != "" && o.SQLConf == "" {
+			t.Fatal("dovecotlab: PostgreSQL on 2.4 comes with the guide's SQL block (SQLConf)")
 		}
 	default:
 		t.Fatalf("dovecotlab: Dovecot version %q: want 2.3 or 2.4", o.Version)
@@ -394,10 +402,13 @@ func StartWith(t testing.TB, name string, o Options) *Instance {
 	i.pidFile = filepath.Join(dir, "run", "master.pid")
 	i.Doveadm = "doveadm"
 	if o.Version == "2.4" {
+		// doveadm and doveconf of 2.4, side by side as on a node.
 		i.Doveadm = filepath.Join(dir, "doveadm")
-		script := fmt.Sprintf("#!/bin/sh\n# doveadm of Dovecot 2.4, in its root (tests/dovecotlab)\nR=%s exec unshare --mount --propagation slave sh -ec '%s' sh doveadm \"$@\"\n", Root24(), chrootScript)
-		if err := os.WriteFile(i.Doveadm, []byte(script), 0o755); err != nil {
-			t.Fatal(err)
+		for _, cmd := range []string{"doveadm", "doveconf"} {
+			script := fmt.Sprintf("#!/bin/sh\n# %s of Dovecot 2.4, in its root (tests/dovecotlab)\nR=%s exec unshare --mount --propagation slave sh -ec '%s' sh %s \"$@\"\n", cmd, Root24(), chrootScript, cmd)
+			if err := os.WriteFile(filepath.Join(dir, cmd), []byte(script), 0o755); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	t.Cleanup(i.cleanup)
