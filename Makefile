@@ -5,6 +5,9 @@ BIN     ?= $(CURDIR)/bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/roost-mail/roost/version.Version=$(VERSION)
 PKGS    := ./...
+# The Dovecot that make demo and make ttr run: 2.3 (the host's, Debian 12)
+# or 2.4 (Debian 13's, from the root scripts/dovecot24-root.sh makes).
+DOVECOT ?= 2.3
 
 .PHONY: all build test test-deps lint unit fuzz bench ttr mutate demo clean stage deb rpm packages
 
@@ -51,10 +54,11 @@ mutate:
 
 # Time to recover on the whole mail cluster (root; the Debian packages of
 # scripts/test-deps.sh): 10 fresh clusters per scenario, median and p95;
-# then the partial partition in network namespaces.
+# then the partial partition in network namespaces (on 2.3). DOVECOT=2.4
+# for Dovecot 2.4 nodes.
 TTR_RUNS ?= 10
 ttr: build test-deps
-	$(GO) run ./tests/cmd/ttr -runs $(TTR_RUNS) -bin $(BIN)
+	$(GO) run ./tests/cmd/ttr -runs $(TTR_RUNS) -bin $(BIN) -dovecot $(DOVECOT)
 	@scripts/ttr-partition.sh $(TTR_RUNS)
 
 # Packages: make deb rpm (ARCH=amd64 or arm64); make packages does both
@@ -88,11 +92,12 @@ packages:
 
 # The whole mail cluster on loopback (root: FUSE, Dovecot): three Dovecot
 # nodes on a shared FUSE filesystem, HAProxy, three roostd; it breaks node2
-# and shows the failover. Ctrl-C stops it. DEMO_DB=postgres for PostgreSQL.
+# and shows the failover. Ctrl-C stops it. DEMO_DB=postgres for PostgreSQL,
+# DOVECOT=2.4 for Dovecot 2.4 nodes.
 DEMO_DB ?= sqlite
 demo: build
-	@scripts/test-deps.sh demo $(DEMO_DB)
-	@$(GO) run ./tests/cmd/demo -bin $(BIN) -db $(DEMO_DB)
+	@scripts/test-deps.sh demo $(DEMO_DB) $(DOVECOT)
+	@$(GO) run ./tests/cmd/demo -bin $(BIN) -db $(DEMO_DB) -dovecot $(DOVECOT)
 
 clean:
 	rm -rf $(BIN) .demo build dist

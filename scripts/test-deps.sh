@@ -2,10 +2,11 @@
 # Installs (as root, from Debian packages) and checks what `make test` needs.
 # A missing component is a failure, never a silent skip.
 #   scripts/test-deps.sh               everything make test needs
-#   scripts/test-deps.sh demo [sqlite|postgres]   what make demo needs
+#   scripts/test-deps.sh demo [sqlite|postgres] [2.3|2.4]   what make demo needs
 set -euo pipefail
 mode=${1:-test}
 demo_db=${2:-sqlite}
+demo_dovecot=${3:-2.3}
 
 fail() { echo "test-deps: $*" >&2; exit 1; }
 need_pkgs=()
@@ -35,6 +36,7 @@ if [ "$mode" = demo ]; then
   # Sieve, and HAProxy; PostgreSQL only for `make demo DEMO_DB=postgres`.
   pkgs=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-submissiond dovecot-managesieved dovecot-sieve dovecot-sqlite haproxy)
   [ "$demo_db" = postgres ] && pkgs+=(dovecot-pgsql postgresql)
+  [ "$demo_dovecot" = 2.4 ] && pkgs+=(debootstrap)
 fi
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
@@ -62,7 +64,11 @@ command -v sievec >/dev/null || fail "sievec (dovecot-sieve) is not installed"
 command -v haproxy >/dev/null || fail "haproxy is not installed"
 if [ "$mode" = demo ]; then
   [ "$demo_db" != postgres ] || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || fail "PostgreSQL's server is not installed"
-  echo "== demo dependencies present: dovecot $(dovecot --version), $(haproxy -v | head -1)"
+  dovecot=$(dovecot --version)
+  if [ "$demo_dovecot" = 2.4 ]; then
+    dovecot=$("$(dirname "$0")/dovecot24-root.sh" | tail -1) || fail "the Dovecot 2.4 root could not be made (scripts/dovecot24-root.sh)"
+  fi
+  echo "== demo dependencies present: dovecot $dovecot, $(haproxy -v | head -1)"
   exit 0
 fi
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || fail "PostgreSQL's server is not installed"

@@ -24,7 +24,13 @@ import (
 
 func startMailCluster(t *testing.T) (*mailcluster.Cluster, []*mailcluster.Session) {
 	t.Helper()
-	c := mailcluster.Start(t, mailcluster.Options{Bin: buildBinaries(t)})
+	return startMailClusterOf(t, "2.3")
+}
+
+// startMailClusterOf is startMailCluster with that Dovecot version.
+func startMailClusterOf(t *testing.T, dovecot string) (*mailcluster.Cluster, []*mailcluster.Session) {
+	t.Helper()
+	c := mailcluster.Start(t, mailcluster.Options{Bin: buildBinaries(t), Dovecot: dovecot})
 	held, err := c.LoginAll(c.Users)
 	if err != nil {
 		t.Fatal(err)
@@ -45,6 +51,13 @@ func startMailCluster(t *testing.T) (*mailcluster.Cluster, []*mailcluster.Sessio
 // node, the journal holds exactly b's users, HAProxy has b down.
 func failOver(t *testing.T, fault func(b *mailcluster.Node)) (*mailcluster.Cluster, *mailcluster.Node) {
 	c, held := startMailCluster(t)
+	failOverIn(t, c, held, fault)
+	return c, c.Nodes[1]
+}
+
+// failOverIn is failOver in a running cluster whose users hold sessions.
+func failOverIn(t *testing.T, c *mailcluster.Cluster, held []*mailcluster.Session, fault func(b *mailcluster.Node)) {
+	t.Helper()
 	b := c.Nodes[1]
 	affected := c.UsersOf(b)
 	start := time.Now()
@@ -91,7 +104,6 @@ func failOver(t *testing.T, fault func(b *mailcluster.Node)) (*mailcluster.Clust
 	if m, _ := c.Member(c.Nodes[0], b.Name); m.State != "failed" || m.LB != "down" {
 		t.Fatalf("node2 is %q with lb %q, want failed and down", m.State, m.LB)
 	}
-	return c, b
 }
 
 // Scenario 1: Dovecot on node2 dies (kill -9 of its master). Once its
@@ -102,6 +114,45 @@ func TestE2EDovecotCrash(t *testing.T) {
 	c.WaitFor(30*time.Second, "node2 passing again in every agent's view", func() bool { return c.Recovered(b) })
 	if out, err := c.Ctl(c.Nodes[2], "failback", b.Name, "--yes"); err != nil {
 		t.Fatalf("nodectl failback: %v\n%s", err, out)
+	}
+	backHome(t, c, b)
+}
+
+// The crash and the drain of the scenarios above, on Dovecot 2.4 nodes
+// configured by the guide's 2.4 blocks, in one cluster: the failover ends
+// every session of node2's users and they log in elsewhere, failback
+// brings them home, a drain with --wait ends their sessions (proxied ones
+// too: every user holds a session through HAProxy) and undrain brings them
+// back.
+func TestE2EDovecot24CrashAndDrain(t *testing.T) {
+	c, held := startMailClusterOf(t, "2.4")
+	b := c.Nodes[1]
+	failOverIn(t, c, held, func(b *mailcluster.Node) { b.Dovecot.Kill9() })
+	b.Dovecot.Start()
+	c.WaitFor(30*time.Second, "node2 passing again in every agent's view", func() bool { return c.Recovered(b) })
+	if out, err := c.Ctl(c.Nodes[2], "failback", b.Name, "--yes"); err != nil {
+		t.Fatalf("nodectl failback: %v\n%s", err, out)
+	}
+	backHome(t, c, b)
+
+	held, err := c.LoginAll(c.UsersOf(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range held {
+		t.Cleanup(func() { s.Close() })
+	}
+	out, err := c.Ctl(c.Nodes[0], "drain", b.Name, "--reason", "kernel update", "--wait", "--wait-timeout", "60s")
+	if err != nil || !strings.Contains(out, "node2 holds no sessions") {
+		t.Fatalf("nodectl drain --wait: %v\n%s", err, out)
+	}
+	for _, s := range held {
+		if !s.Ended(10 * time.Second) {
+			t.Fatalf("%s's session was not ended by the drain", s.User)
+		}
+	}
+	if out, err := c.Ctl(c.Nodes[2], "undrain", b.Name, "--yes"); err != nil {
+		t.Fatalf("nodectl undrain: %v\n%s", err, out)
 	}
 	backHome(t, c, b)
 }

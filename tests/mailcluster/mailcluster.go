@@ -1,6 +1,6 @@
 // Package mailcluster runs a whole Roost mail cluster on one machine, from
 // nothing: a users table (a private PostgreSQL, or SQLite), three Dovecot
-// 2.3 nodes on 127.0.1.1–3 with proxy_maybe, an SQL passdb, lmtp_proxy and
+// nodes (2.3, or 2.4) on 127.0.1.1–3 with proxy_maybe, an SQL passdb, lmtp_proxy and
 // the doveadm HTTP API, their maildirs on per-node faultfs FUSE mounts of
 // one shared backing store and their indexes on local directories, HAProxy
 // in front using each node's agent-check, and a roostd agent beside each
@@ -46,7 +46,19 @@ func (c *Cluster) guide(ports map[string]int) guide {
 		}
 		return b.Body
 	}
-	sql, err := FitSQL(snippet("dovecot-sql", c.opts.DB), c.DSN, ports)
+	var sql string
+	var err error
+	roost := snippet("dovecot", "roost")
+	if c.opts.Dovecot == "2.4" {
+		roost = snippet("dovecot24", "roost")
+		host, params := c.DSN, [][2]string(nil)
+		if c.opts.DB == "postgres" {
+			host, params = libpqParams(c.DSN)
+		}
+		sql, err = FitSQL24(snippet("dovecot24", "sql-"+c.opts.DB), host, params, ports)
+	} else {
+		sql, err = FitSQL(snippet("dovecot-sql", c.opts.DB), c.DSN, ports)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,10 +67,9 @@ func (c *Cluster) guide(ports map[string]int) guide {
 	if err := os.Chmod(script, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("sievec", script).CombinedOutput(); err != nil {
+	if out, err := dovecotlab.Command(c.opts.Dovecot, "sievec", script).CombinedOutput(); err != nil {
 		t.Fatalf("sievec %s (the guide's script): %v\n%s", script, err, out)
 	}
-	roost := snippet("dovecot", "roost")
 	return guide{sql: sql, roost: func(n *Node) string {
 		out, err := fit(roost, "docs/dovecot.md's Roost settings",
 			"auth_proxy_self = 10.0.0.1", "auth_proxy_self = "+n.Host,
@@ -92,6 +103,20 @@ func FitSQL(conf, dsn string, ports map[string]int) (string, error) {
 		"THEN 24", fmt.Sprintf("THEN %d", ports["lmtp"]),
 		"THEN 110", fmt.Sprintf("THEN %d", ports["pop3"]),
 		"ELSE 143", fmt.Sprintf("ELSE %d", ports["imap"]))
+}
+
+// libpqParams splits a libpq connect string ("host=… port=… user=…") into
+// its host and the other parameters, as 2.4's pgsql block takes them.
+func libpqParams(dsn string) (host string, params [][2]string) {
+	for _, f := range strings.Fields(dsn) {
+		k, v, _ := strings.Cut(f, "=")
+		if k == "host" {
+			host = v
+			continue
+		}
+		params = append(params, [2]string{k, v})
+	}
+	return host, params
 }
 
 // FitSQL24 fits one of the guide's Dovecot 2.4 SQL passdb blocks to a
@@ -164,6 +189,9 @@ type Options struct {
 	Agent func(i int) string
 	// Logf reports progress (default: the test's log).
 	Logf func(format string, args ...any)
+	// Dovecot is the version the nodes run: "2.3" (default) or "2.4",
+	// with the guide's blocks for it.
+	Dovecot string
 }
 
 // Password is every mail user's password.
@@ -217,6 +245,9 @@ func Start(t testing.TB, o Options) *Cluster {
 	if o.Logf == nil {
 		o.Logf = t.Logf
 	}
+	if o.Dovecot == "" {
+		o.Dovecot = "2.3"
+	}
 	for _, bin := range []string{"haproxy", "dovecot"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			t.Fatalf("%s is not installed: run scripts/test-deps.sh as root", bin)
@@ -247,7 +278,7 @@ func Start(t testing.TB, o Options) *Cluster {
 	ports := dovecotlab.FreePorts(t)
 	guide := c.guide(ports)
 	for i, n := range c.Nodes {
-		opts := dovecotlab.Options{IP: n.Host, Ports: ports, Shared: n.Mount, SQLConf: guide.sql, Roost: guide.roost(n)}
+		opts := dovecotlab.Options{IP: n.Host, Ports: ports, Shared: n.Mount, SQLConf: guide.sql, Roost: guide.roost(n), Version: o.Dovecot}
 		if o.DB == "sqlite" {
 			opts.SQLite = c.DSN
 		} else {
@@ -262,7 +293,7 @@ func Start(t testing.TB, o Options) *Cluster {
 			}
 		}
 	})
-	o.Logf("three Dovecot nodes up on 127.0.1.1-3 (imap %d, lmtp %d)", ports["imap"], ports["lmtp"])
+	o.Logf("three Dovecot %s nodes up on 127.0.1.1-3 (imap %d, lmtp %d)", o.Dovecot, ports["imap"], ports["lmtp"])
 	c.startAgents()
 	c.startHAProxy()
 	c.WaitFor(60*time.Second, "three nodes passing with their users, HAProxy seeing them up", func() bool {

@@ -17,15 +17,21 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/roost-mail/roost/tests/dovecotlab"
 	"github.com/roost-mail/roost/tests/mailcluster"
 )
 
 func main() {
 	db := flag.String("db", "sqlite", "the users table's database: sqlite or postgres")
 	bin := flag.String("bin", "bin", "the directory with roostd and nodectl (make build)")
+	dovecot := flag.String("dovecot", "2.3", "the Dovecot the nodes run: 2.3 (this host's) or 2.4 (scripts/dovecot24-root.sh)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "demo: run as root (sudo make demo): it mounts FUSE and runs Dovecot")
+		os.Exit(2)
+	}
+	if *dovecot != "2.3" && *dovecot != "2.4" {
+		fmt.Fprintf(os.Stderr, "demo: -dovecot %q: want 2.3 or 2.4\n", *dovecot)
 		os.Exit(2)
 	}
 	// A reader that goes away (`make demo | tee log` and Ctrl-C, which
@@ -37,7 +43,7 @@ func main() {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	done := make(chan error, 1)
-	go func() { done <- p.Run(func() { show(p, *db, *bin) }) }()
+	go func() { done <- p.Run(func() { show(p, *db, *bin, *dovecot) }) }()
 	var err error
 	select {
 	case err = <-done:
@@ -66,9 +72,13 @@ func main() {
 
 func step(s string) { fmt.Printf("\n\033[1m== %s\033[0m\n", s) }
 
-func show(p *mailcluster.Prog, db, bin string) {
-	step(fmt.Sprintf("starting a mail cluster: %s users table, three Dovecot nodes on a shared FUSE filesystem, HAProxy, three roostd", db))
-	c := mailcluster.Start(p, mailcluster.Options{DB: db, Bin: bin})
+func show(p *mailcluster.Prog, db, bin, dovecot string) {
+	version, err := dovecotlab.Command(dovecot, "dovecot", "--version").Output()
+	if err != nil {
+		p.Fatalf("dovecot --version (Dovecot %s): %v", dovecot, err)
+	}
+	step(fmt.Sprintf("starting a mail cluster: %s users table, three Dovecot %s nodes on a shared FUSE filesystem, HAProxy, three roostd", db, strings.TrimSpace(string(version))))
+	c := mailcluster.Start(p, mailcluster.Options{DB: db, Bin: bin, Dovecot: dovecot})
 	n1 := c.Nodes[0]
 	ctl := func(args ...string) {
 		out, err := c.Ctl(n1, args...)

@@ -56,6 +56,7 @@ func main() {
 	db := flag.String("db", "postgres", "the users table's database: postgres or sqlite")
 	bin := flag.String("bin", "bin", "the directory with roostd and nodectl (make build)")
 	verbose := flag.Bool("v", false, "log the clusters' progress")
+	dovecot := flag.String("dovecot", "2.3", "the Dovecot the nodes run: 2.3 (this host's) or 2.4 (scripts/dovecot24-root.sh)")
 	flag.Parse()
 	if *runs < 1 {
 		fmt.Fprintln(os.Stderr, "ttr: -runs must be at least 1")
@@ -76,7 +77,7 @@ func main() {
 	results, overlaps := map[string][]time.Duration{}, map[string]time.Duration{}
 	for _, name := range order {
 		for i := range *runs {
-			d, overlap, err := once(name, *db, *bin, log)
+			d, overlap, err := once(name, *db, *bin, *dovecot, log)
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "ttr: %s run %d: %v\n", name, i+1, err)
 				os.Exit(1)
@@ -86,7 +87,7 @@ func main() {
 			overlaps[name] = max(overlaps[name], overlap)
 		}
 	}
-	fmt.Printf("\nTime to recover: fault on node2 → first login of a node2 user through HAProxy on a healthy node\n(%d runs each, a fresh cluster per run, roostd at default settings, %s routing)\n\n", *runs, *db)
+	fmt.Printf("\nTime to recover: fault on node2 → first login of a node2 user through HAProxy on a healthy node\n(%d runs each, a fresh cluster per run, roostd at default settings, %s routing, Dovecot %s)\n\n", *runs, *db, *dovecot)
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "SCENARIO\tFAULT\tRUNS\tMEDIAN\tP95\tMIN\tMAX\tOVERLAP (MAX)")
 	for _, name := range order {
@@ -105,11 +106,11 @@ func main() {
 // once starts a cluster, breaks node2 and times the first good login.
 // The same user holds a session on node2 from before the fault; overlap
 // is how long that session still answered after the new login.
-func once(name, db, bin string, log io.Writer) (d, overlap time.Duration, err error) {
+func once(name, db, bin, dovecot string, log io.Writer) (d, overlap time.Duration, err error) {
 	p := mailcluster.NewProg("ttr-"+name, log)
 	defer p.Close()
 	err = p.Run(func() {
-		c := mailcluster.Start(p, mailcluster.Options{DB: db, Bin: bin})
+		c := mailcluster.Start(p, mailcluster.Options{DB: db, Bin: bin, Dovecot: dovecot})
 		b := c.Nodes[1]
 		user := c.UsersOf(b)[0]
 		old, err := c.Login(user, 10*time.Second)
