@@ -95,6 +95,18 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Gossip.KeyFile != "" {
+		kr, err := gossip.LoadKeyring(cfg.Gossip.KeyFile)
+		if err != nil {
+			a.cluster.Close()
+			return nil, fmt.Errorf("gossip.key_file: %w", err)
+		}
+		var keys [][]byte
+		for _, k := range kr.GetKeys() { // the primary first
+			keys = append(keys, failover.OpKey(k))
+		}
+		a.cluster.SetOpKeys(keys)
+	}
 	a.routing = &routingDB{}
 	a.kicker = &kicker{cfg: cfg.Dovecot, members: func() []gossip.Member { return a.gossip.Members() }, clients: map[string]*dovecot.HTTP{}}
 	if cfg.Routing.DSNFile != "" {

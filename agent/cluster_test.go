@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"github.com/roost-mail/roost/agent"
 	"github.com/roost-mail/roost/agent/agenttest"
 	"github.com/roost-mail/roost/certs"
+	"github.com/roost-mail/roost/failover"
 )
 
 func countRoles(roles map[string]string) (leaders, voters, nonvoters int) {
@@ -269,6 +271,67 @@ func TestRaftPeerWithoutValidClientCertIsRefused(t *testing.T) {
 	}
 	if st := c.Nodes()[3].Status(); st.ClusterID != "" {
 		t.Fatalf("the foreign-certificate node received the cluster state: %+v", st)
+	}
+}
+
+// A certificate of the cluster's own CA, as every node has, is not enough
+// to have the leader carry out an operator request: a forwarded request
+// must be signed with the key derived from the gossip keyring. A
+// follower's forwarded request is signed, and reaches the leader's own
+// answer.
+func TestForwardedOperatorRequestNeedsTheGossipKey(t *testing.T) {
+	c := agenttest.New(t)
+	c.Add(3)
+	leader := c.WaitLeader(20 * time.Second)
+	raftAddr := ""
+	for _, m := range leader.Status().Members {
+		if m.Self {
+			raftAddr = m.RaftAddr
+		}
+	}
+	dir := t.TempDir()
+	cp, kp, err := c.CA.Issue(dir, "copied-cert", []string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.LoadX509KeyPair(cp, kp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", raftAddr,
+		&tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{pair}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	req := map[string]any{"request": map[string]string{"op": "maintenance-on", "node": "node2", "reason": "mallory"}, "sent": time.Now().Unix()}
+	if _, err := conn.Write([]byte{'O'}); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.NewEncoder(conn).Encode(req); err != nil {
+		t.Fatal(err)
+	}
+	var reply struct{ Error string }
+	if err := json.NewDecoder(conn).Decode(&reply); err != nil {
+		t.Fatalf("the leader did not answer: %v", err)
+	}
+	if !strings.Contains(reply.Error, "not signed with this cluster's gossip key") {
+		t.Fatalf("an unsigned request with a cluster certificate: %q, want a refusal", reply.Error)
+	}
+	if !agenttest.Eventually(5*time.Second, func() bool { return strings.Contains(leader.Logs.String(), "operator_request_refused") }) {
+		t.Fatal("the leader did not log operator_request_refused")
+	}
+	for _, n := range c.Running() {
+		if n == leader {
+			continue
+		}
+		_, err := n.Agent.Operate(context.Background(), failover.Request{Op: failover.OpMaintenanceOn, Node: "node2", Reason: "kernel"})
+		// These agents have no routing database: the leader's own answer.
+		if err == nil || !strings.Contains(err.Error(), "has no routing database") {
+			t.Fatalf("a follower's forwarded request: %v, want the leader's answer that it has no routing database", err)
+		}
+		break
 	}
 }
 

@@ -61,9 +61,11 @@ type Membership interface {
 
 // Cluster is this node's raft server.
 type Cluster struct {
-	cfg     RaftConfig
-	id      string
-	log     *slog.Logger
+	cfg RaftConfig
+	id  string
+	log *slog.Logger
+	// opKeys sign and check forwarded operator requests (SetOpKeys).
+	opKeys  [][]byte
 	members Membership
 
 	raft   *raft.Raft

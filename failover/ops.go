@@ -1,7 +1,10 @@
 package failover
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -168,7 +171,86 @@ type wireReply struct {
 	Kind  string `json:"kind,omitempty"`
 }
 
+// SetOpKeys sets the keys that authenticate operator requests forwarded
+// over the cluster port, the first to sign: a peer's TLS certificate
+// alone does not let it drain, move or ack. The agent derives them from
+// the gossip keyring (OpKey), which every node holds and a certificate
+// does not carry. Without keys (a cluster in insecure_plaintext) forwarded
+// requests go unsigned and are taken unsigned. Call it before Run.
+func (c *Cluster) SetOpKeys(keys [][]byte) { c.opKeys = keys }
+
+// OpKey derives the key that signs forwarded operator requests from a
+// gossip key, so neither can be computed from the other's use.
+func OpKey(gossipKey []byte) []byte {
+	m := hmac.New(sha256.New, gossipKey)
+	m.Write([]byte("roost: forwarded operator requests, v1"))
+	return m.Sum(nil)
+}
+
+// signedOp is a forwarded request on the wire: the request, when it was
+// sent and an HMAC of both, so the leader takes it only from a node that
+// holds the cluster's key, and only for opSkew.
+type signedOp struct {
+	Request json.RawMessage `json:"request"`
+	Sent    int64           `json:"sent"` // Unix seconds
+	MAC     []byte          `json:"mac,omitempty"`
+}
+
+// opSkew is how far a signed request's time may be from the leader's.
+const opSkew = 2 * time.Minute
+
+func opMAC(key []byte, sent int64, req []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	fmt.Fprintf(m, "%d\n", sent)
+	m.Write(req)
+	return m.Sum(nil)
+}
+
+// sign wraps a request for the wire.
+func (c *Cluster) sign(r Request, now time.Time) (signedOp, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return signedOp{}, err
+	}
+	op := signedOp{Request: b, Sent: now.Unix()}
+	if len(c.opKeys) > 0 {
+		op.MAC = opMAC(c.opKeys[0], op.Sent, b)
+	}
+	return op, nil
+}
+
+// open checks a signed request from a peer and returns it.
+func (c *Cluster) open(op signedOp, from string, now time.Time) (Request, error) {
+	if len(c.opKeys) > 0 {
+		ok := false
+		for _, k := range c.opKeys {
+			ok = ok || hmac.Equal(op.MAC, opMAC(k, op.Sent, op.Request))
+		}
+		var err error
+		if !ok {
+			err = opError(ErrInvalid, "forwarded operator request refused: it is not signed with this cluster's gossip key (a cluster certificate alone cannot drain, move or ack)")
+		} else if d := now.Sub(time.Unix(op.Sent, 0)); d > opSkew || d < -opSkew {
+			err = opError(ErrInvalid, "forwarded operator request refused: sent %s from the leader's clock (more than %s): check the nodes' clocks", d.Round(time.Second), opSkew)
+		}
+		if err != nil {
+			c.log.Warn("operator_request_refused", "from", from, "err", err)
+			return Request{}, err
+		}
+	}
+	var r Request
+	dec := json.NewDecoder(bytes.NewReader(op.Request))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return Request{}, opError(ErrInvalid, "forwarded operator request: %v", err)
+	}
+	return r, r.Validate()
+}
+
 func (c *Cluster) forward(ctx context.Context, addr, leader string, r Request) (Reply, error) {
+	op, err := c.sign(r, time.Now())
+	if err != nil {
+		return Reply{}, err
+	}
 	conn, err := c.stream.dial(addr, chanOp, 5*time.Second)
 	if err != nil {
 		return Reply{}, opError(ErrNoLeader, "forwarding to the leader %s (%s): %v", leader, addr, err)
@@ -181,7 +263,7 @@ func (c *Cluster) forward(ctx context.Context, addr, leader string, r Request) (
 	_ = conn.SetDeadline(dl)
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 	defer stop()
-	if err := json.NewEncoder(conn).Encode(r); err != nil {
+	if err := json.NewEncoder(conn).Encode(op); err != nil {
 		return Reply{}, opError(ErrNoLeader, "forwarding to the leader %s: %v", leader, err)
 	}
 	var w wireReply
@@ -201,13 +283,14 @@ func (c *Cluster) forward(ctx context.Context, addr, leader string, r Request) (
 func (c *Cluster) serveOp(conn net.Conn) {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(forwardTimeout))
+	var op signedOp
 	var r Request
 	var w wireReply
 	dec := json.NewDecoder(io.LimitReader(conn, 1<<20))
 	dec.DisallowUnknownFields()
-	err := dec.Decode(&r)
+	err := dec.Decode(&op)
 	if err == nil {
-		err = r.Validate()
+		r, err = c.open(op, conn.RemoteAddr().String(), time.Now())
 	}
 	if err == nil {
 		if c.raft.State() != raft.Leader {

@@ -2,8 +2,10 @@ package failover
 
 import (
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestRequestValidateNamesTheProblem(t *testing.T) {
@@ -74,5 +76,48 @@ func TestUsersGoBackOnlyToAHealthyNode(t *testing.T) {
 		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
 			t.Errorf("b unreachable by %v, health %s: got %v, want %q", c.view[1].UnreachableBy, c.view[1].Health, err, c.want)
 		}
+	}
+}
+
+// A forwarded operator request is taken only when signed with a key of
+// the cluster's (any of them, for a key rotation), unaltered and sent
+// within opSkew of the leader's clock; a cluster without keys (insecure
+// plaintext) takes them unsigned.
+func TestForwardedRequestsAreSignedWithTheClusterKey(t *testing.T) {
+	keyA, keyB := OpKey([]byte("0123456789abcdef")), OpKey([]byte("fedcba9876543210"))
+	log := slog.New(slog.DiscardHandler)
+	node := func(keys ...[]byte) *Cluster { return &Cluster{opKeys: keys, log: log} }
+	r := Request{Op: OpDrain, Node: "node2", Reason: "kernel update"}
+	now := time.Unix(1_800_000_000, 0)
+	signed, err := node(keyA).sign(r, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, leader := range map[string]*Cluster{"same key": node(keyA), "during a rotation": node(keyB, keyA)} {
+		if got, err := leader.open(signed, "peer", now.Add(time.Second)); err != nil || got.Node != "node2" || got.Op != OpDrain {
+			t.Fatalf("%s: %+v %v", name, got, err)
+		}
+	}
+	unsigned, _ := node().sign(r, now)
+	tampered := signed
+	tampered.Request = []byte(strings.Replace(string(signed.Request), "node2", "node3", 1))
+	for name, c := range map[string]struct {
+		op     signedOp
+		leader *Cluster
+		at     time.Time
+		want   string
+	}{
+		"unsigned":         {unsigned, node(keyA), now, "not signed with this cluster's gossip key"},
+		"another key":      {signed, node(keyB), now, "not signed"},
+		"altered":          {tampered, node(keyA), now, "not signed"},
+		"an old request":   {signed, node(keyA), now.Add(opSkew + time.Second), "check the nodes' clocks"},
+		"a future request": {signed, node(keyA), now.Add(-opSkew - time.Second), "check the nodes' clocks"},
+	} {
+		if got, err := c.leader.open(c.op, "peer", c.at); err == nil || !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %+v %v, want an invalid-request error saying %q", name, got, err, c.want)
+		}
+	}
+	if got, err := node().open(unsigned, "peer", now); err != nil || got.Node != "node2" {
+		t.Fatalf("a cluster without keys: %+v %v", got, err)
 	}
 }
