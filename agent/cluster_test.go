@@ -211,16 +211,23 @@ func TestForeignGossipNodesAreRefused(t *testing.T) {
 	}
 }
 
-func TestRaftPeerWithoutValidClientCertIsRefused(t *testing.T) {
-	c := agenttest.New(t)
+// threeAgents starts three agents and returns the leader and its cluster
+// port.
+func threeAgents(t *testing.T) (c *agenttest.Cluster, leader *agenttest.Node, raftAddr string) {
+	t.Helper()
+	c = agenttest.New(t)
 	c.Add(3)
-	leader := c.WaitLeader(20 * time.Second)
-	raftAddr := ""
+	leader = c.WaitLeader(20 * time.Second)
 	for _, m := range leader.Status().Members {
 		if m.Self {
 			raftAddr = m.RaftAddr
 		}
 	}
+	return c, leader, raftAddr
+}
+
+func TestRaftPeerWithoutValidClientCertIsRefused(t *testing.T) {
+	c, leader, raftAddr := threeAgents(t)
 
 	// A certificate from another CA, and no certificate at all.
 	otherDir := t.TempDir()
@@ -280,15 +287,7 @@ func TestRaftPeerWithoutValidClientCertIsRefused(t *testing.T) {
 // follower's forwarded request is signed, and reaches the leader's own
 // answer.
 func TestForwardedOperatorRequestNeedsTheGossipKey(t *testing.T) {
-	c := agenttest.New(t)
-	c.Add(3)
-	leader := c.WaitLeader(20 * time.Second)
-	raftAddr := ""
-	for _, m := range leader.Status().Members {
-		if m.Self {
-			raftAddr = m.RaftAddr
-		}
-	}
+	c, leader, raftAddr := threeAgents(t)
 	dir := t.TempDir()
 	cp, kp, err := c.CA.Issue(dir, "copied-cert", []string{"127.0.0.1"}, time.Hour)
 	if err != nil {

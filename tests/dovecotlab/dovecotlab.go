@@ -134,6 +134,19 @@ submission_relay_port = 1
 ssl = yes
 `
 
+// proxying is the lab's own trusted networks, auth cache and proxy
+// settings, in 2.3 and 2.4 alike, unless the guide's Roost block is given;
+// it opens the {{if .SQL}} that each template closes after its passdb.
+const proxying = `{{if not .Opts.Roost}}haproxy_trusted_networks = 127.0.0.0/8
+login_trusted_networks = 127.0.0.0/8
+{{if .Opts.AuthCache}}auth_cache_size = 1M
+auth_cache_ttl = 1 hour
+auth_cache_negative_ttl = 0{{else}}auth_cache_size = 0{{end}}{{end}}
+{{if .SQL}}{{if not .Opts.Roost}}auth_proxy_self = {{.IP}}
+login_proxy_timeout = 5s
+lmtp_proxy = yes{{end}}
+`
+
 // listeners are every node's, in 2.3 and 2.4 alike, from the imap-login
 // service's first listener on.
 const listeners = `  inet_listener imap {
@@ -189,15 +202,7 @@ default_internal_user = dovecot
 default_login_user = dovenull
 first_valid_uid = 100
 mail_location = maildir:{{.Opts.Shared}}/%u/Maildir:INDEX={{.Dir}}/index/%u
-{{if not .Opts.Roost}}haproxy_trusted_networks = 127.0.0.0/8
-login_trusted_networks = 127.0.0.0/8
-{{if .Opts.AuthCache}}auth_cache_size = 1M
-auth_cache_ttl = 1 hour
-auth_cache_negative_ttl = 0{{else}}auth_cache_size = 0{{end}}{{end}}
-{{if .SQL}}{{if not .Opts.Roost}}auth_proxy_self = {{.IP}}
-login_proxy_timeout = 5s
-lmtp_proxy = yes{{end}}
-imap_id_send = name * x-roost-node {{.Short}} environment node={{.Short}}
+` + proxying + `imap_id_send = name * x-roost-node {{.Short}} environment node={{.Short}}
 passdb {
   driver = sql
   args = {{.Dir}}/sql.conf
@@ -259,15 +264,7 @@ first_valid_uid = 100
 mail_driver = maildir
 mail_path = {{.Opts.Shared}}/%{user}/Maildir
 mail_index_path = {{.Dir}}/index/%{user}
-{{if not .Opts.Roost}}haproxy_trusted_networks = 127.0.0.0/8
-login_trusted_networks = 127.0.0.0/8
-{{if .Opts.AuthCache}}auth_cache_size = 1M
-auth_cache_ttl = 1 hour
-auth_cache_negative_ttl = 0{{else}}auth_cache_size = 0{{end}}{{end}}
-{{if .SQL}}{{if not .Opts.Roost}}auth_proxy_self = {{.IP}}
-login_proxy_timeout = 5s
-lmtp_proxy = yes{{end}}
-imap_id_send {
+` + proxying + `imap_id_send {
   name = Dovecot
   x-roost-node = {{.Short}}
   environment = node={{.Short}}

@@ -99,10 +99,7 @@ func FitSQL(conf, dsn string, ports map[string]int) (string, error) {
 	if !found {
 		return "", fmt.Errorf("the guide's SQL passdb has no connect line:\n%s", conf)
 	}
-	return fit(strings.Join(lines, "\n"), "the guide's SQL passdb",
-		"THEN 24", fmt.Sprintf("THEN %d", ports["lmtp"]),
-		"THEN 110", fmt.Sprintf("THEN %d", ports["pop3"]),
-		"ELSE 143", fmt.Sprintf("ELSE %d", ports["imap"]))
+	return fitPorts(strings.Join(lines, "\n"), "the guide's SQL passdb", ports)
 }
 
 // libpqParams splits a libpq connect string ("host=… port=… user=…") into
@@ -157,7 +154,12 @@ func FitSQL24(conf, host string, params [][2]string, ports map[string]int) (stri
 	if !found {
 		return "", fmt.Errorf("the guide's 2.4 SQL passdb has no sqlite_path line nor a pgsql or mysql 10.0.0.5 block:\n%s", conf)
 	}
-	return fit(strings.Join(out, "\n"), "the guide's 2.4 SQL passdb",
+	return fitPorts(strings.Join(out, "\n"), "the guide's 2.4 SQL passdb", ports)
+}
+
+// fitPorts fits an SQL passdb's per-protocol ports to listeners on ports.
+func fitPorts(s, what string, ports map[string]int) (string, error) {
+	return fit(s, what,
 		"THEN 24", fmt.Sprintf("THEN %d", ports["lmtp"]),
 		"THEN 110", fmt.Sprintf("THEN %d", ports["pop3"]),
 		"ELSE 143", fmt.Sprintf("ELSE %d", ports["imap"]))
