@@ -95,18 +95,6 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Gossip.KeyFile != "" {
-		kr, err := gossip.LoadKeyring(cfg.Gossip.KeyFile)
-		if err != nil {
-			a.cluster.Close()
-			return nil, fmt.Errorf("gossip.key_file: %w", err)
-		}
-		var keys [][]byte
-		for _, k := range kr.GetKeys() { // the primary first
-			keys = append(keys, failover.OpKey(k))
-		}
-		a.cluster.SetOpKeys(keys)
-	}
 	a.routing = &routingDB{}
 	a.kicker = &kicker{cfg: cfg.Dovecot, members: func() []gossip.Member { return a.gossip.Members() }, clients: map[string]*dovecot.HTTP{}}
 	if cfg.Routing.DSNFile != "" {
@@ -157,6 +145,13 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 		return fail(err)
 	}
 	members.g = a.gossip
+	// Forwarded operator writes are signed with keys derived from the
+	// gossip keys, which a cluster certificate does not carry.
+	var opKeys [][]byte
+	for _, k := range a.gossip.Keys() {
+		opKeys = append(opKeys, failover.OpKey(k))
+	}
+	a.cluster.SetOpKeys(opKeys)
 	if a.leading != nil {
 		a.leading.Changes = a.gossip.Subscribe()
 	}

@@ -526,11 +526,3 @@ func chunks(xs []string, n int) [][]string {
 	}
 	return out
 }
-
-func sum(xs []int) int {
-	n := 0
-	for _, x := range xs {
-		n += x
-	}
-	return n
-}

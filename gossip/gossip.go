@@ -84,6 +84,7 @@ type Gossip struct {
 	log  *slog.Logger
 	ml   *memberlist.Memberlist
 	addr string
+	keys [][]byte // the keyring's keys, the primary first
 
 	mu sync.Mutex
 	// updateMu serialises SetMeta: see there.
@@ -145,6 +146,7 @@ func New(cfg Config, name string, meta Meta, log *slog.Logger, reg prometheus.Re
 			return nil, err
 		}
 		mc.Keyring = kr
+		g.keys = kr.GetKeys()
 		mc.GossipVerifyIncoming = true
 		mc.GossipVerifyOutgoing = true
 	}
@@ -165,6 +167,9 @@ func New(cfg Config, name string, meta Meta, log *slog.Logger, reg prometheus.Re
 
 // Addr is the address peers use to reach this node's gossip port.
 func (g *Gossip) Addr() string { return g.addr }
+
+// Keys are the gossip keys, the primary first (none without key_file).
+func (g *Gossip) Keys() [][]byte { return g.keys }
 
 // Run joins the configured peers, retrying until one answers or ctx ends,
 // then keeps the membership until ctx ends. With leave set it announces a

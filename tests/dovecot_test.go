@@ -186,28 +186,14 @@ func rewriteAndKick(t *testing.T, version, via string) {
 	path, store := usersDB(t, mailUsers, "127.0.1.2")
 	nodes := cluster(t, version, 3, path, false)
 	a, b := admins(t, nodes[0])[via], admins(t, nodes[1])[via]
-	var held []*imapSession
-	for _, u := range mailUsers {
-		s, err := imapLogin(nodes[0].IMAP, u, mailPass)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
+	held := loginAll(t, nodes[0].IMAP, mailUsers)
+	for i, s := range held {
 		if s.Node != "b" {
-			t.Fatalf("%q logged in through a is served by %q, want b", u, s.Node)
+			t.Fatalf("%q logged in through a is served by %q, want b", mailUsers[i], s.Node)
 		}
-		held = append(held, s)
 	}
 	// And each straight on b, as a client the load balancer sent there.
-	var direct []*imapSession
-	for _, u := range mailUsers {
-		s, err := imapLogin(nodes[1].IMAP, u, mailPass)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		direct = append(direct, s)
-	}
+	direct := loginAll(t, nodes[1].IMAP, mailUsers)
 	who, err := b.Who(ctx)
 	if err != nil || !sessionsOf(who, mailUsers, 2) {
 		t.Fatalf("who on b: %+v %v", who, err)
