@@ -445,35 +445,28 @@ func mountImmediate(c fsprobe.Class) bool {
 }
 
 // urgePeers makes this node probe a peer at once, and at the fast
-// interval, when gossip starts to suspect it or declares it dead, and when
-// another peer starts to report that it cannot reach it: every observer
-// then confirms a silent node in about the time the first one did, and a
-// quorum forms fast (DESIGN.md, invariant 3). memberlist's suspicion is
-// no event, so its view is read every urgeTick as well.
+// interval, when gossip starts to suspect it or declares it dead, when
+// another peer starts to report that it cannot reach it, and when the
+// peer stops answering this node's lease pings: every observer then
+// confirms a silent node in about the time the first one did, and a
+// quorum forms fast (DESIGN.md, invariant 3). memberlist's suspicion and
+// the lease's silence are no events, so they are read every urgeTick.
 func (a *Agent) urgePeers(ctx context.Context) {
 	changed := a.gossip.Subscribe()
 	t := time.NewTicker(urgeTick)
 	defer t.Stop()
 	urged := map[string]bool{}
 	for {
-		now := map[string]bool{}
-		for _, m := range a.gossip.Members() {
-			if m.Name == a.cfg.Node.Name {
-				continue
-			}
-			if m.State == gossip.StateSuspect || m.State == gossip.StateDead {
-				now[m.Name] = true
-			}
-			for _, x := range m.Meta.Unreachable {
-				now[x] = true
-			}
-		}
-		for n := range now {
-			if !urged[n] && n != a.cfg.Node.Name {
+		now := time.Now()
+		suspects := suspected(a.cfg.Node.Name, a.gossip.Members(), func(peer string) bool {
+			return now.Sub(a.lease.LastContact(peer)) > a.lease.TTL()
+		})
+		for n := range suspects {
+			if !urged[n] {
 				a.peers.Urge(n)
 			}
 		}
-		urged = now
+		urged = suspects
 		select {
 		case <-ctx.Done():
 			return
@@ -481,6 +474,28 @@ func (a *Agent) urgePeers(ctx context.Context) {
 		case <-changed:
 		}
 	}
+}
+
+// suspected are the members other than self that someone has reason to
+// think down: gossip suspects them or declares them dead, a member
+// reports it cannot reach them, or (silent) they stopped answering this
+// node's lease pings. Members that left are nobody's concern.
+func suspected(self string, members []gossip.Member, silent func(string) bool) map[string]bool {
+	out := map[string]bool{}
+	for _, m := range members {
+		if m.Name == self || m.State == gossip.StateLeft {
+			continue
+		}
+		if m.State == gossip.StateSuspect || m.State == gossip.StateDead || silent(m.Name) {
+			out[m.Name] = true
+		}
+		for _, x := range m.Meta.Unreachable {
+			if x != self {
+				out[x] = true
+			}
+		}
+	}
+	return out
 }
 
 // urgeTick is how often urgePeers reads memberlist's view.

@@ -1,0 +1,32 @@
+package agent
+
+import (
+	"maps"
+	"slices"
+	"testing"
+
+	"github.com/roost-mail/roost/gossip"
+)
+
+// A peer is probed at the fast pace as soon as anyone has reason to think
+// it down, gossip, another member or this node's own lease pings, and
+// never on account of this node itself or of a member that left.
+func TestSuspected(t *testing.T) {
+	members := []gossip.Member{
+		{Name: "node1"}, // self
+		{Name: "node2", State: gossip.StateSuspect},
+		{Name: "node3", State: gossip.StateDead},
+		{Name: "node4"}, // silent to this node's lease pings
+		{Name: "node5", Meta: gossip.Meta{Unreachable: []string{"node6", "node1"}}},
+		{Name: "node6"},
+		{Name: "node7", State: gossip.StateLeft, Meta: gossip.Meta{Unreachable: []string{"node8"}}},
+		{Name: "node8"},
+		{Name: "node9"}, // fine
+	}
+	silent := func(n string) bool { return n == "node4" || n == "node1" || n == "node7" }
+	got := slices.Sorted(maps.Keys(suspected("node1", members, silent)))
+	want := []string{"node2", "node3", "node4", "node6"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("suspected = %v, want %v", got, want)
+	}
+}
