@@ -46,6 +46,7 @@ fuzz:
 # Benchmarks and long measurements; not part of make test.
 bench: ttr
 	$(GO) test -run '^$$' -bench . -benchtime 5x -timeout 180m ./...
+	ROOST_SOAK=10m $(GO) test -count=1 -run '^TestLossyNetworkMovesAndFencesNobody$$' -timeout 30m ./tests/
 	@scripts/fuzz.sh 2m
 
 # Mutation check of the failover decision: every mutation must be killed.

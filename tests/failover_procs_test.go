@@ -2,10 +2,10 @@ package tests
 
 import (
 	"fmt"
-	"github.com/roost-mail/roost/tests/dovecotlab"
-	"github.com/roost-mail/roost/tests/mailcluster"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -16,6 +16,8 @@ import (
 
 	"github.com/roost-mail/roost/routing"
 	"github.com/roost-mail/roost/routing/routingtest"
+	"github.com/roost-mail/roost/tests/dovecotlab"
+	"github.com/roost-mail/roost/tests/mailcluster"
 )
 
 // pgFailoverCluster starts three roostd processes on a PostgreSQL users
@@ -553,12 +555,14 @@ func TestCutOffNodeFencesItselfBeforeItsUsersMove(t *testing.T) {
 	}
 }
 
-// No false alarm on a lossy network: every node's namespace drops one
-// packet in twenty at random, both ways (peer probes, gossip, raft, lease
-// pings). For two minutes nobody is failed over and nobody fences itself.
-// (This kernel has no netem, so jitter is not simulated here.)
+// No false alarm on a lossy, jittery network: every node's namespace
+// drops one packet in twenty at random, both ways (peer probes, gossip,
+// raft, lease pings), and every packet on a peer link (between two
+// agents, or from an agent to another node's Dovecot) is delayed by a
+// random 0-150 ms. For two minutes (ROOST_SOAK) nobody is failed over and
+// nobody fences itself.
 func TestLossyNetworkMovesAndFencesNobody(t *testing.T) {
-	lab := newNetLab(t, 3)
+	lab := newSwitchedLab(t, 3, peerJitter(150*time.Millisecond))
 	c, _, _, lbAddr := netDovecotCluster(t, lab, "failover:\n  interval: 100ms\n")
 	c.waitFor(60*time.Second, "a leader and every node serving", func() bool {
 		return c.leader() != nil && lbCode(lbAddr(0)) == http.StatusOK && lbCode(lbAddr(1)) == http.StatusOK && lbCode(lbAddr(2)) == http.StatusOK
@@ -588,6 +592,32 @@ func TestLossyNetworkMovesAndFencesNobody(t *testing.T) {
 	}
 	if len(st.Plans) != 0 {
 		t.Fatalf("plans on a lossy network: %+v", st.Plans)
+	}
+	if n := lab.sw.held.Load(); n < int64(soak/time.Second)*10 {
+		t.Fatalf("the switch delayed %d packets in %v: the peer links had no jitter", n, soak)
+	}
+	t.Logf("%d packets on peer links delayed by 0-150 ms", lab.sw.held.Load())
+}
+
+// peerJitter delays each packet between two nodes of a netDovecotCluster
+// by a random 0 to max: node i's agent is .i+1 and its Dovecot .101+i
+// of the lab's subnet. A node's own agent and Dovecot talk undelayed, as
+// on one host, and so does the host's .254 (the test's own requests).
+func peerJitter(max time.Duration) func(src, dst netip.Addr) time.Duration {
+	node := func(a netip.Addr) int {
+		switch b := a.As4()[3]; {
+		case b >= 1 && b <= 3:
+			return int(b)
+		case b >= 101 && b <= 103:
+			return int(b) - 100
+		}
+		return 0
+	}
+	return func(src, dst netip.Addr) time.Duration {
+		if a, b := node(src), node(dst); a == 0 || b == 0 || a == b {
+			return 0
+		}
+		return rand.N(max)
 	}
 }
 

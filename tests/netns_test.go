@@ -1,14 +1,22 @@
 package tests
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // netLab is n network namespaces on one bridge: node i has 10.213.S.i+1,
@@ -20,6 +28,7 @@ type netLab struct {
 	prefix string // "10.213.S."
 	bridge string
 	ns     []string
+	sw     *tunSwitch // nil: a bridge
 }
 
 func ipCmd(t *testing.T, args ...string) {
@@ -54,7 +63,18 @@ func freeSubnet(t *testing.T) int {
 	return 0
 }
 
-func newNetLab(t *testing.T, n int) *netLab {
+func newNetLab(t *testing.T, n int) *netLab { return makeNetLab(t, n, nil) }
+
+// newSwitchedLab is a netLab whose bridge is a switch in this process:
+// each namespace's eth0 and the host's side are TUN devices, and the
+// switch relays every IPv4 packet between them delay(src, dst) after it
+// was sent (packets of one flow may overtake each other, as with netem's
+// jitter). This kernel has no netem; this is how a link gets jitter.
+func newSwitchedLab(t *testing.T, n int, delay func(src, dst netip.Addr) time.Duration) *netLab {
+	return makeNetLab(t, n, delay)
+}
+
+func makeNetLab(t *testing.T, n int, delay func(src, dst netip.Addr) time.Duration) *netLab {
 	t.Helper()
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Fatal("no ip command: install iproute2 (scripts/test-deps.sh does)")
@@ -68,8 +88,14 @@ func newNetLab(t *testing.T, n int) *netLab {
 	// Cleanups run even when the test fails, last first: each host-side
 	// veth and namespace, then the bridge. Deleting a device is
 	// synchronous; a namespace's own end goes with its peer.
-	ipCmd(t, "link", "add", l.bridge, "type", "bridge")
-	t.Cleanup(func() { exec.Command("ip", "link", "del", l.bridge).Run() })
+	var sw *tunSwitch
+	if delay == nil {
+		ipCmd(t, "link", "add", l.bridge, "type", "bridge")
+		t.Cleanup(func() { exec.Command("ip", "link", "del", l.bridge).Run() })
+	} else {
+		sw = newTunSwitch(t, l.bridge, delay)
+		l.sw = sw
+	}
 	ipCmd(t, "addr", "add", l.prefix+"254/24", "dev", l.bridge)
 	ipCmd(t, "link", "set", l.bridge, "up")
 	for i := range n {
@@ -78,14 +104,112 @@ func newNetLab(t *testing.T, n int) *netLab {
 		ipCmd(t, "netns", "add", ns)
 		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
 		l.ns = append(l.ns, ns)
-		ipCmd(t, "link", "add", host, "type", "veth", "peer", "name", peer, "netns", ns)
-		t.Cleanup(func() { exec.Command("ip", "link", "del", host).Run() })
-		ipCmd(t, "link", "set", host, "master", l.bridge, "up")
+		if sw == nil {
+			ipCmd(t, "link", "add", host, "type", "veth", "peer", "name", peer, "netns", ns)
+			t.Cleanup(func() { exec.Command("ip", "link", "del", host).Run() })
+			ipCmd(t, "link", "set", host, "master", l.bridge, "up")
+		} else {
+			sw.port(host, netip.MustParseAddr(l.ip(i)))
+			ipCmd(t, "link", "set", host, "netns", ns)
+			ipCmd(t, "-n", ns, "link", "set", host, "name", peer)
+		}
 		ipCmd(t, "-n", ns, "addr", "add", l.ip(i)+"/24", "dev", peer)
 		ipCmd(t, "-n", ns, "link", "set", peer, "up")
 		ipCmd(t, "-n", ns, "link", "set", "lo", "up")
 	}
 	return l
+}
+
+// tunSwitch relays IPv4 packets between TUN devices: to the port of the
+// packet's destination address, or to the host's port for any other.
+type tunSwitch struct {
+	t     *testing.T
+	delay func(src, dst netip.Addr) time.Duration
+	host  *os.File
+	mu    sync.Mutex
+	ports map[netip.Addr]*os.File
+	wg    sync.WaitGroup
+	held  atomic.Int64 // packets delayed
+}
+
+// newTunSwitch makes the host's port, a TUN device named name in this
+// namespace; it and every port end with the test.
+func newTunSwitch(t *testing.T, name string, delay func(src, dst netip.Addr) time.Duration) *tunSwitch {
+	s := &tunSwitch{t: t, delay: delay, ports: map[netip.Addr]*os.File{}}
+	s.host = s.open(name)
+	t.Cleanup(func() {
+		s.mu.Lock()
+		files := []*os.File{s.host}
+		for _, f := range s.ports {
+			files = append(files, f)
+		}
+		s.mu.Unlock()
+		for _, f := range files {
+			f.Close() // a TUN device goes with its last file
+		}
+		s.wg.Wait()
+	})
+	return s
+}
+
+// port makes the TUN device name for addr; the caller moves it into a
+// namespace.
+func (s *tunSwitch) port(name string, addr netip.Addr) {
+	f := s.open(name)
+	s.mu.Lock()
+	s.ports[addr] = f
+	s.mu.Unlock()
+}
+
+func (s *tunSwitch) open(name string) *os.File {
+	s.t.Helper()
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		s.t.Fatalf("open /dev/net/tun: %v (CONFIG_TUN)", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		s.t.Fatalf("TUNSETIFF %s: %v", name, err)
+	}
+	f := os.NewFile(uintptr(fd), name) // non-blocking: reads end when it is closed
+	s.wg.Go(func() { s.relay(f) })
+	return f
+}
+
+// relay forwards every packet read from f until f is closed.
+func (s *tunSwitch) relay(f *os.File) {
+	buf := make([]byte, 65536)
+	for {
+		n, err := f.Read(buf)
+		if err != nil {
+			return
+		}
+		if n < 20 || buf[0]>>4 != 4 {
+			continue // IPv4 only: IPv6 router solicitations and the like go nowhere
+		}
+		src, dst := netip.AddrFrom4([4]byte(buf[12:16])), netip.AddrFrom4([4]byte(buf[16:20]))
+		s.mu.Lock()
+		out, ok := s.ports[dst]
+		s.mu.Unlock()
+		if !ok {
+			out = s.host
+		}
+		if out == f {
+			continue
+		}
+		pkt := bytes.Clone(buf[:n])
+		if d := s.delay(src, dst); d > 0 {
+			s.held.Add(1)
+			time.AfterFunc(d, func() { out.Write(pkt) })
+		} else {
+			out.Write(pkt)
+		}
+	}
 }
 
 func (l *netLab) ip(i int) string     { return fmt.Sprintf("%s%d", l.prefix, i+1) }
@@ -201,7 +325,8 @@ func (l *netLab) forward(target string) string {
 func TestNetLabsAreUniqueAndCleanedUp(t *testing.T) {
 	var a, b *netLab
 	t.Run("two at once", func(t *testing.T) {
-		a, b = newNetLab(t, 2), newNetLab(t, 2)
+		a = newNetLab(t, 2)
+		b = newSwitchedLab(t, 2, func(_, _ netip.Addr) time.Duration { return 0 })
 		if a.bridge == b.bridge || a.prefix == b.prefix || a.ns[0] == b.ns[0] {
 			t.Fatalf("two labs share names: %s %s %s and %s %s %s", a.bridge, a.prefix, a.ns[0], b.bridge, b.prefix, b.ns[0])
 		}
@@ -220,5 +345,42 @@ func TestNetLabsAreUniqueAndCleanedUp(t *testing.T) {
 				t.Errorf("namespace %s is still there", ns)
 			}
 		}
+	}
+}
+
+// A switched lab's links carry what the switch is told: a packet to
+// node1 is held 150 ms (so a refused connection takes at least that),
+// one to node2 is not held, and a cut still cuts.
+func TestSwitchedLabDelaysPackets(t *testing.T) {
+	const hold = 150 * time.Millisecond
+	var l *netLab
+	l = newSwitchedLab(t, 2, func(_, dst netip.Addr) time.Duration {
+		if dst.String() == l.ip(0) {
+			return hold
+		}
+		return 0
+	})
+	refused := func(ip string) time.Duration {
+		start := time.Now()
+		c, err := net.DialTimeout("tcp", ip+":9", 5*time.Second)
+		if err == nil {
+			c.Close()
+			t.Fatalf("%s:9 answered; nothing listens there", ip)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("dial %s:9: %v, want connection refused through the switch", ip, err)
+		}
+		return time.Since(start)
+	}
+	for range 3 {
+		if d := refused(l.ip(0)); d < hold {
+			t.Fatalf("node1 refused in %v, though the switch holds its packets %v", d, hold)
+		}
+		refused(l.ip(1))
+	}
+	l.cut(0)
+	out, err := exec.Command("ip", "netns", "exec", l.ns[0], "bash", "-c", "exec 3<>/dev/tcp/"+l.ip(1)+"/9").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "unreachable") && !strings.Contains(string(out), "Invalid argument") {
+		t.Fatalf("node1 reached node2 after the cut: %v %s", err, out)
 	}
 }
