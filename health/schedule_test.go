@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -71,35 +72,59 @@ func refused(t *testing.T) string {
 }
 
 // A check that starts failing is confirmed at the fast interval: with an
-// interval of an hour, fall 3 is reached only because the rounds after the
-// first failure come fast. Urge runs it now.
+// interval of an hour, fall 3 is reached two fast intervals (±10%) after
+// the urged first failure, and rise 2 one fast interval after the urged
+// first success. Fake time (synctest): the moments are exact.
 func TestRunnerConfirmsAtTheFastIntervalAndRunsWhenUrged(t *testing.T) {
-	var fail atomic.Bool
-	var runs atomic.Int32
-	check := func(context.Context) error {
-		runs.Add(1)
-		if fail.Load() {
-			return errors.New("refused")
+	synctest.Test(t, func(t *testing.T) {
+		const fast = 200 * time.Millisecond
+		var fail atomic.Bool
+		var runs atomic.Int32
+		check := func(context.Context) error {
+			runs.Add(1)
+			if fail.Load() {
+				return errors.New("refused")
+			}
+			return nil
 		}
-		return nil
-	}
-	spec := Spec{Name: "imap", Check: check, Severity: SeverityCritical, Interval: time.Hour, Timeout: time.Second, FastInterval: 20 * time.Millisecond}
-	r, err := NewRunner([]Spec{spec}, 3, 2, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { r.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	r.Urge()
-	waitUntil(t, "the first round", func() bool { return runs.Load() >= 1 })
-	fail.Store(true)
-	r.Urge()
-	waitUntil(t, "the node critical after fall failures at the fast interval", func() bool { return r.Report().Status == Critical })
-	fail.Store(false)
-	r.Urge()
-	waitUntil(t, "the node passing after rise successes at the fast interval", func() bool { return r.Report().Status == Passing })
+		spec := Spec{Name: "imap", Check: check, Severity: SeverityCritical, Interval: time.Hour, Timeout: time.Second, FastInterval: fast}
+		r, err := NewRunner([]Spec{spec}, 3, 2, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() { r.Run(ctx); close(done) }()
+		defer func() { cancel(); <-done }()
+		r.Urge()
+		synctest.Wait()
+		if runs.Load() != 1 {
+			t.Fatalf("%d runs after an urge, want 1", runs.Load())
+		}
+		// becomes waits until the node's status is want and returns how
+		// long that took.
+		becomes := func(want Status) time.Duration {
+			start := time.Now()
+			for r.Report().Status != want {
+				if time.Since(start) > 2*time.Hour {
+					t.Fatalf("never %s", want)
+				}
+				time.Sleep(time.Millisecond)
+				synctest.Wait()
+			}
+			return time.Since(start)
+		}
+		fail.Store(true)
+		r.Urge()
+		if d := becomes(Critical); d < 2*fast*9/10 || d > 2*fast*11/10 {
+			t.Fatalf("critical %v after the first failure, want two fast intervals (%v)", d, 2*fast)
+		}
+		fail.Store(false)
+		r.Urge()
+		if d := becomes(Passing); d < fast*9/10 || d > fast*11/10 {
+			t.Fatalf("passing %v after the first success, want one fast interval (%v)", d, fast)
+		}
+	})
 }
 
 // A peer that gossip suspects is probed at once and confirmed at the fast

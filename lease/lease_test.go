@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -33,40 +34,59 @@ func TestMajority(t *testing.T) {
 	}
 }
 
-// A node whose peers stop answering loses its lease, and gets it back
-// when one of two answers again; the leader's expiry of a silent node is
-// past the moment that node fences itself.
-func TestLeaseLostAndRegained(t *testing.T) {
-	var cut atomic.Bool
-	ping := func(peer string) error {
-		if cut.Load() || peer == "b" {
-			return errors.New("no answer")
-		}
-		return nil
-	}
-	l := New(Timing{FenceAfter: 100 * time.Millisecond}, func() []string { return []string{"a", "b"} }, ping)
-	ctx, cancel := context.WithCancel(context.Background())
+// run runs l in a goroutine until the test ends.
+func run(t *testing.T, l *Lease) {
+	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { l.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	wait := func(what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// A node whose peers stop answering loses its lease fence_after after the
+// last answer that kept its majority aged past the TTL, and gets it back
+// when one of two answers again; the leader's expiry of a silent node is
+// past the moment that node fences itself by more than one interval (the
+// fence loop's tick). Fake time (synctest): the moments are exact.
+func TestLeaseLostAndRegained(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var cut atomic.Bool
+		ping := func(peer string) error {
+			if cut.Load() || peer == "b" {
+				return errors.New("no answer")
 			}
+			return nil
 		}
-	}
-	wait("the majority (a answers)", func() bool { return l.LostFor(time.Now()) == 0 })
-	cut.Store(true)
-	lastA := l.LastContact("a")
-	wait("the lease lost for fence_after", func() bool { return l.LostFor(time.Now()) >= l.FenceAfter })
-	fencedBy := time.Now()
-	if exp := l.Expiry(lastA); !exp.After(fencedBy) {
-		t.Errorf("expiry %v is not after the node fenced itself (%v): a leader could move its users while it still serves", exp.Sub(lastA), fencedBy.Sub(lastA))
-	}
-	cut.Store(false)
-	wait("the majority again", func() bool { return l.LostFor(time.Now()) == 0 })
+		l := New(Timing{FenceAfter: time.Second}, func() []string { return []string{"a", "b"} }, ping)
+		run(t, l)
+		time.Sleep(l.Interval() / 2)
+		synctest.Wait()
+		if lost := l.LostFor(time.Now()); lost != 0 {
+			t.Fatalf("lease lost for %v though a answers", lost)
+		}
+		cut.Store(true)
+		lastA := l.LastContact("a")
+		const step = 10 * time.Millisecond
+		for l.LostFor(time.Now()) < l.FenceAfter {
+			if time.Since(lastA) > time.Minute {
+				t.Fatal("the lease was never lost")
+			}
+			time.Sleep(step)
+			synctest.Wait()
+		}
+		fencedBy := time.Now()
+		if want := lastA.Add(l.TTL() + l.FenceAfter); fencedBy.Before(want) || fencedBy.After(want.Add(step)) {
+			t.Errorf("lost for fence_after %v after the last answer, want %v (TTL + fence_after)", fencedBy.Sub(lastA), want.Sub(lastA))
+		}
+		if exp := l.Expiry(lastA); !exp.After(fencedBy.Add(l.Interval())) {
+			t.Errorf("expiry %v is not an interval after the node fenced itself (%v): a leader could move its users while it still serves", exp.Sub(lastA), fencedBy.Sub(lastA))
+		}
+		cut.Store(false)
+		time.Sleep(2*l.Interval() + step) // the next ping, and the tick after it that counts it
+		synctest.Wait()
+		if lost := l.LostFor(time.Now()); lost != 0 {
+			t.Fatalf("lease still lost %v after a answered again", lost)
+		}
+	})
 }
 
 // The majority is lost when the answer that kept it aged past the TTL,
@@ -93,35 +113,30 @@ func TestLostAt(t *testing.T) {
 
 // A ping that gets no answer blocks until its timeout; the next ping of
 // that peer must not wait for it, or a link that loses one packet in a
-// few fences a node whose peers answer every other ping.
+// few fences a node whose peers answer every other ping. Fake time
+// (synctest): the lease must never be lost, not even for a moment.
 func TestLostPingsDoNotDelayTheNext(t *testing.T) {
-	var calls [2]atomic.Int64
-	ping := func(peer string) error {
-		i := 0
-		if peer == "b" {
-			i = 1
+	synctest.Test(t, func(t *testing.T) {
+		var calls [2]atomic.Int64
+		ping := func(peer string) error {
+			i := 0
+			if peer == "b" {
+				i = 1
+			}
+			if calls[i].Add(1)%2 == 1 {
+				time.Sleep(200 * time.Millisecond) // lost: blocks to its timeout
+				return errors.New("timeout")
+			}
+			return nil
 		}
-		if calls[i].Add(1)%2 == 1 {
-			time.Sleep(200 * time.Millisecond) // lost: blocks to its timeout
-			return errors.New("timeout")
+		l := New(Timing{FenceAfter: 100 * time.Millisecond}, func() []string { return []string{"a", "b"} }, ping)
+		run(t, l)
+		time.Sleep(l.Interval() * 3)
+		for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); time.Sleep(time.Millisecond) {
+			synctest.Wait()
+			if lost := l.LostFor(time.Now()); lost != 0 {
+				t.Fatalf("lease lost for %v while every peer answered every other ping", lost)
+			}
 		}
-		return nil
-	}
-	l := New(Timing{FenceAfter: 100 * time.Millisecond}, func() []string { return []string{"a", "b"} }, ping)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { l.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	for deadline := time.Now().Add(5 * time.Second); l.LostFor(time.Now()) != 0; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out waiting for the majority")
-		}
-	}
-	var worst time.Duration
-	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
-		worst = max(worst, l.LostFor(time.Now()))
-	}
-	if worst >= l.FenceAfter/2 {
-		t.Fatalf("lease lost for %v while every peer answered every other ping", worst)
-	}
+	})
 }
