@@ -24,7 +24,7 @@ func TestTCPAPIRequiresTLSAndToken(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cert, key, err := c.CA.Issue(c.Dir, "api", []string{"127.0.0.1"}, time.Hour)
+	cert, key, err := c.CA.Issue(c.Dir, "api", certs.Server, []string{"127.0.0.1"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -235,7 +235,7 @@ func TestRaftPeerWithoutValidClientCertIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	oc, ok, err := other.Issue(otherDir, "mallory", []string{"127.0.0.1"}, time.Hour)
+	oc, ok, err := other.Issue(otherDir, "mallory", certs.Node, []string{"127.0.0.1"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +289,7 @@ func TestRaftPeerWithoutValidClientCertIsRefused(t *testing.T) {
 func TestForwardedOperatorRequestNeedsTheGossipKey(t *testing.T) {
 	c, leader, raftAddr := threeAgents(t)
 	dir := t.TempDir()
-	cp, kp, err := c.CA.Issue(dir, "copied-cert", []string{"127.0.0.1"}, time.Hour)
+	cp, kp, err := c.CA.Issue(dir, "copied-cert", certs.Node, []string{"127.0.0.1"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

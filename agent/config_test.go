@@ -31,7 +31,7 @@ func etcRoost(t *testing.T) string {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"node1", "node2", "node3", "api"} {
-		if _, _, err := ca.Issue(tlsDir, n, []string{"127.0.0.1"}, time.Hour); err != nil {
+		if _, _, err := ca.Issue(tlsDir, n, certs.Node, []string{"127.0.0.1"}, time.Hour); err != nil {
 			t.Fatal(err)
 		}
 	}

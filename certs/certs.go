@@ -75,14 +75,16 @@ func (f Files) MutualConfigs() (server, client *tls.Config, err error) {
 		Certificates: []tls.Certificate{cert},
 		RootCAs:      pool,
 	}
+	// Both ends must hold a node certificate (Node: server and client
+	// use): an API server's or a client's certificate from the same CA
+	// cannot take part in raft.
+	server.VerifyConnection = func(cs tls.ConnectionState) error { return verifyNode(cs, pool) }
+	client.VerifyConnection = server.VerifyConnection
 	if f.ServerName != "" {
 		client.ServerName = f.ServerName
 	} else {
 		// Nodes dial each other by IP; verify the chain, not the name.
 		client.InsecureSkipVerify = true
-		client.VerifyConnection = func(cs tls.ConnectionState) error {
-			return verifyChain(cs, pool, x509.ExtKeyUsageServerAuth)
-		}
 	}
 	return server, client, nil
 }
@@ -105,7 +107,9 @@ func (f Files) ServerConfig() (*tls.Config, error) {
 	return c, nil
 }
 
-func verifyChain(cs tls.ConnectionState, pool *x509.CertPool, usage x509.ExtKeyUsage) error {
+// verifyNode checks that the peer's certificate chains to pool and is
+// good for both server and client use.
+func verifyNode(cs tls.ConnectionState, pool *x509.CertPool) error {
 	if len(cs.PeerCertificates) == 0 {
 		return errors.New("peer presented no certificate")
 	}
@@ -113,8 +117,13 @@ func verifyChain(cs tls.ConnectionState, pool *x509.CertPool, usage x509.ExtKeyU
 	for _, c := range cs.PeerCertificates[1:] {
 		inter.AddCert(c)
 	}
-	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}})
-	return err
+	leaf := cs.PeerCertificates[0]
+	for _, u := range Node.extKeyUsage() {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{u}}); err != nil {
+			return fmt.Errorf("peer certificate %q is no node certificate (roostd tls cert --for node): %w", leaf.Subject.CommonName, err)
+		}
+	}
+	return nil
 }
 
 // LoadPool reads a PEM CA bundle.
@@ -184,10 +193,46 @@ func LoadCA(dir string) (*CA, error) {
 	return &CA{Cert: cert, Key: key}, nil
 }
 
-// Issue writes dir/NAME.pem and dir/NAME-key.pem: a certificate usable as
-// both TLS server and client (the cluster port is both), with NAME and
-// the given hosts (IPs or DNS names) as subject alternative names.
-func (ca *CA) Issue(dir, name string, hosts []string, valid time.Duration) (certPath, keyPath string, err error) {
+// Usage is what a certificate is for.
+type Usage string
+
+const (
+	// Node is a cluster port's certificate: server and client at once.
+	// It may serve the TCP API too.
+	Node Usage = "node"
+	// Server serves the TCP API only; it cannot join the cluster port.
+	Server Usage = "server"
+	// Client presents itself to the TCP API (a Prometheus or Alertmanager
+	// that must show a certificate); it cannot join the cluster port.
+	Client Usage = "client"
+)
+
+// ParseUsage reads node, server or client.
+func ParseUsage(s string) (Usage, error) {
+	switch u := Usage(s); u {
+	case Node, Server, Client:
+		return u, nil
+	}
+	return "", fmt.Errorf("certificate use %q: want node, server or client", s)
+}
+
+func (u Usage) extKeyUsage() []x509.ExtKeyUsage {
+	switch u {
+	case Server:
+		return []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	case Client:
+		return []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	}
+	return []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+}
+
+// Issue writes dir/NAME.pem and dir/NAME-key.pem: a certificate for use
+// u, with NAME and the given hosts (IPs or DNS names) as subject
+// alternative names.
+func (ca *CA) Issue(dir, name string, u Usage, hosts []string, valid time.Duration) (certPath, keyPath string, err error) {
+	if _, err := ParseUsage(string(u)); err != nil {
+		return "", "", err
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return "", "", err
@@ -198,7 +243,7 @@ func (ca *CA) Issue(dir, name string, hosts []string, valid time.Duration) (cert
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(valid),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		ExtKeyUsage:  u.extKeyUsage(),
 		DNSNames:     []string{name},
 	}
 	for _, h := range hosts {

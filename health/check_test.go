@@ -172,7 +172,7 @@ func testTLS(t *testing.T) (server *tls.Config, client *tls.Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp, kp, err := ca.Issue(dir, "mail.test", []string{"127.0.0.1"}, time.Hour)
+	cp, kp, err := ca.Issue(dir, "mail.test", certs.Server, []string{"127.0.0.1"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

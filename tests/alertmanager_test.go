@@ -95,7 +95,7 @@ func TestAlertmanagerDrivesDrainsAndShowsRoostsAlerts(t *testing.T) {
 	token, webhookToken := filepath.Join(c.Dir, "api.token"), filepath.Join(c.Dir, "webhook.token")
 	os.WriteFile(token, []byte("api-token-0123456789abcdef\n"), 0o600)
 	os.WriteFile(webhookToken, []byte("webhook-token-0123456789abcdef\n"), 0o600)
-	cert, key, err := c.CA.Issue(c.Dir, "api", []string{"127.0.0.1"}, time.Hour)
+	cert, key, err := c.CA.Issue(c.Dir, "api", certs.Server, []string{"127.0.0.1"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

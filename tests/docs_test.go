@@ -55,8 +55,8 @@ func etcRoostDir(t *testing.T, roostd string) string {
 	if out, err := run(t, roostd, "tls", "ca", "--dir", tlsDir); err != nil {
 		t.Fatal(err, out)
 	}
-	for _, n := range []string{"node1", "node2", "node3", "api"} {
-		if out, err := run(t, roostd, "tls", "cert", "--dir", tlsDir, "--name", n, "--host", "10.0.0.1"); err != nil {
+	for n, use := range map[string]string{"node1": "node", "node2": "node", "node3": "node", "api": "server"} {
+		if out, err := run(t, roostd, "tls", "cert", "--dir", tlsDir, "--name", n, "--for", use, "--host", "10.0.0.1"); err != nil {
 			t.Fatal(err, out)
 		}
 	}

@@ -112,6 +112,9 @@ func TestProcessClusterSurvivesKill9(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte("process-test-token-0123456789\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if out, err := run(t, roostd, "tls", "cert", "--dir", dir, "--name", "x", "--for", "both"); err == nil || !strings.Contains(out, "--for: certificate use \"both\": want node, server or client") {
+		t.Fatalf("tls cert --for both: %v %s", err, out)
+	}
 	var procs []*proc
 	for i := range 3 {
 		name := fmt.Sprintf("node%d", i+1)

@@ -55,7 +55,7 @@ func BenchmarkScale50(b *testing.B) {
 	procs := make([]*agentProc, n)
 	for i := range n {
 		name := fmt.Sprintf("a%02d", i)
-		cert, key, err := ca.Issue(dir, name, []string{"127.0.0.1"}, time.Hour)
+		cert, key, err := ca.Issue(dir, name, certs.Node, []string{"127.0.0.1"}, time.Hour)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -100,7 +100,7 @@ func NewKey() string {
 func (c *Cluster) Config(i int) agent.Config {
 	c.t.Helper()
 	name := fmt.Sprintf("node%d", i+1)
-	cert, key, err := c.CA.Issue(c.Dir, name, []string{"127.0.0.1"}, time.Hour)
+	cert, key, err := c.CA.Issue(c.Dir, name, certs.Node, []string{"127.0.0.1"}, time.Hour)
 	if err != nil {
 		c.t.Fatal(err)
 	}

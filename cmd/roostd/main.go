@@ -206,24 +206,36 @@ func newTLSCmd() *cobra.Command {
 	ca.Flags().StringVar(&dir, "dir", ".", "directory for the CA files")
 	ca.Flags().DurationVar(&valid, "valid", 10*365*24*time.Hour, "validity")
 
-	var name string
+	var name, usage string
 	var hosts []string
 	cert := &cobra.Command{
 		Use:   "cert",
-		Short: "Issue a node certificate (NAME.pem, NAME-key.pem) signed by the CA in --dir",
-		Long: `cert issues a certificate usable as TLS server and client, as the cluster
-port needs, signed by the CA in --dir. --host adds IP addresses or DNS names.`,
-		Example: "  roostd tls cert --dir /etc/roost/tls --name node1 --host 10.0.0.1",
-		Args:    cobra.NoArgs,
+		Short: "Issue a certificate (NAME.pem, NAME-key.pem) signed by the CA in --dir",
+		Long: `cert issues a certificate signed by the CA in --dir, for one use (--for):
+
+  node    a node's cluster port (raft, forwarded requests): TLS server and
+          client at once; it may serve the TCP API (api.tls) as well
+  server  the TCP API only (api.tls); refused on the cluster port
+  client  a client of the TCP API that must present a certificate (when
+          api.tls.ca_file is set); refused on the cluster port
+
+--host adds IP addresses or DNS names.`,
+		Example: `  roostd tls cert --dir /etc/roost/tls --name node1 --host 10.0.0.1
+  roostd tls cert --dir /etc/roost/tls --name prometheus --for client`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if name == "" {
 				return errors.New("--name is required")
+			}
+			u, err := certs.ParseUsage(usage)
+			if err != nil {
+				return fmt.Errorf("--for: %w", err)
 			}
 			c, err := certs.LoadCA(dir)
 			if err != nil {
 				return err
 			}
-			cp, kp, err := c.Issue(dir, name, hosts, valid)
+			cp, kp, err := c.Issue(dir, name, u, hosts, valid)
 			if err != nil {
 				return err
 			}
@@ -233,6 +245,7 @@ port needs, signed by the CA in --dir. --host adds IP addresses or DNS names.`,
 	}
 	cert.Flags().StringVar(&dir, "dir", ".", "directory holding ca.pem and ca-key.pem, and for the new files")
 	cert.Flags().StringVar(&name, "name", "", "node name (the certificate's common name)")
+	cert.Flags().StringVar(&usage, "for", string(certs.Node), "what it is for: node, server or client")
 	cert.Flags().StringSliceVar(&hosts, "host", nil, "IP address or DNS name to include (repeatable)")
 	cert.Flags().DurationVar(&valid, "valid", 2*365*24*time.Hour, "validity")
 	tlsCmd.AddCommand(ca, cert)

@@ -414,7 +414,7 @@ func StartWith(t testing.TB, name string, o Options) *Instance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp, kp, err := ca.Issue(dir, "server", []string{i.IP, "localhost"}, time.Hour)
+	cp, kp, err := ca.Issue(dir, "server", certs.Server, []string{i.IP, "localhost"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
