@@ -4,6 +4,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -163,49 +164,52 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 // Run runs the agent until ctx ends, then stops every part and waits for
 // it. It returns the first part's error, if any part failed.
 func (a *Agent) Run(ctx context.Context) error {
+	var sweeper dovecot.Admin // before any part starts: an error here leaves nothing running
+	if a.cfg.Routing.DSNFile != "" && a.cfg.Node.Role == RoleMail && a.cfg.Failover.SweepInterval > 0 {
+		admin, err := dovecot.New(a.cfg.Dovecot)
+		if err != nil {
+			return fmt.Errorf("dovecot: %w", err)
+		}
+		sweeper = admin
+	}
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return a.gossip.Run(ctx, a.cfg.Node.LeaveOnStop) })
-	g.Go(func() error { return a.cluster.Run(ctx) })
-	g.Go(func() error { return a.api.run(ctx) })
-	g.Go(func() error { return a.lb.run(ctx) })
+	part(g, ctx, "gossip", func(ctx context.Context) error { return a.gossip.Run(ctx, a.cfg.Node.LeaveOnStop) })
+	part(g, ctx, "raft", a.cluster.Run)
+	part(g, ctx, "api", a.api.run)
+	part(g, ctx, "lb", a.lb.run)
 	if len(a.cfg.Alertmanager.URLs) > 0 {
 		al := &alerter{cfg: a.cfg.Alertmanager, hc: &http.Client{Timeout: 10 * time.Second}, state: a.cluster.State,
 			leader: func() bool { return a.cluster.Status().Leader == a.cfg.Node.Name }, logf: a.log.Warn}
-		g.Go(func() error { al.run(ctx); return nil })
+		part(g, ctx, "alertmanager", loop(al.run))
 	}
-	g.Go(func() error { return a.fsprobe.Run(ctx) })
-	g.Go(func() error { return a.health.Run(ctx) })
-	g.Go(func() error { return a.peers.Run(ctx) })
-	g.Go(func() error { a.urgePeers(ctx); return nil })
-	g.Go(func() error { return a.lease.Run(ctx) })
+	part(g, ctx, "fsprobe", a.fsprobe.Run)
+	part(g, ctx, "health", a.health.Run)
+	part(g, ctx, "peers", a.peers.Run)
+	part(g, ctx, "urge", loop(a.urgePeers))
+	part(g, ctx, "lease", a.lease.Run)
 	if a.cfg.Node.Role == RoleMail {
-		g.Go(func() error { a.fence(ctx); return nil })
+		part(g, ctx, "fence", loop(a.fence))
 	}
 	if a.cfg.Node.Role == RoleMail {
-		g.Go(func() error {
+		part(g, ctx, "dovecot_master_watch", loop(func(ctx context.Context) {
 			dovecot.WatchMaster(ctx, a.cfg.Dovecot.InstanceName, time.Second, func(pid int) {
 				a.log.Warn("dovecot_master_exited", "pid", pid)
 				a.health.Urge() // the checks confirm it now, at their fast interval
 			})
-			return nil
-		})
+		}))
 	}
-	g.Go(func() error { a.watch(ctx); return nil })
-	g.Go(func() error { a.notifySystemd(ctx); return nil })
+	part(g, ctx, "watch", loop(a.watch))
+	g.Go(func() error { a.notifySystemd(ctx); return nil }) // ends at once when not under systemd
 	if a.cfg.Routing.DSNFile != "" {
-		g.Go(func() error { a.routing.run(ctx, a.cfg.Routing, a.log); return nil })
-		if a.cfg.Node.Role == RoleMail && a.cfg.Failover.SweepInterval > 0 {
-			admin, err := dovecot.New(a.cfg.Dovecot)
-			if err != nil {
-				return fmt.Errorf("dovecot: %w", err)
-			}
-			g.Go(func() error { a.sweep(ctx, admin, a.cfg.Failover.SweepInterval); return nil })
+		part(g, ctx, "routing", loop(func(ctx context.Context) { a.routing.run(ctx, a.cfg.Routing, a.log) }))
+		if sweeper != nil {
+			part(g, ctx, "sweep", loop(func(ctx context.Context) { a.sweep(ctx, sweeper, a.cfg.Failover.SweepInterval) }))
 		}
 	} else {
 		a.log.Warn("routing_off", "hint", "routing.dsn_file is empty: this node hands raft leadership to a voter that has it, and cannot fail anyone over")
 	}
 	if a.cfg.Node.Role == RoleMail {
-		g.Go(func() error { a.reapOrphans(ctx); return nil })
+		part(g, ctx, "reap", loop(a.reapOrphans))
 		g.Go(func() error {
 			if problem := dovecot.LoginModeProblem(ctx, a.cfg.Dovecot); problem != "" {
 				a.log.Warn("dovecot_login_mode", "problem", problem)
@@ -221,6 +225,28 @@ func (a *Agent) Run(ctx context.Context) error {
 	err := g.Wait()
 	a.log.Info("agent_stopped", "err", err)
 	return err
+}
+
+// part runs one part of the agent in g until ctx ends. A part that stops
+// before, with or without an error, stops the agent: roostd then exits
+// non-zero and systemd restarts it, rather than running on without the
+// part.
+func part(g *errgroup.Group, ctx context.Context, name string, run func(context.Context) error) {
+	g.Go(func() error {
+		err := run(ctx)
+		if ctx.Err() != nil {
+			return err
+		}
+		if err == nil {
+			err = errors.New("stopped")
+		}
+		return fmt.Errorf("%s: %w", name, err)
+	})
+}
+
+// loop adapts a part that has no error to return.
+func loop(run func(context.Context)) func(context.Context) error {
+	return func(ctx context.Context) error { run(ctx); return nil }
 }
 
 // GossipAddr is the address peers join.

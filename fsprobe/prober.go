@@ -82,6 +82,7 @@ func (p *Prober) Run(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
+	<-ctx.Done() // with nothing to run it still runs until ctx ends, as any part of the agent
 	return nil
 }
 

@@ -98,6 +98,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		wg.Go(func() { r.loop(ctx, s, r.urges[i]) })
 	}
 	wg.Wait()
+	<-ctx.Done() // with nothing to run it still runs until ctx ends, as any part of the agent
 	return nil
 }
 

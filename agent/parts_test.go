@@ -1,11 +1,13 @@
 package agent
 
 import (
+	"context"
 	"maps"
 	"slices"
 	"testing"
 
 	"github.com/roost-mail/roost/gossip"
+	"golang.org/x/sync/errgroup"
 )
 
 // A peer is probed at the fast pace as soon as anyone has reason to think
@@ -28,5 +30,25 @@ func TestSuspected(t *testing.T) {
 	want := []string{"node2", "node3", "node4", "node6"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("suspected = %v, want %v", got, want)
+	}
+}
+
+// A part of the agent that stops before the agent does, even without an
+// error, stops the agent with an error that names it (roostd then exits
+// non-zero and systemd restarts it); parts that end with the agent are
+// no error.
+func TestAPartThatStopsStopsTheAgent(t *testing.T) {
+	g, ctx := errgroup.WithContext(t.Context())
+	part(g, ctx, "lease", func(context.Context) error { return nil })
+	part(g, ctx, "gossip", func(ctx context.Context) error { <-ctx.Done(); return nil })
+	if err := g.Wait(); err == nil || err.Error() != "lease: stopped" {
+		t.Fatalf("agent ended with %v, want lease: stopped", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	g, ctx = errgroup.WithContext(ctx)
+	part(g, ctx, "gossip", func(ctx context.Context) error { <-ctx.Done(); return nil })
+	cancel()
+	if err := g.Wait(); err != nil {
+		t.Fatalf("agent stopped with %v, want nil", err)
 	}
 }
