@@ -97,7 +97,12 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 		return nil, err
 	}
 	a.routing = &routingDB{}
-	a.kicker = &kicker{cfg: cfg.Dovecot, members: func() []gossip.Member { return a.gossip.Members() }, clients: map[string]*dovecot.HTTP{}}
+	a.kicker = &kicker{cfg: cfg.Dovecot, members: func() []gossip.Member { return a.gossip.Members() }, clients: map[string]*dovecot.HTTP{}, flushRemote: a.cluster.FlushAuthCache, log: a.log}
+	if cfg.Node.Role == RoleMail {
+		// Dovecot 2.4 cannot flush its auth cache over HTTP: the leader asks
+		// this agent, which runs the local doveadm.
+		a.cluster.SetFlusher(dovecot.NewLocal(cfg.Dovecot).FlushAuthCache)
+	}
 	if cfg.Routing.DSNFile != "" {
 		a.leading = &failover.Leading{
 			Executor: &failover.Executor{

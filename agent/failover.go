@@ -126,12 +126,15 @@ func choose(user string, ts []failover.Target) (failover.Target, bool) {
 // kicker ends moved users' sessions through the doveadm HTTP APIs the
 // nodes gossip: kick on the node they left, an auth cache flush and
 // (unless the plan drops every proxy's sessions to that host) a proxy
-// kick on every alive node.
+// kick on every alive node. A Dovecot 2.4 node's auth cache is flushed
+// by its own agent, asked over the cluster port (flushRemote).
 type kicker struct {
-	cfg     dovecot.Config
-	members func() []gossip.Member
-	mu      sync.Mutex
-	clients map[string]*dovecot.HTTP
+	cfg         dovecot.Config
+	members     func() []gossip.Member
+	flushRemote func(ctx context.Context, raftAddr string, users []string) (int, error)
+	log         *slog.Logger
+	mu          sync.Mutex
+	clients     map[string]*dovecot.HTTP
 }
 
 func (k *kicker) client(base string) (*dovecot.HTTP, error) {
@@ -151,6 +154,9 @@ func (k *kicker) client(base string) (*dovecot.HTTP, error) {
 }
 
 // Moved runs on every node at once, so one slow node delays no other.
+// Each node's auth cache is flushed before the kicks (a kicked client
+// logs in again at once, and must not find its old node cached) and again
+// reflushAfter later, in the background.
 func (k *kicker) Moved(ctx context.Context, from string, users []string, proxies bool) error {
 	fromHost := ""
 	for _, m := range k.members() {
@@ -158,8 +164,11 @@ func (k *kicker) Moved(ctx context.Context, from string, users []string, proxies
 			fromHost = m.Meta.ProxyHost
 		}
 	}
-	return k.onEach(func(m gossip.Member, c *dovecot.HTTP) error {
+	err := k.onEach(func(m gossip.Member, c *dovecot.HTTP) error {
 		var errs []error
+		if err := k.flush(ctx, m, c, users); err != nil {
+			errs = append(errs, err)
+		}
 		if m.Name == from {
 			if _, err := c.Kick(ctx, users); err != nil {
 				errs = append(errs, fmt.Errorf("kick on %s: %w", m.Name, err))
@@ -170,13 +179,36 @@ func (k *kicker) Moved(ctx context.Context, from string, users []string, proxies
 				errs = append(errs, fmt.Errorf("proxy kick on %s: %w", m.Name, err))
 			}
 		}
-		// Dovecot 2.4 cannot flush over HTTP: docs/dovecot.md says to
-		// run it without the auth cache.
-		if _, err := c.FlushAuthCache(ctx, users); err != nil && !errors.Is(err, dovecot.ErrNoHTTPAuthCacheFlush) {
-			errs = append(errs, fmt.Errorf("auth cache flush on %s: %w", m.Name, err))
-		}
 		return errors.Join(errs...)
 	})
+	time.AfterFunc(reflushAfter, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := k.onEach(func(m gossip.Member, c *dovecot.HTTP) error { return k.flush(ctx, m, c, users) }); err != nil {
+			k.log.Warn("auth_cache_reflush_failed", "users", len(users), "err", err)
+		}
+	})
+	return err
+}
+
+// reflushAfter: a passdb lookup that began before a move can store the
+// old node in a node's auth cache just after the flush, where it would
+// stay for auth_cache_ttl; a second flush this much later drops it (the
+// lookup takes milliseconds).
+const reflushAfter = time.Second
+
+// flush drops users from m's auth cache: over the doveadm HTTP API, or on
+// Dovecot 2.4, which cannot do that, by m's own agent over the cluster
+// port.
+func (k *kicker) flush(ctx context.Context, m gossip.Member, c *dovecot.HTTP, users []string) error {
+	_, err := c.FlushAuthCache(ctx, users)
+	if errors.Is(err, dovecot.ErrNoHTTPAuthCacheFlush) {
+		_, err = k.flushRemote(ctx, m.Meta.Raft, users)
+	}
+	if err != nil {
+		return fmt.Errorf("auth cache flush on %s: %w", m.Name, err)
+	}
+	return nil
 }
 
 // onEach runs fn for every alive node that gossips a doveadm API, all at

@@ -403,7 +403,7 @@ func (h *HTTP) FlushAuthCache(ctx context.Context, users []string) (int, error) 
 		return h.count(ctx, []Command{{Name: "authCacheFlush", Params: map[string]any{"user": []string{}}}}, "entries")
 	}
 	var cmds []Command
-	for _, b := range chunks(users, proxyKickUsers) {
+	for _, b := range flushChunks(users) {
 		cmds = append(cmds, Command{Name: "authCacheFlush", Params: map[string]any{"user": b}})
 	}
 	return h.count(ctx, cmds, "entries")
@@ -517,6 +517,39 @@ func parseSession(user, service, conns, pids, ips string) Session {
 	}
 	s.IPs = strings.Fields(strings.Trim(ips, "()"))
 	return s
+}
+
+// authMasterLine is the longest line Dovecot's auth process reads from
+// an auth master connection (MAX_INBUF_SIZE in auth-master-connection.c,
+// 2.3 and 2.4). doveadm sends a cache flush as one line, CACHE-FLUSH, an
+// id and the tab-escaped names; a longer line is dropped and doveadm
+// reports 0 entries flushed, without an error.
+const authMasterLine = 1024
+
+// flushChunks splits users into lists whose CACHE-FLUSH line fits in
+// authMasterLine, with room for the command, its id and the newline. A
+// name too long to fit alone goes alone; Dovecot cannot flush it.
+func flushChunks(users []string) [][]string {
+	const room = authMasterLine - 64
+	var out [][]string
+	start, size := 0, 0
+	for i, u := range users {
+		n := len(u) + 1 // and its tab
+		for _, c := range []byte(u) {
+			if c == 1 || c == '\t' || c == '\r' || c == '\n' {
+				n++ // str_tabescape doubles these
+			}
+		}
+		if i > start && size+n > room {
+			out = append(out, users[start:i])
+			start, size = i, 0
+		}
+		size += n
+	}
+	if start < len(users) {
+		out = append(out, users[start:])
+	}
+	return out
 }
 
 func chunks(xs []string, n int) [][]string {

@@ -2,6 +2,9 @@ package dovecot
 
 import (
 	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -76,5 +79,40 @@ func TestProxied24(t *testing.T) {
 	got := proxied24(rows)
 	if len(got) != 1 || got[0] != (ProxySession{User: "u3", Service: "imap-login", SourceIP: "127.0.0.1", DestIP: "127.0.3.2"}) {
 		t.Fatalf("%+v", got)
+	}
+}
+
+// A cache flush line must fit Dovecot's auth master connection: every
+// chunk's CACHE-FLUSH line (names tab-escaped) is at most authMasterLine
+// bytes, the chunks hold every name once in order, and a name too long
+// to share a line goes alone.
+func TestFlushChunksFitTheAuthMasterLine(t *testing.T) {
+	var users []string
+	for i := range 300 {
+		users = append(users, fmt.Sprintf("user%04d@a-rather-long-mail-domain.example.test", i))
+	}
+	users = append(users, "tab\there", strings.Repeat("x", 2000), "last")
+	chunks := flushChunks(users)
+	var all []string
+	for _, c := range chunks {
+		line := "CACHE-FLUSH\t4294967295"
+		for _, u := range c {
+			line += "\t" + strings.NewReplacer("\x01", "\x011", "\t", "\x01t", "\r", "\x01r", "\n", "\x01n").Replace(u)
+		}
+		if len(line)+1 > authMasterLine && len(c) > 1 {
+			t.Fatalf("a chunk of %d names makes a %d-byte line, over %d", len(c), len(line)+1, authMasterLine)
+		}
+		all = append(all, c...)
+	}
+	if !slices.Equal(all, users) {
+		t.Fatal("the chunks do not hold every name once, in order")
+	}
+	if len(chunks) < 15 {
+		t.Fatalf("%d chunks for %d long names: too few to fit", len(chunks), len(users))
+	}
+	for _, c := range chunks {
+		if slices.Contains(c, users[301]) && len(c) != 1 {
+			t.Fatal("the 2000-byte name shares its chunk")
+		}
 	}
 }

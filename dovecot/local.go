@@ -121,11 +121,26 @@ func (l *Local) ProxyKickHost(ctx context.Context, host string) (int, error) {
 
 // FlushAuthCache drops users' cached passdb answers, or all of them.
 func (l *Local) FlushAuthCache(ctx context.Context, users []string) (int, error) {
-	out, _, err := l.run(ctx, 0, append([]string{"auth", "cache", "flush", "--"}, users...)...)
-	if err != nil {
-		return 0, err
+	if len(users) == 0 {
+		out, _, err := l.run(ctx, 0, "auth", "cache", "flush")
+		if err != nil {
+			return 0, err
+		}
+		return leadingInt(out)
 	}
-	return leadingInt(out)
+	total := 0
+	for _, b := range flushChunks(users) {
+		out, _, err := l.run(ctx, 0, append([]string{"auth", "cache", "flush", "--"}, b...)...)
+		if err != nil {
+			return total, err
+		}
+		n, err := leadingInt(out)
+		if err != nil {
+			return total, err
+		}
+		total += n
+	}
+	return total, nil
 }
 
 // Who lists the sessions this node serves.

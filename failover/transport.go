@@ -20,6 +20,7 @@ const (
 	chanRaft  byte = 'R' // raft RPCs, handed to raft's NetworkTransport
 	chanStats byte = 'S' // one JSON serverStats answer, for autopilot
 	chanOp    byte = 'O' // one operator Request forwarded to the leader
+	chanFlush byte = 'F' // one auth cache flush asked of a node (flush.go)
 )
 
 const handshakeTimeout = 5 * time.Second

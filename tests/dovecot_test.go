@@ -301,7 +301,13 @@ func TestAuthCacheFlushMatters(t *testing.T) {
 
 func authCacheFlush(t *testing.T, version string) {
 	ctx := context.Background()
-	path, store := usersDB(t, mailUsers, "127.0.1.2")
+	// A plan's batch: more users than one line of Dovecot's auth master
+	// protocol (1024 bytes) can name.
+	users := slices.Clone(mailUsers)
+	for i := range 100 {
+		users = append(users, fmt.Sprintf("batch-%03d@a-rather-long-mail-domain.example.test", i))
+	}
+	path, store := usersDB(t, users, "127.0.1.2")
 	nodes := cluster(t, version, 3, path, true)
 	login := func(u string) string {
 		t.Helper()
@@ -312,13 +318,13 @@ func authCacheFlush(t *testing.T, version string) {
 		s.Close()
 		return s.Node
 	}
-	for _, u := range mailUsers {
+	for _, u := range users {
 		if n := login(u); n != "b" {
 			t.Fatalf("%q on %q, want b", u, n)
 		}
 	}
 	var moves []routing.Move
-	for _, u := range mailUsers {
+	for _, u := range users {
 		moves = append(moves, routing.Move{User: u, From: "127.0.1.2", To: "127.0.1.3"})
 	}
 	if _, err := store.MoveBatch(ctx, routing.Fence{Term: 1, Leader: "test"}, "p1", "test", moves); err != nil {
@@ -330,16 +336,20 @@ func authCacheFlush(t *testing.T, version string) {
 	for i, d := range nodes {
 		via := []string{"http", "local"}[i%2]
 		if version == "2.4" {
-			if _, err := admins(t, d)["http"].FlushAuthCache(ctx, mailUsers); !errors.Is(err, dovecot.ErrNoHTTPAuthCacheFlush) {
+			if _, err := admins(t, d)["http"].FlushAuthCache(ctx, users); !errors.Is(err, dovecot.ErrNoHTTPAuthCacheFlush) {
 				t.Fatalf("flush over 2.4's HTTP API: %v, want %v", err, dovecot.ErrNoHTTPAuthCacheFlush)
 			}
 			via = "local"
 		}
-		if _, err := admins(t, d)[via].FlushAuthCache(ctx, mailUsers); err != nil {
+		n, err := admins(t, d)[via].FlushAuthCache(ctx, users)
+		if err != nil {
 			t.Fatalf("flush on %s via %s: %v", d.Short(), via, err)
 		}
+		if d == nodes[0] && n < len(users) {
+			t.Fatalf("the proxy a flushed %d entries via %s, want one for each of %d users", n, via, len(users))
+		}
 	}
-	for _, u := range mailUsers {
+	for _, u := range users {
 		if n := login(u); n != "c" {
 			t.Fatalf("after the flush %q is on %q, want c", u, n)
 		}

@@ -30,7 +30,14 @@ func startMailCluster(t *testing.T) (*mailcluster.Cluster, []*mailcluster.Sessio
 // startMailClusterOf is startMailCluster with that Dovecot version.
 func startMailClusterOf(t *testing.T, dovecot string) (*mailcluster.Cluster, []*mailcluster.Session) {
 	t.Helper()
-	c := mailcluster.Start(t, mailcluster.Options{Bin: buildBinaries(t), Dovecot: dovecot})
+	return startMailClusterWith(t, mailcluster.Options{Dovecot: dovecot})
+}
+
+// startMailClusterWith is startMailCluster with o (its Bin filled in).
+func startMailClusterWith(t *testing.T, o mailcluster.Options) (*mailcluster.Cluster, []*mailcluster.Session) {
+	t.Helper()
+	o.Bin = buildBinaries(t)
+	c := mailcluster.Start(t, o)
 	held, err := c.LoginAll(c.Users)
 	if err != nil {
 		t.Fatal(err)
@@ -60,11 +67,15 @@ func failOverIn(t *testing.T, c *mailcluster.Cluster, held []*mailcluster.Sessio
 	t.Helper()
 	b := c.Nodes[1]
 	affected := c.UsersOf(b)
+	moves := map[string]int{} // off each node before, from earlier moves in this cluster
+	for _, n := range c.Nodes {
+		moves[n.Host] = c.JournalFrom(n.Host)
+	}
 	start := time.Now()
 	fault(b)
 	ttr, err := c.FirstLogin(affected[0], b.Short, start, 30*time.Second)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\n%s", err, c.AgentLogs(60))
 	}
 	t.Logf("%s logged in on a healthy node %s after the fault", affected[0], ttr.Round(time.Millisecond))
 	c.WaitFor(30*time.Second, "node2's users moved", func() bool { return c.UsersOn(b.Host) == 0 })
@@ -97,8 +108,8 @@ func failOverIn(t *testing.T, c *mailcluster.Cluster, held []*mailcluster.Sessio
 		if n == b {
 			want = len(affected)
 		}
-		if got := c.JournalFrom(n.Host); got != want {
-			t.Fatalf("the journal has %d moves off %s, want %d", got, n.Host, want)
+		if got := c.JournalFrom(n.Host) - moves[n.Host]; got != want {
+			t.Fatalf("the journal has %d new moves off %s, want %d", got, n.Host, want)
 		}
 	}
 	if m, _ := c.Member(c.Nodes[0], b.Name); m.State != "failed" || m.LB != "down" {
@@ -118,16 +129,21 @@ func TestE2EDovecotCrash(t *testing.T) {
 	backHome(t, c, b)
 }
 
-// The crash and the drain of the scenarios above, on Dovecot 2.4 nodes
-// configured by the guide's 2.4 blocks, in one cluster: the failover ends
-// every session of node2's users and they log in elsewhere, failback
-// brings them home, a drain with --wait ends their sessions (proxied ones
-// too: every user holds a session through HAProxy) and undrain brings them
-// back.
-func TestE2EDovecot24CrashAndDrain(t *testing.T) {
-	c, held := startMailClusterOf(t, "2.4")
+// The scenarios above on Dovecot 2.4 nodes configured by the guide's 2.4
+// blocks, in one cluster: node2's Dovecot crashes while 1,000 messages
+// are delivered (none lost, none twice, none on local disk), the failover
+// ends every session of node2's users and they log in elsewhere,
+// failback brings them home; a drain with --wait ends their sessions
+// (proxied ones too: every user holds a session through HAProxy), they
+// log in elsewhere again, and undrain brings them back. The auth cache is
+// on (an hour): 2.4 cannot flush it over HTTP, so every move relies on
+// each node's own agent flushing it when the leader asks. (A second
+// failure of node2 here would be held by the flap block, so the hung
+// mount on 2.4 has a cluster of its own, in TestE2EHungMount.)
+func TestE2EDovecot24(t *testing.T) {
+	c, held := startMailClusterWith(t, mailcluster.Options{Dovecot: "2.4", AuthCache: true})
 	b := c.Nodes[1]
-	failOverIn(t, c, held, func(b *mailcluster.Node) { b.Dovecot.Kill9() })
+	failOverIn(t, c, held, func(*mailcluster.Node) { deliverDuringCrash(t, c, "e2e24") })
 	b.Dovecot.Start()
 	c.WaitFor(30*time.Second, "node2 passing again in every agent's view", func() bool { return c.Recovered(b) })
 	if out, err := c.Ctl(c.Nodes[2], "failback", b.Name, "--yes"); err != nil {
@@ -149,6 +165,18 @@ func TestE2EDovecot24CrashAndDrain(t *testing.T) {
 	for _, s := range held {
 		if !s.Ended(10 * time.Second) {
 			t.Fatalf("%s's session was not ended by the drain", s.User)
+		}
+	}
+	// Each logged in through HAProxy before, so every node may have
+	// cached their old node.
+	for _, u := range c.UsersOf(b)[:10] {
+		s, err := c.Login(u, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if s.Node == b.Short {
+			t.Fatalf("%s logs in on the drained node2: a node's auth cache still sends them there", u)
 		}
 	}
 	if out, err := c.Ctl(c.Nodes[2], "undrain", b.Name, "--yes"); err != nil {
@@ -179,13 +207,34 @@ func backHome(t *testing.T, c *mailcluster.Cluster, b *mailcluster.Node) {
 // failover node2 gets no new mail: HAProxy sends it no LMTP connection,
 // and mail for its users lands through the healthy nodes.
 func TestE2EHungMount(t *testing.T) {
-	c, b := failOver(t, func(b *mailcluster.Node) {
+	c, b := failOver(t, hangMount(t))
+	mailAvoidsHungNode(t, c, b, "hung")
+}
+
+// Scenario 2 on Dovecot 2.4, configured by the guide's 2.4 blocks, with
+// the auth cache on.
+func TestE2EHungMountDovecot24(t *testing.T) {
+	c, held := startMailClusterWith(t, mailcluster.Options{Dovecot: "2.4", AuthCache: true})
+	failOverIn(t, c, held, hangMount(t))
+	mailAvoidsHungNode(t, c, c.Nodes[1], "hung24")
+}
+
+// hangMount is the fault of a node's mount that hangs.
+func hangMount(t *testing.T) func(b *mailcluster.Node) {
+	return func(b *mailcluster.Node) {
 		if err := b.FS.Set(faultfs.Fault{Hang: true}); err != nil {
 			t.Fatal(err)
 		}
-	})
+	}
+}
+
+// mailAvoidsHungNode checks that, after the failover of b for a hung
+// mount, HAProxy sends b no LMTP connection and mail to b's users lands
+// through the healthy nodes.
+func mailAvoidsHungNode(t *testing.T, c *mailcluster.Cluster, b *mailcluster.Node, tag string) {
+	t.Helper()
 	before := c.HAProxy.Stat("lmtp")[b.Name].Total
-	delivered := deliverTo(t, c, c.UsersOf(b), "hung")
+	delivered := deliverTo(t, c, c.UsersOf(b), tag)
 	if after := c.HAProxy.Stat("lmtp")[b.Name].Total; after != before {
 		t.Fatalf("HAProxy sent node2 %d LMTP connections after its failover", after-before)
 	}
@@ -308,10 +357,21 @@ func TestE2EDrainAndUndrain(t *testing.T) {
 // node's local disk.
 func TestE2ENoMailLostDuringFailover(t *testing.T) {
 	c, _ := startMailCluster(t)
+	deliverDuringCrash(t, c, "e2e")
+}
+
+// deliverDuringCrash sends 1,000 messages (Message-IDs tag-NNNN@roost.test)
+// over LMTP through HAProxy, eight senders at once, and kills node2's
+// Dovecot after the first quarter. A sender retries a message until it is
+// accepted, as an MTA queue does. Afterwards every message is in its
+// user's maildir on the shared store exactly once, and none on a node's
+// local disk.
+func deliverDuringCrash(t *testing.T, c *mailcluster.Cluster, tag string) {
+	t.Helper()
 	const total = 1000
 	msgs := make([]message, total)
 	for i := range msgs {
-		msgs[i] = message{user: c.Users[(i*7)%len(c.Users)], id: fmt.Sprintf("e2e-%04d@roost.test", i)}
+		msgs[i] = message{user: c.Users[(i*7)%len(c.Users)], id: fmt.Sprintf("%s-%04d@roost.test", tag, i)}
 	}
 	var next, sent, retries atomic.Int64
 	var killed sync.Once
@@ -346,7 +406,7 @@ func TestE2ENoMailLostDuringFailover(t *testing.T) {
 	}
 	wg.Wait()
 	if t.Failed() {
-		return
+		t.FailNow()
 	}
 	t.Logf("%d messages accepted, %d temporary failures retried", sent.Load(), retries.Load())
 	if retries.Load() == 0 {
@@ -357,7 +417,7 @@ func TestE2ENoMailLostDuringFailover(t *testing.T) {
 	discarded := 0
 	for _, n := range c.Nodes {
 		for _, l := range strings.Split(n.Dovecot.Log(), "\n") {
-			if strings.Contains(l, "msgid=<e2e-") && strings.Contains(l, "discard") {
+			if strings.Contains(l, "msgid=<"+tag+"-") && strings.Contains(l, "discard") {
 				discarded++
 			}
 		}
@@ -366,7 +426,7 @@ func TestE2ENoMailLostDuringFailover(t *testing.T) {
 	// Nothing on local disk: each Dovecot's own directory holds indexes,
 	// never a message.
 	for _, n := range c.Nodes {
-		if found := grepTree(t, n.Dovecot.Dir, "Message-ID: <e2e-"); len(found) > 0 {
+		if found := grepTree(t, n.Dovecot.Dir, "Message-ID: <"+tag+"-"); len(found) > 0 {
 			t.Fatalf("messages on %s's local disk: %v", n.Name, found)
 		}
 	}

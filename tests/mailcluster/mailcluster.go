@@ -78,6 +78,9 @@ func (c *Cluster) guide(ports map[string]int) guide {
 			"port = 8080", fmt.Sprintf("port = %d", ports["http"]),
 			"CHANGE-ME-to-a-long-random-secret", dovecotlab.APIKey,
 			"/etc/dovecot/sieve/roost-dedupe.sieve", script)
+		if err == nil && c.opts.AuthCache {
+			out, err = fit(out, "docs/dovecot.md's Roost settings", "\nauth_cache_size = 0\n", "\nauth_cache_size = 1M\nauth_cache_ttl = 1 hour\n")
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -194,6 +197,10 @@ type Options struct {
 	// Dovecot is the version the nodes run: "2.3" (default) or "2.4",
 	// with the guide's blocks for it.
 	Dovecot string
+	// AuthCache keeps Dovecot's auth cache on (an hour), as the guide
+	// allows, where its block turns it off: a moved user then reaches
+	// their new node only if Roost flushes the cache on every node.
+	AuthCache bool
 }
 
 // Password is every mail user's password.
@@ -436,9 +443,11 @@ dovecot:
   url: %[4]s/doveadm/v1
   api_key_file: %[5]s
   instance_name: %[7]s
+  doveadm: %[10]s
+  dovecot_config: %[11]s
 lb:
   agent_check: %[8]s
-`, n.Mount, d.IMAP, d.LMTP, d.HTTP, d.APIKeyFile, driver, d.Name, n.LBAgent, c.Dir)
+`, n.Mount, d.IMAP, d.LMTP, d.HTTP, d.APIKeyFile, driver, d.Name, n.LBAgent, c.Dir, d.Doveadm, d.Conf)
 		if c.opts.Agent != nil {
 			cfg += c.opts.Agent(i)
 		}
@@ -565,13 +574,18 @@ func (c *Cluster) WaitFor(timeout time.Duration, what string, cond func() bool) 
 		}
 		return
 	}
+	c.t.Fatalf("waited %s for %s\n%s", timeout, what, c.AgentLogs(40))
+}
+
+// AgentLogs is the last lines of every agent's log, for a failure.
+func (c *Cluster) AgentLogs(lines int) string {
 	var b strings.Builder
 	for _, n := range c.Nodes {
 		if n.Agent != nil {
-			fmt.Fprintf(&b, "--- %s's roostd:\n%s\n", n.Name, tail(n.Agent.Log(), 40))
+			fmt.Fprintf(&b, "--- %s's roostd:\n%s\n", n.Name, tail(n.Agent.Log(), lines))
 		}
 	}
-	c.t.Fatalf("waited %s for %s\n%s", timeout, what, b.String())
+	return b.String()
 }
 
 // UsersOn counts the users the table routes to host.
