@@ -26,6 +26,7 @@ import (
 	"github.com/roost-mail/roost/gossip"
 	"github.com/roost-mail/roost/health"
 	"github.com/roost-mail/roost/lease"
+	"github.com/roost-mail/roost/routing"
 	"github.com/roost-mail/roost/version"
 )
 
@@ -60,7 +61,7 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: log.With("node", cfg.Node.Name), reg: prometheus.NewRegistry()}
+	a := &Agent{cfg: cfg, log: log.With("self", cfg.Node.Name), reg: prometheus.NewRegistry()}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "roost_build_info", Help: "Always 1; the labels say which build runs.",
@@ -106,7 +107,7 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 	if cfg.Routing.DSNFile != "" {
 		a.leading = &failover.Leading{
 			Executor: &failover.Executor{
-				Router: a.routing, Choose: choose, BatchSize: cfg.Failover.BatchSize,
+				Router: a.routing, Choose: routing.Choose, BatchSize: cfg.Failover.BatchSize,
 				Kicker:   a.kicker,
 				RetryMin: time.Second, RetryMax: 30 * time.Second, Log: a.log,
 				Hooks: &scriptHooks{cfg: cfg.Hooks, log: a.log},

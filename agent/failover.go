@@ -13,6 +13,7 @@ import (
 	"github.com/roost-mail/roost/dovecot"
 	"github.com/roost-mail/roost/failover"
 	"github.com/roost-mail/roost/gossip"
+	"github.com/roost-mail/roost/placement"
 	"github.com/roost-mail/roost/routing"
 )
 
@@ -97,30 +98,12 @@ func (r *routingDB) Lookup(ctx context.Context, user string) (string, error) {
 	return h, err
 }
 
-func (r *routingDB) MoveBatch(ctx context.Context, f failover.Fence, plan, reason string, ms []failover.Move) (int, error) {
+func (r *routingDB) MoveBatch(ctx context.Context, f placement.Fence, plan, reason string, ms []placement.Move) (int, error) {
 	s, err := r.store()
 	if err != nil {
 		return 0, err
 	}
-	moves := make([]routing.Move, len(ms))
-	for i, m := range ms {
-		moves[i] = routing.Move{User: m.User, From: m.From, To: m.To, Rehome: m.Rehome}
-	}
-	n, err := s.MoveBatch(ctx, routing.Fence{Term: f.Term, Leader: f.Leader}, plan, reason, moves)
-	if errors.Is(err, routing.ErrFenced) {
-		err = fmt.Errorf("%w: %w", failover.ErrFenced, err)
-	}
-	return n, err
-}
-
-// choose is routing's weighted rendezvous hashing for failover's targets.
-func choose(user string, ts []failover.Target) (failover.Target, bool) {
-	rt := make([]routing.Target, len(ts))
-	for i, t := range ts {
-		rt[i] = routing.Target{Node: t.Node, Host: t.Host, Weight: t.Weight}
-	}
-	t, ok := routing.Choose(user, rt)
-	return failover.Target{Node: t.Node, Host: t.Host, Weight: t.Weight}, ok
+	return s.MoveBatch(ctx, f, plan, reason, ms)
 }
 
 // kicker ends moved users' sessions through the doveadm HTTP APIs the

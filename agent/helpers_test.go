@@ -4,11 +4,12 @@ import (
 	"testing"
 
 	"context"
-	"github.com/roost-mail/roost/agent/agenttest"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+
+	"github.com/roost-mail/roost/agent/agenttest"
 )
 
 func unixHTTP(path string) *http.Client {

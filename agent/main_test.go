@@ -1,8 +1,9 @@
 package agent_test
 
 import (
-	"github.com/roost-mail/roost/fsprobe"
 	"testing"
+
+	"github.com/roost-mail/roost/fsprobe"
 
 	"go.uber.org/goleak"
 )

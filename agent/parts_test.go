@@ -6,8 +6,9 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/roost-mail/roost/gossip"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/roost-mail/roost/gossip"
 )
 
 // A peer is probed at the fast pace as soon as anyone has reason to think

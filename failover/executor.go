@@ -7,39 +7,19 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/roost-mail/roost/placement"
 )
 
 // Router is the routing database as plans use it; the agent adapts
-// routing.Store. MoveBatch must fail with an error that wraps ErrFenced
+// routing.Store. MoveBatch must fail with an error that wraps placement.ErrFenced
 // when a newer term has written.
 type Router interface {
 	UsersOn(ctx context.Context, host string, fn func(user string) error) error
 	HomedOn(ctx context.Context, host string, fn func(user, now string) error) error
 	Lookup(ctx context.Context, user string) (string, error)
-	MoveBatch(ctx context.Context, f Fence, plan, reason string, moves []Move) (int, error)
+	MoveBatch(ctx context.Context, f placement.Fence, plan, reason string, moves []placement.Move) (int, error)
 }
-
-// Fence is the writer's raft term and name.
-type Fence struct {
-	Term   uint64
-	Leader string
-}
-
-// Move is one user's move from one host to another.
-type Move struct {
-	User, From, To string
-	// Rehome: the move is an operator's, and To becomes the user's home.
-	Rehome bool
-}
-
-// Target is a node users may be moved to.
-type Target struct {
-	Node, Host string
-	Weight     float64
-}
-
-// ErrFenced: the database refused this leader's write; it is deposed.
-var ErrFenced = errors.New("fenced")
 
 // Kicker ends the sessions of users who moved off a node: a kick on that
 // node's Dovecot, an auth cache flush and, with proxies, a proxy kick by
@@ -64,7 +44,7 @@ type Executor struct {
 	Router Router
 	Kicker Kicker
 	// Choose picks a user's target (weighted rendezvous hashing).
-	Choose func(user string, targets []Target) (Target, bool)
+	Choose func(user string, targets []placement.Target) (placement.Target, bool)
 	// BatchSize is the users per routing transaction.
 	BatchSize int
 	// RetryMin and RetryMax bound the backoff while the database fails.
@@ -153,7 +133,7 @@ func (e *Executor) endKicks(plan string) {
 
 // leaderOps is what a plan's run needs from the raft leader.
 type leaderOps struct {
-	fence Fence
+	fence placement.Fence
 	state func() State
 	view  func() []NodeView
 	apply func(command) error
@@ -182,7 +162,7 @@ func (e *Executor) run(ctx context.Context, id string, l leaderOps) error {
 		start := l.now()
 		n, err := e.step(ctx, p, l)
 		switch {
-		case errors.Is(err, ErrFenced):
+		case errors.Is(err, placement.ErrFenced):
 			e.Log.Warn("plan_fenced", "plan", id, "err", err)
 			return err
 		case err != nil:
@@ -345,14 +325,14 @@ func nodeOf(hosts map[string]string, host string) string {
 var errStop = errors.New("batch full")
 
 // nextBatch lists the plan's next users and where each goes.
-func (e *Executor) nextBatch(ctx context.Context, p Plan, view []NodeView, s State, hosts map[string]string) ([]Move, error) {
-	var moves []Move
+func (e *Executor) nextBatch(ctx context.Context, p Plan, view []NodeView, s State, hosts map[string]string) ([]placement.Move, error) {
+	var moves []placement.Move
 	size := e.BatchSize
 	if p.Rate > 0 && p.Rate < size {
 		size = p.Rate // a second's worth: a rate-limited plan moves smoothly
 	}
 	// add takes a move until the batch is full, then stops the listing.
-	add := func(m Move) error {
+	add := func(m placement.Move) error {
 		moves = append(moves, m)
 		if len(moves) == size {
 			return errStop
@@ -372,10 +352,10 @@ func (e *Executor) nextBatch(ctx context.Context, p Plan, view []NodeView, s Sta
 		}
 		err = e.Router.UsersOn(ctx, node, func(u string) error {
 			t, _ := e.Choose(u, targets)
-			return add(Move{User: u, From: node, To: t.Host})
+			return add(placement.Move{User: u, From: node, To: t.Host})
 		})
 	case PlanFailback:
-		err = e.Router.HomedOn(ctx, node, func(u, now string) error { return add(Move{User: u, From: now, To: node}) })
+		err = e.Router.HomedOn(ctx, node, func(u, now string) error { return add(placement.Move{User: u, From: now, To: node}) })
 	case PlanMove:
 		if p.Moved > 0 {
 			return nil, nil
@@ -383,7 +363,7 @@ func (e *Executor) nextBatch(ctx context.Context, p Plan, view []NodeView, s Sta
 		var from string
 		if from, err = e.Router.Lookup(ctx, p.User); err == nil {
 			if to := hosts[p.To]; to != "" && from != to {
-				moves = append(moves, Move{User: p.User, From: from, To: to, Rehome: true})
+				moves = append(moves, placement.Move{User: p.User, From: from, To: to, Rehome: true})
 			}
 		}
 	}
@@ -395,15 +375,15 @@ func (e *Executor) nextBatch(ctx context.Context, p Plan, view []NodeView, s Sta
 
 // targets are the mail nodes that may take users: alive, passing, active
 // and not the source.
-func (e *Executor) targets(view []NodeView, s State, source string) []Target {
-	var out []Target
+func (e *Executor) targets(view []NodeView, s State, source string) []placement.Target {
+	var out []placement.Target
 	for _, n := range view {
 		if n.Name == source || !n.Mail || n.Gossip != "alive" || n.Health != "passing" || n.ProxyHost == "" || s.Node(n.Name).State != Active {
 			continue
 		}
-		out = append(out, Target{Node: n.Name, Host: n.ProxyHost, Weight: 1})
+		out = append(out, placement.Target{Node: n.Name, Host: n.ProxyHost, Weight: 1})
 	}
 	return out
 }
 
-func isFenced(err error) bool { return errors.Is(err, ErrFenced) }
+func isFenced(err error) bool { return errors.Is(err, placement.ErrFenced) }

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/roost-mail/roost/placement"
 )
 
 // memRouter is an in-memory users table with a fence, for the executor's
@@ -74,7 +76,7 @@ func (r *memRouter) Lookup(ctx context.Context, u string) (string, error) {
 	return r.hosts[u], nil
 }
 
-func (r *memRouter) MoveBatch(ctx context.Context, f Fence, plan, reason string, ms []Move) (int, error) {
+func (r *memRouter) MoveBatch(ctx context.Context, f placement.Fence, plan, reason string, ms []placement.Move) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.calls++
@@ -83,7 +85,7 @@ func (r *memRouter) MoveBatch(ctx context.Context, f Fence, plan, reason string,
 		return 0, errors.New("connection refused")
 	}
 	if f.Term < r.term {
-		return 0, fmt.Errorf("%w: stored term %d", ErrFenced, r.term)
+		return 0, fmt.Errorf("%w: stored term %d", placement.ErrFenced, r.term)
 	}
 	r.term = f.Term
 	n := 0
@@ -138,7 +140,7 @@ type memLeader struct {
 	mu    sync.Mutex
 	s     State
 	view  []NodeView
-	fence Fence
+	fence placement.Fence
 }
 
 func (m *memLeader) ops() leaderOps {
@@ -171,8 +173,8 @@ func cluster3() []NodeView {
 }
 
 // hrw is a stand-in for routing.Choose: highest hash wins.
-func hrw(user string, ts []Target) (Target, bool) {
-	var best Target
+func hrw(user string, ts []placement.Target) (placement.Target, bool) {
+	var best placement.Target
 	var bestScore uint64
 	for _, t := range ts {
 		h := fnv.New64a()
@@ -192,7 +194,7 @@ func newExecutor(r Router, k Kicker) *Executor {
 func TestExecutorFailsOverEveryUserOnceAndRecordsBatches(t *testing.T) {
 	r := newMemRouter(1000, "10.0.0.1", "10.0.0.2", "10.0.0.3")
 	k := &memKicker{}
-	m := &memLeader{view: with(cluster3(), "b", critical("dovecot down", false)), fence: Fence{Term: 3, Leader: "a"}}
+	m := &memLeader{view: with(cluster3(), "b", critical("dovecot down", false)), fence: placement.Fence{Term: 3, Leader: "a"}}
 	id := m.start(t, Plan{Kind: PlanFailover, Node: "b", Reason: "dovecot down"})
 	if err := newExecutor(r, k).run(context.Background(), id, m.ops()); err != nil {
 		t.Fatal(err)
@@ -227,7 +229,7 @@ func TestExecutorFailsOverEveryUserOnceAndRecordsBatches(t *testing.T) {
 // A failed node that has dropped out of gossip: the plan knows its host.
 func TestExecutorFailsOverANodeGossipForgot(t *testing.T) {
 	r := newMemRouter(300, "10.0.0.1", "10.0.0.2", "10.0.0.3")
-	m := &memLeader{view: cluster3()[:1], fence: Fence{Term: 1, Leader: "a"}}
+	m := &memLeader{view: cluster3()[:1], fence: placement.Fence{Term: 1, Leader: "a"}}
 	m.view = append(m.view, cluster3()[2])
 	id := m.start(t, Plan{Kind: PlanFailover, Node: "b", Host: "10.0.0.2"})
 	k := &memKicker{}
@@ -266,7 +268,7 @@ func TestExecutorFailbackEndsAfterItsKicks(t *testing.T) {
 	for u := range r.hosts {
 		r.home[u] = "10.0.0.2"
 	}
-	m := &memLeader{view: cluster3(), fence: Fence{Term: 2, Leader: "a"}}
+	m := &memLeader{view: cluster3(), fence: placement.Fence{Term: 2, Leader: "a"}}
 	m.s.Nodes = map[string]NodeRecord{"b": {State: Recovering}}
 	id := m.start(t, Plan{Kind: PlanFailback, Node: "b", Reason: "back"})
 	k := &slowKicker{}
@@ -310,7 +312,7 @@ func (k *blockingKicker) Moved(ctx context.Context, from string, users []string,
 // kicks of another plan running beside it.
 func TestExecutorPlansWaitOnlyForTheirOwnKicks(t *testing.T) {
 	r := newMemRouter(60, "10.0.0.1", "10.0.0.2", "10.0.0.3")
-	m := &memLeader{view: cluster3(), fence: Fence{Term: 1, Leader: "c"}}
+	m := &memLeader{view: cluster3(), fence: placement.Fence{Term: 1, Leader: "c"}}
 	ida := m.start(t, Plan{Kind: PlanDrain, Node: "a", Reason: "disk swap"})
 	idb := m.start(t, Plan{Kind: PlanDrain, Node: "b", Reason: "kernel update"})
 	k := &blockingKicker{node: "a", blocked: make(chan struct{}, 100), release: make(chan struct{})}
@@ -347,7 +349,7 @@ func TestExecutorPlansWaitOnlyForTheirOwnKicks(t *testing.T) {
 // A new leader resumes a half-done plan from the state it inherits.
 func TestExecutorResumesAHalfDonePlan(t *testing.T) {
 	r := newMemRouter(1000, "10.0.0.1", "10.0.0.2", "10.0.0.3")
-	old := &memLeader{view: cluster3(), fence: Fence{Term: 3, Leader: "a"}}
+	old := &memLeader{view: cluster3(), fence: placement.Fence{Term: 3, Leader: "a"}}
 	id := old.start(t, Plan{Kind: PlanDrain, Node: "b", Reason: "maintenance"})
 	k := &memKicker{}
 	e := newExecutor(r, k)
@@ -356,7 +358,7 @@ func TestExecutorResumesAHalfDonePlan(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	heir := &memLeader{s: old.s.clone(), view: cluster3(), fence: Fence{Term: 4, Leader: "c"}}
+	heir := &memLeader{s: old.s.clone(), view: cluster3(), fence: placement.Fence{Term: 4, Leader: "c"}}
 	if err := e.run(context.Background(), id, heir.ops()); err != nil {
 		t.Fatal(err)
 	}
@@ -376,15 +378,15 @@ func TestExecutorResumesAHalfDonePlan(t *testing.T) {
 	// The deposed leader wakes up and tries again: the database fences it.
 	old.s = heir.s.clone()
 	old.s.Plans[id] = Plan{ID: id, Kind: PlanDrain, Node: "a", Status: PlanRunning}
-	if err := e.run(context.Background(), id, old.ops()); !errors.Is(err, ErrFenced) {
-		t.Fatalf("a deposed leader's plan: %v, want ErrFenced", err)
+	if err := e.run(context.Background(), id, old.ops()); !errors.Is(err, placement.ErrFenced) {
+		t.Fatalf("a deposed leader's plan: %v, want placement.ErrFenced", err)
 	}
 }
 
 func TestExecutorRetriesWhileTheDatabaseIsDown(t *testing.T) {
 	r := newMemRouter(300, "10.0.0.1", "10.0.0.2", "10.0.0.3")
 	r.failFor = 3
-	m := &memLeader{view: cluster3(), fence: Fence{Term: 1, Leader: "a"}}
+	m := &memLeader{view: cluster3(), fence: placement.Fence{Term: 1, Leader: "a"}}
 	id := m.start(t, Plan{Kind: PlanFailover, Node: "c"})
 	if err := newExecutor(r, &memKicker{}).run(context.Background(), id, m.ops()); err != nil {
 		t.Fatal(err)
@@ -397,7 +399,7 @@ func TestExecutorRetriesWhileTheDatabaseIsDown(t *testing.T) {
 func TestExecutorWaitsForATarget(t *testing.T) {
 	r := newMemRouter(30, "10.0.0.1", "10.0.0.2", "10.0.0.3")
 	view := with(with(cluster3(), "a", critical("x", false)), "c", critical("y", false))
-	m := &memLeader{view: view, fence: Fence{Term: 1, Leader: "a"}}
+	m := &memLeader{view: view, fence: placement.Fence{Term: 1, Leader: "a"}}
 	id := m.start(t, Plan{Kind: PlanFailover, Node: "b"})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -429,7 +431,7 @@ func TestExecutorWaitsForATarget(t *testing.T) {
 
 func TestExecutorFailbackBringsUsersHomeAtItsRate(t *testing.T) {
 	r := newMemRouter(900, "10.0.0.1", "10.0.0.2", "10.0.0.3")
-	m := &memLeader{view: with(cluster3(), "b", critical("x", false)), fence: Fence{Term: 1, Leader: "a"}}
+	m := &memLeader{view: with(cluster3(), "b", critical("x", false)), fence: placement.Fence{Term: 1, Leader: "a"}}
 	e := newExecutor(r, &memKicker{})
 	id := m.start(t, Plan{Kind: PlanFailover, Node: "b"})
 	if err := e.run(context.Background(), id, m.ops()); err != nil {

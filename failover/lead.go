@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/roost-mail/roost/placement"
 )
 
 // Leading is what the raft leader does besides raft: decide from the
@@ -43,7 +45,7 @@ func (w *Leading) SetPolicy(p Policy) { w.reloaded.Store(&p) }
 func (c *Cluster) lead(ctx context.Context, w *Leading) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ops := leaderOps{fence: Fence{Term: c.raft.CurrentTerm(), Leader: c.id}, state: c.fsm.read, view: w.View, apply: c.apply, now: time.Now}
+	ops := leaderOps{fence: placement.Fence{Term: c.raft.CurrentTerm(), Leader: c.id}, state: c.fsm.read, view: w.View, apply: c.apply, now: time.Now}
 	healthySince, failingSince := map[string]time.Time{}, map[string]time.Time{}
 	running := map[string]bool{}
 	// seen is the node states of the last round, for the node_state hook
@@ -83,7 +85,7 @@ func (c *Cluster) lead(ctx context.Context, w *Leading) {
 				c.log.Warn("failover_apply_failed", "commands", len(cmds), "err", err)
 			} else {
 				for _, cmd := range cmds {
-					c.log.Warn("failover_decided", "op", cmd.Op, "node", cmd.Node, "state", cmd.State, "reason", cmd.Reason)
+					c.log.Warn("failover_decided", cmd.attrs()...)
 					c.metrics.decided.WithLabelValues(cmd.Op).Inc()
 				}
 			}
@@ -114,7 +116,7 @@ func (c *Cluster) lead(ctx context.Context, w *Leading) {
 			go func() {
 				defer wg.Done()
 				err := w.Executor.run(ctx, p.ID, ops)
-				if errors.Is(err, ErrFenced) {
+				if errors.Is(err, placement.ErrFenced) {
 					cancel()
 				}
 				select {

@@ -64,3 +64,27 @@ func hclogLevel(l slog.Level) hclog.Level {
 	}
 	return hclog.Error
 }
+
+// attrs are the key/value pairs that describe cmd in a log line, its
+// empty fields left out: a plan-start names its plan, not an empty node.
+func (cmd command) attrs() []any {
+	out := []any{"op", cmd.Op}
+	add := func(k, v string) {
+		if v != "" {
+			out = append(out, k, v)
+		}
+	}
+	if p := cmd.Plan; p != nil {
+		add("kind", string(p.Kind))
+		add("node", p.Node)
+		add("user", p.User)
+		add("to", p.To)
+		add("reason", p.Reason)
+		return out
+	}
+	add("node", cmd.Node)
+	add("state", string(cmd.State))
+	add("plan", cmd.PlanID)
+	add("reason", cmd.Reason)
+	return out
+}

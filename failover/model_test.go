@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/roost-mail/roost/placement"
 )
 
 // The model-based test drives the failover state machine as the raft
@@ -131,7 +133,7 @@ func (w *world) commit(cmds []command) error {
 
 func (w *world) ops() leaderOps {
 	return leaderOps{
-		fence: Fence{Term: w.term, Leader: "a"},
+		fence: placement.Fence{Term: w.term, Leader: "a"},
 		state: func() State { return w.s.clone() },
 		view:  w.view,
 		apply: func(c command) error { return w.commit([]command{c}) },

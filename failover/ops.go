@@ -17,6 +17,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/roost-mail/roost/placement"
 )
 
 // Operator requests. Their names are the API's and nodectl's verbs.
@@ -335,7 +337,14 @@ func (c *Cluster) operate(ctx context.Context, r Request) (Reply, error) {
 			}
 		}
 	}
-	c.log.Warn("operator_request", "op", r.Op, "node", r.Node, "user", r.User, "plan", reply.Plan, "message", reply.Message)
+	// An operator's own action is news, not a warning.
+	attrs := []any{"op", r.Op}
+	for _, kv := range [][2]string{{"node", r.Node}, {"user", r.User}, {"alert", r.Alert}, {"plan", reply.Plan}, {"message", reply.Message}} {
+		if kv[1] != "" {
+			attrs = append(attrs, kv[0], kv[1])
+		}
+	}
+	c.log.Info("operator_request", attrs...)
 	c.wake()
 	return reply, nil
 }
@@ -571,7 +580,7 @@ func dashIfEmpty(s string) string {
 }
 
 // spread lists the users on host and counts where each would go.
-func (e *Executor) spread(ctx context.Context, host string, targets []Target) (map[string]int, int, error) {
+func (e *Executor) spread(ctx context.Context, host string, targets []placement.Target) (map[string]int, int, error) {
 	counts := map[string]int{}
 	total := 0
 	err := e.Router.UsersOn(ctx, host, func(u string) error {

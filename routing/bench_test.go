@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roost-mail/roost/placement"
 	"github.com/roost-mail/roost/routing/routingtest"
 )
 
@@ -44,7 +45,7 @@ func benchStore(b *testing.B, driver string, n int) (*Store, *routingtest.DB) {
 // term is the benchmarks' raft term, newer for every run.
 var term uint64
 
-type mover func(ctx context.Context, f Fence, plan, reason string, moves []Move) (int, error)
+type mover func(ctx context.Context, f placement.Fence, plan, reason string, moves []placement.Move) (int, error)
 
 func reroute(b *testing.B, s *Store, db *routingtest.DB, want, batch int, move mover) {
 	ctx := context.Background()
@@ -57,7 +58,7 @@ func reroute(b *testing.B, s *Store, db *routingtest.DB, want, batch int, move m
 		term++
 		total := 0
 		for j := 0; j < len(moves); j += batch {
-			n, err := move(ctx, Fence{Term: term, Leader: "bench"}, "bench", "bench", moves[j:min(j+batch, len(moves))])
+			n, err := move(ctx, placement.Fence{Term: term, Leader: "bench"}, "bench", "bench", moves[j:min(j+batch, len(moves))])
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -76,7 +77,7 @@ func reroute(b *testing.B, s *Store, db *routingtest.DB, want, batch int, move m
 
 // movePerUser is what MoveBatch does, with a statement per user in one
 // transaction.
-func (s *Store) movePerUser(ctx context.Context, f Fence, plan, reason string, moves []Move) (int, error) {
+func (s *Store) movePerUser(ctx context.Context, f placement.Fence, plan, reason string, moves []placement.Move) (int, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, err

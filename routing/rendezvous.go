@@ -6,23 +6,16 @@ package routing
 import (
 	"hash/fnv"
 	"math"
-)
 
-// Target is a node users may be moved to.
-type Target struct {
-	// Node is the Roost node name; Host the proxy_host value its users get.
-	Node string
-	Host string
-	// Weight is its share of the users (1 when all are alike).
-	Weight float64
-}
+	"github.com/roost-mail/roost/placement"
+)
 
 // Choose picks the target for user by weighted rendezvous hashing: every
 // target scores the user and the highest score wins. The same user always
 // goes to the same target; users spread in proportion to the weights; and
 // when a target comes or goes, only the users it should gain or had move.
-func Choose(user string, targets []Target) (Target, bool) {
-	best, bestScore := Target{}, math.Inf(-1)
+func Choose(user string, targets []placement.Target) (placement.Target, bool) {
+	best, bestScore := placement.Target{}, math.Inf(-1)
 	for _, t := range targets {
 		if t.Weight <= 0 {
 			continue

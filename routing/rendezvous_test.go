@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"math"
 	"testing"
+
+	"github.com/roost-mail/roost/placement"
 )
 
-func targets(names ...string) []Target {
-	var out []Target
+func targets(names ...string) []placement.Target {
+	var out []placement.Target
 	for i, n := range names {
-		out = append(out, Target{Node: n, Host: fmt.Sprintf("10.0.0.%d", i+1), Weight: 1})
+		out = append(out, placement.Target{Node: n, Host: fmt.Sprintf("10.0.0.%d", i+1), Weight: 1})
 	}
 	return out
 }
@@ -27,7 +29,7 @@ func TestChooseIsStableAndBalanced(t *testing.T) {
 	counts := map[string]int{}
 	for _, u := range users(50000) {
 		a, ok := Choose(u, ts)
-		b, _ := Choose(u, []Target{ts[3], ts[1], ts[0], ts[2]}) // order does not matter
+		b, _ := Choose(u, []placement.Target{ts[3], ts[1], ts[0], ts[2]}) // order does not matter
 		if !ok || a != b {
 			t.Fatalf("%s: %v then %v", u, a, b)
 		}
@@ -62,7 +64,7 @@ func TestOnlyTheLeavingNodesUsersMove(t *testing.T) {
 }
 
 func TestWeights(t *testing.T) {
-	ts := []Target{{Node: "big", Weight: 3}, {Node: "small", Weight: 1}, {Node: "off", Weight: 0}}
+	ts := []placement.Target{{Node: "big", Weight: 3}, {Node: "small", Weight: 1}, {Node: "off", Weight: 0}}
 	counts := map[string]int{}
 	for _, u := range users(40000) {
 		c, _ := Choose(u, ts)

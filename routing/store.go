@@ -5,12 +5,14 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"github.com/go-sql-driver/mysql"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/roost-mail/roost/placement"
 	"github.com/roost-mail/roost/secret"
 )
 
@@ -65,9 +67,6 @@ func (c Config) Validate() error {
 
 // Errors callers act on.
 var (
-	// ErrFenced: a writer with a newer term has written; this one is
-	// deposed and wrote nothing.
-	ErrFenced = errors.New("fenced: a newer raft term has written routing")
 	// ErrNoUser: no such user (or the filter excludes it).
 	ErrNoUser = errors.New("no such user")
 )
@@ -270,35 +269,21 @@ func (s *Store) HostsOf(ctx context.Context, users []string) (map[string]string,
 	return out, nil
 }
 
-// Fence is the writer's raft term and name.
-type Fence struct {
-	Term   uint64
-	Leader string
-}
-
 // CurrentFence returns the stored fence: the newest writer.
-func (s *Store) CurrentFence(ctx context.Context) (Fence, time.Time, error) {
-	var f Fence
+func (s *Store) CurrentFence(ctx context.Context) (placement.Fence, time.Time, error) {
+	var f placement.Fence
 	var at time.Time
 	err := s.db.QueryRowContext(ctx, `SELECT term, leader, updated FROM roost_fence WHERE id = 1`).Scan(&f.Term, &f.Leader, &at)
 	return f, at, err
 }
 
-// Move is one user's move from one host to another.
-type Move struct {
-	User, From, To string
-	// Rehome makes To the user's home in the journal (an operator's move),
-	// so a failback of their old home leaves them where they were put.
-	Rehome bool
-}
-
 // MoveBatch moves a batch in one transaction: it first advances the fence
-// (and fails with ErrFenced, writing nothing, when a newer term, or
+// (and fails with placement.ErrFenced, writing nothing, when a newer term, or
 // another leader of the same term, has written), then updates each user
 // only if it is still on From, and journals each row that changed.
 // Running the same batch again changes nothing. It returns how many users
 // moved.
-func (s *Store) MoveBatch(ctx context.Context, f Fence, plan, reason string, moves []Move) (int, error) {
+func (s *Store) MoveBatch(ctx context.Context, f placement.Fence, plan, reason string, moves []placement.Move) (int, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("routing batch: %w", err)
@@ -322,13 +307,13 @@ func (s *Store) MoveBatch(ctx context.Context, f Fence, plan, reason string, mov
 		return 0, fmt.Errorf("advancing the fence: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n != 1 {
-		var stored Fence
+		var stored placement.Fence
 		_ = tx.QueryRowContext(ctx, `SELECT term, leader FROM roost_fence WHERE id = 1`).Scan(&stored.Term, &stored.Leader)
-		return 0, fmt.Errorf("%w (stored term %d by %s, ours %d by %s)", ErrFenced, stored.Term, stored.Leader, f.Term, f.Leader)
+		return 0, fmt.Errorf("%w (stored term %d by %s, ours %d by %s)", placement.ErrFenced, stored.Term, stored.Leader, f.Term, f.Leader)
 	}
 	// One UPDATE per source host and chunk: a batch has one source host in
 	// a failover or drain, several in a failback.
-	bySource := map[string][]Move{}
+	bySource := map[string][]placement.Move{}
 	var sources []string
 	for _, m := range moves {
 		if m.To == m.From {
@@ -362,7 +347,7 @@ func (s *Store) MoveBatch(ctx context.Context, f Fence, plan, reason string, mov
 // moveChunk moves users that all come from one host: it locks their rows,
 // keeps those still on from, rewrites them in one UPDATE and journals
 // them in one INSERT.
-func (s *Store) moveChunk(ctx context.Context, tx *sql.Tx, f Fence, plan, reason string, now time.Time, from string, ms []Move) (int, error) {
+func (s *Store) moveChunk(ctx context.Context, tx *sql.Tx, f placement.Fence, plan, reason string, now time.Time, from string, ms []placement.Move) (int, error) {
 	names := make([]string, len(ms))
 	for i, m := range ms {
 		names[i] = m.User

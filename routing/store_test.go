@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roost-mail/roost/placement"
 	"github.com/roost-mail/roost/routing/routingtest"
 )
 
@@ -76,12 +77,12 @@ func count(t testing.TB, db *routingtest.DB, q string, args ...any) int {
 	return n
 }
 
-func movesOff(t testing.TB, s *Store, from string, to []Target) []Move {
+func movesOff(t testing.TB, s *Store, from string, to []placement.Target) []placement.Move {
 	t.Helper()
-	var moves []Move
+	var moves []placement.Move
 	err := s.UsersOn(context.Background(), from, func(u string) error {
 		tg, _ := Choose(u, to)
-		moves = append(moves, Move{User: u, From: from, To: tg.Host})
+		moves = append(moves, placement.Move{User: u, From: from, To: tg.Host})
 		return nil
 	})
 	if err != nil {
@@ -90,7 +91,7 @@ func movesOff(t testing.TB, s *Store, from string, to []Target) []Move {
 	return moves
 }
 
-var fourTargets = []Target{{Node: "n2", Host: "10.0.0.2", Weight: 1}, {Node: "n3", Host: "10.0.0.3", Weight: 1}, {Node: "n4", Host: "10.0.0.4", Weight: 1}, {Node: "n5", Host: "10.0.0.5", Weight: 1}}
+var fourTargets = []placement.Target{{Node: "n2", Host: "10.0.0.2", Weight: 1}, {Node: "n3", Host: "10.0.0.3", Weight: 1}, {Node: "n4", Host: "10.0.0.4", Weight: 1}, {Node: "n5", Host: "10.0.0.5", Weight: 1}}
 
 // checkJournalMatchesTable: every journaled user's last move ends where
 // the table says it is, and each moved user was journaled exactly once.
@@ -121,7 +122,7 @@ func TestMoveOneHostsUsersBalancedAndJournaled(t *testing.T) {
 		}
 		total := 0
 		for i := 0; i < len(moves); i += 2000 {
-			n, err := s.MoveBatch(ctx, Fence{Term: 3, Leader: "n2"}, "plan-1", "node failed", moves[i:min(i+2000, len(moves))])
+			n, err := s.MoveBatch(ctx, placement.Fence{Term: 3, Leader: "n2"}, "plan-1", "node failed", moves[i:min(i+2000, len(moves))])
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -169,7 +170,7 @@ func TestMoveOneHostsUsersBalancedAndJournaled(t *testing.T) {
 			t.Fatalf("history since an hour ago: %d entries, %v", len(h), err)
 		}
 		// Running the same batch again changes nothing.
-		if n, err := s.MoveBatch(ctx, Fence{Term: 3, Leader: "n2"}, "plan-1", "node failed", moves); err != nil || n != 0 {
+		if n, err := s.MoveBatch(ctx, placement.Fence{Term: 3, Leader: "n2"}, "plan-1", "node failed", moves); err != nil || n != 0 {
 			t.Fatalf("re-run moved %d (%v), want 0", n, err)
 		}
 		checkJournalMatchesTable(t, db, len(moves))
@@ -180,11 +181,11 @@ func TestOddUserNamesMoveLikeAnyOther(t *testing.T) {
 	forEachDriver(t, func(t *testing.T, driver string) {
 		ctx := context.Background()
 		s, db := newStore(t, driver, 10)
-		var moves []Move
+		var moves []placement.Move
 		for _, u := range oddUsers {
-			moves = append(moves, Move{User: u, From: "10.0.0.1", To: "10.0.0.2"})
+			moves = append(moves, placement.Move{User: u, From: "10.0.0.1", To: "10.0.0.2"})
 		}
-		n, err := s.MoveBatch(ctx, Fence{Term: 1, Leader: "a"}, "p", "drain", moves)
+		n, err := s.MoveBatch(ctx, placement.Fence{Term: 1, Leader: "a"}, "p", "drain", moves)
 		if err != nil || n != len(oddUsers) {
 			t.Fatalf("moved %d of %d: %v", n, len(oddUsers), err)
 		}
@@ -227,23 +228,23 @@ func TestStaleTermIsFencedAndWritesNothing(t *testing.T) {
 	forEachDriver(t, func(t *testing.T, driver string) {
 		ctx := context.Background()
 		s, db := newStore(t, driver, 100)
-		if _, err := s.MoveBatch(ctx, Fence{Term: 7, Leader: "new"}, "p7", "failover", []Move{{User: "user0000000", From: "10.0.0.1", To: "10.0.0.2"}}); err != nil {
+		if _, err := s.MoveBatch(ctx, placement.Fence{Term: 7, Leader: "new"}, "p7", "failover", []placement.Move{{User: "user0000000", From: "10.0.0.1", To: "10.0.0.2"}}); err != nil {
 			t.Fatal(err)
 		}
 		// A deposed leader (term 6) tries to move someone: the database refuses.
-		n, err := s.MoveBatch(ctx, Fence{Term: 6, Leader: "old"}, "p6", "failover", []Move{{User: "user0000005", From: "10.0.0.1", To: "10.0.0.3"}})
-		if !errors.Is(err, ErrFenced) || n != 0 || !strings.Contains(err.Error(), "stored term 7 by new") {
+		n, err := s.MoveBatch(ctx, placement.Fence{Term: 6, Leader: "old"}, "p6", "failover", []placement.Move{{User: "user0000005", From: "10.0.0.1", To: "10.0.0.3"}})
+		if !errors.Is(err, placement.ErrFenced) || n != 0 || !strings.Contains(err.Error(), "stored term 7 by new") {
 			t.Fatalf("stale writer: moved %d, %v; want ErrFenced", n, err)
 		}
 		// So does another leader claiming the same term.
-		if _, err := s.MoveBatch(ctx, Fence{Term: 7, Leader: "impostor"}, "p7", "failover", []Move{{User: "user0000005", From: "10.0.0.1", To: "10.0.0.3"}}); !errors.Is(err, ErrFenced) {
+		if _, err := s.MoveBatch(ctx, placement.Fence{Term: 7, Leader: "impostor"}, "p7", "failover", []placement.Move{{User: "user0000005", From: "10.0.0.1", To: "10.0.0.3"}}); !errors.Is(err, placement.ErrFenced) {
 			t.Fatalf("a second leader of term 7 wrote: %v", err)
 		}
 		if h, _ := s.Lookup(ctx, "user0000005"); h != "10.0.0.1" {
 			t.Fatalf("the stale writer's move landed: %s", h)
 		}
 		checkJournalMatchesTable(t, db, 1)
-		if f, _, err := s.CurrentFence(ctx); err != nil || f != (Fence{Term: 7, Leader: "new"}) {
+		if f, _, err := s.CurrentFence(ctx); err != nil || f != (placement.Fence{Term: 7, Leader: "new"}) {
 			t.Fatalf("fence %+v %v", f, err)
 		}
 	})
@@ -256,15 +257,15 @@ func TestRacingWritersNeverBothWin(t *testing.T) {
 		for round := range 3 {
 			ctx := context.Background()
 			s, db := newStore(t, driver, 5000)
-			a := movesOff(t, s, "10.0.0.1", []Target{{Node: "n2", Host: "10.0.0.2", Weight: 1}})
-			b := movesOff(t, s, "10.0.0.1", []Target{{Node: "n3", Host: "10.0.0.3", Weight: 1}})
-			fences := []Fence{{Term: 5, Leader: "a"}, {Term: 4, Leader: "b"}}
+			a := movesOff(t, s, "10.0.0.1", []placement.Target{{Node: "n2", Host: "10.0.0.2", Weight: 1}})
+			b := movesOff(t, s, "10.0.0.1", []placement.Target{{Node: "n3", Host: "10.0.0.3", Weight: 1}})
+			fences := []placement.Fence{{Term: 5, Leader: "a"}, {Term: 4, Leader: "b"}}
 			if round == 2 {
-				fences[1] = Fence{Term: 5, Leader: "b"} // two leaders claim one term
+				fences[1] = placement.Fence{Term: 5, Leader: "b"} // two leaders claim one term
 			}
 			var wg sync.WaitGroup
 			errs, moved := make([]error, 2), make([]int, 2)
-			for i, ms := range [][]Move{a, b} {
+			for i, ms := range [][]placement.Move{a, b} {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
@@ -274,7 +275,7 @@ func TestRacingWritersNeverBothWin(t *testing.T) {
 			wg.Wait()
 			wins := 0
 			for i := range 2 {
-				if errs[i] != nil && !errors.Is(errs[i], ErrFenced) {
+				if errs[i] != nil && !errors.Is(errs[i], placement.ErrFenced) {
 					t.Fatalf("writer %d: %v", i, errs[i])
 				}
 				if moved[i] > 0 {
@@ -292,21 +293,21 @@ func TestHomedOnForFailback(t *testing.T) {
 	forEachDriver(t, func(t *testing.T, driver string) {
 		ctx := context.Background()
 		s, _ := newStore(t, driver, 50)
-		ms := movesOff(t, s, "10.0.0.1", []Target{{Node: "n2", Host: "10.0.0.2", Weight: 1}})
-		if _, err := s.MoveBatch(ctx, Fence{Term: 1, Leader: "x"}, "p1", "failover", ms); err != nil {
+		ms := movesOff(t, s, "10.0.0.1", []placement.Target{{Node: "n2", Host: "10.0.0.2", Weight: 1}})
+		if _, err := s.MoveBatch(ctx, placement.Fence{Term: 1, Leader: "x"}, "p1", "failover", ms); err != nil {
 			t.Fatal(err)
 		}
 		// Moved on again (10.0.0.2 failed too): home stays 10.0.0.1.
-		var again []Move
+		var again []placement.Move
 		for _, m := range ms[:3] {
-			again = append(again, Move{User: m.User, From: "10.0.0.2", To: "10.0.0.3"})
+			again = append(again, placement.Move{User: m.User, From: "10.0.0.2", To: "10.0.0.3"})
 		}
-		if _, err := s.MoveBatch(ctx, Fence{Term: 2, Leader: "x"}, "p2", "failover", again); err != nil {
+		if _, err := s.MoveBatch(ctx, placement.Fence{Term: 2, Leader: "x"}, "p2", "failover", again); err != nil {
 			t.Fatal(err)
 		}
 		// One came home by hand already: not listed.
-		home := []Move{{User: ms[5].User, From: "10.0.0.2", To: "10.0.0.1"}}
-		if _, err := s.MoveBatch(ctx, Fence{Term: 2, Leader: "x"}, "p3", "failback", home); err != nil {
+		home := []placement.Move{{User: ms[5].User, From: "10.0.0.2", To: "10.0.0.1"}}
+		if _, err := s.MoveBatch(ctx, placement.Fence{Term: 2, Leader: "x"}, "p3", "failback", home); err != nil {
 			t.Fatal(err)
 		}
 		homed := map[string]string{}
@@ -324,8 +325,8 @@ func TestHomedOnForFailback(t *testing.T) {
 		}
 		// An operator's move makes the target the user's home: a failback
 		// of the old home leaves the user where it was put.
-		put := []Move{{User: ms[4].User, From: "10.0.0.2", To: "10.0.0.4", Rehome: true}}
-		if _, err := s.MoveBatch(ctx, Fence{Term: 2, Leader: "x"}, "p4", "moved by an operator", put); err != nil {
+		put := []placement.Move{{User: ms[4].User, From: "10.0.0.2", To: "10.0.0.4", Rehome: true}}
+		if _, err := s.MoveBatch(ctx, placement.Fence{Term: 2, Leader: "x"}, "p4", "moved by an operator", put); err != nil {
 			t.Fatal(err)
 		}
 		if j, _ := s.Journal(ctx, ms[4].User); len(j) != 2 || j[1].Home != "10.0.0.4" {
@@ -380,7 +381,7 @@ func TestFilterExcludesUsers(t *testing.T) {
 		if _, err := f.Lookup(ctx, "user0000000"); !errors.Is(err, ErrNoUser) {
 			t.Fatalf("an inactive user was visible: %v", err)
 		}
-		n, err := f.MoveBatch(ctx, Fence{Term: 1, Leader: "x"}, "p", "drain", []Move{{User: "user0000000", From: "10.0.0.1", To: "10.0.0.2"}, {User: "user0000005", From: "10.0.0.1", To: "10.0.0.2"}})
+		n, err := f.MoveBatch(ctx, placement.Fence{Term: 1, Leader: "x"}, "p", "drain", []placement.Move{{User: "user0000000", From: "10.0.0.1", To: "10.0.0.2"}, {User: "user0000005", From: "10.0.0.1", To: "10.0.0.2"}})
 		if err != nil || n != 1 {
 			t.Fatalf("moved %d (%v), want only the active user", n, err)
 		}
@@ -415,12 +416,12 @@ func moveAndHang() int {
 		fmt.Println("midway")
 		time.Sleep(time.Minute)
 	}
-	ms := []Move{}
+	ms := []placement.Move{}
 	_ = s.UsersOn(context.Background(), "10.0.0.1", func(u string) error {
-		ms = append(ms, Move{User: u, From: "10.0.0.1", To: "10.0.0.2"})
+		ms = append(ms, placement.Move{User: u, From: "10.0.0.1", To: "10.0.0.2"})
 		return nil
 	})
-	_, err = s.MoveBatch(context.Background(), Fence{Term: 9, Leader: "doomed"}, "p", "test", ms)
+	_, err = s.MoveBatch(context.Background(), placement.Fence{Term: 9, Leader: "doomed"}, "p", "test", ms)
 	fmt.Println("committed?", err)
 	return 0
 }
@@ -459,7 +460,7 @@ func TestKilledWriterLeavesNoPartialBatch(t *testing.T) {
 		}
 		defer func() { testHookBeforeCommit = nil }()
 		ms := movesOff(t, s, "10.0.0.1", fourTargets)
-		if n, err := s.MoveBatch(ctx, Fence{Term: 9, Leader: "doomed"}, "p", "test", ms); err == nil {
+		if n, err := s.MoveBatch(ctx, placement.Fence{Term: 9, Leader: "doomed"}, "p", "test", ms); err == nil {
 			t.Fatalf("moved %d in a killed session", n)
 		}
 		testHookBeforeCommit = nil
@@ -481,10 +482,10 @@ func checkUntouched(t *testing.T, s *Store, db *routingtest.DB) {
 	if n := count(t, db, `SELECT COUNT(*) FROM roost_fence WHERE term = 9`); n != 0 {
 		t.Fatalf("a killed batch advanced the fence")
 	}
-	if n, err := s.MoveBatch(ctx, Fence{Term: 2, Leader: "next"}, "p", "test", []Move{{User: "user0000000", From: "10.0.0.1", To: "10.0.0.3"}}); err != nil || n != 1 {
+	if n, err := s.MoveBatch(ctx, placement.Fence{Term: 2, Leader: "next"}, "p", "test", []placement.Move{{User: "user0000000", From: "10.0.0.1", To: "10.0.0.3"}}); err != nil || n != 1 {
 		t.Fatalf("after the kill a writer moved %d: %v", n, err)
 	}
-	if _, err := s.MoveBatch(ctx, Fence{Term: 2, Leader: "next"}, "p", "test", []Move{{User: "user0000000", From: "10.0.0.3", To: "10.0.0.1"}}); err != nil {
+	if _, err := s.MoveBatch(ctx, placement.Fence{Term: 2, Leader: "next"}, "p", "test", []placement.Move{{User: "user0000000", From: "10.0.0.3", To: "10.0.0.1"}}); err != nil {
 		t.Fatal(err)
 	}
 	db.Exec(t, `DELETE FROM roost_journal`)
@@ -513,7 +514,7 @@ func TestFrozenWriterDoesNotBlockTheNextLeader(t *testing.T) {
 			done := make(chan error, 1)
 			go func() {
 				ms := movesOff(t, frozen, "10.0.0.1", fourTargets[:1])
-				_, err := frozen.MoveBatch(context.Background(), Fence{Term: 5, Leader: "old"}, "p1", "test", ms)
+				_, err := frozen.MoveBatch(context.Background(), placement.Fence{Term: 5, Leader: "old"}, "p1", "test", ms)
 				done <- err
 			}()
 			<-midway
@@ -521,7 +522,7 @@ func TestFrozenWriterDoesNotBlockTheNextLeader(t *testing.T) {
 			defer cancel()
 			start := time.Now()
 			ms := movesOff(t, next, "10.0.0.1", fourTargets[1:2])
-			n, err := next.MoveBatch(ctx, Fence{Term: 6, Leader: "new"}, "p2", "test", ms)
+			n, err := next.MoveBatch(ctx, placement.Fence{Term: 6, Leader: "new"}, "p2", "test", ms)
 			if err != nil || n != 200+len(oddUsers) {
 				t.Fatalf("the next leader, behind a frozen writer: moved %d, %v", n, err)
 			}

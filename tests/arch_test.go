@@ -25,12 +25,13 @@ var allowed = map[string][]string{
 	"faultfs/faultfstest":  {"faultfs"},
 	"fsprobe":              {"faultfs", "faultfs/faultfstest"}, // its tests mount faultfs
 	"health":               {"certs", "secret"},                // its tests make certificates
-	"routing":              {"secret"},
+	"placement":            {},
+	"routing":              {"placement", "secret"},
 	"routing/routingtest":  {},
 	"dovecot":              {"secret"},
 	"lease":                {},
-	"failover":             {"certs"},
-	"agent":                {"api", "certs", "failover", "gossip", "version", "fsprobe", "health", "routing", "dovecot", "lease", "secret"},
+	"failover":             {"certs", "placement"},
+	"agent":                {"api", "certs", "failover", "gossip", "version", "fsprobe", "health", "placement", "routing", "dovecot", "lease", "secret"},
 	"agent/agenttest":      {"agent", "api", "certs"},
 	"cmd/roostd":           {"agent", "certs", "fsprobe", "health", "version", "cmd/internal/manpage"},
 	"cmd/nodectl":          {"api", "certs", "version", "cmd/internal/manpage"},

@@ -17,6 +17,7 @@ import (
 
 	"github.com/roost-mail/roost/agent/agenttest"
 	"github.com/roost-mail/roost/dovecot"
+	"github.com/roost-mail/roost/placement"
 	"github.com/roost-mail/roost/routing"
 	"github.com/roost-mail/roost/tests/dovecotlab"
 )
@@ -217,11 +218,11 @@ func rewriteAndKick(t *testing.T, version, via string) {
 		}
 	}
 
-	var moves []routing.Move
+	var moves []placement.Move
 	for _, u := range mailUsers {
-		moves = append(moves, routing.Move{User: u, From: "127.0.1.2", To: "127.0.1.3"})
+		moves = append(moves, placement.Move{User: u, From: "127.0.1.2", To: "127.0.1.3"})
 	}
-	if n, err := store.MoveBatch(ctx, routing.Fence{Term: 1, Leader: "test"}, "p1", "test", moves); err != nil || n != len(moves) {
+	if n, err := store.MoveBatch(ctx, placement.Fence{Term: 1, Leader: "test"}, "p1", "test", moves); err != nil || n != len(moves) {
 		t.Fatalf("moved %d: %v", n, err)
 	}
 	// Dovecot 2.3 counts only the last user's connections, so the
@@ -323,11 +324,11 @@ func authCacheFlush(t *testing.T, version string) {
 			t.Fatalf("%q on %q, want b", u, n)
 		}
 	}
-	var moves []routing.Move
+	var moves []placement.Move
 	for _, u := range users {
-		moves = append(moves, routing.Move{User: u, From: "127.0.1.2", To: "127.0.1.3"})
+		moves = append(moves, placement.Move{User: u, From: "127.0.1.2", To: "127.0.1.3"})
 	}
-	if _, err := store.MoveBatch(ctx, routing.Fence{Term: 1, Leader: "test"}, "p1", "test", moves); err != nil {
+	if _, err := store.MoveBatch(ctx, placement.Fence{Term: 1, Leader: "test"}, "p1", "test", moves); err != nil {
 		t.Fatal(err)
 	}
 	if n := login(mailUsers[0]); n != "b" {
