@@ -8,6 +8,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -70,9 +71,15 @@ func (l *Local) ProxyKick(ctx context.Context, users []string, host string) (int
 			opts = append(opts, "-h", host)
 		}
 	}
+	return l.sumRuns(ctx, append(opts, "--"), chunks(users, size))
+}
+
+// sumRuns runs doveadm with args and each batch of names in turn, and
+// sums the counts they print.
+func (l *Local) sumRuns(ctx context.Context, args []string, batches [][]string) (int, error) {
 	n := 0
-	for _, b := range chunks(users, size) {
-		out, _, err := l.run(ctx, 0, append(append(opts, "--"), b...)...)
+	for _, b := range batches {
+		out, _, err := l.run(ctx, 0, append(slices.Clip(args), b...)...)
 		if err != nil {
 			return n, err
 		}
@@ -128,19 +135,7 @@ func (l *Local) FlushAuthCache(ctx context.Context, users []string) (int, error)
 		}
 		return leadingInt(out)
 	}
-	total := 0
-	for _, b := range flushChunks(users) {
-		out, _, err := l.run(ctx, 0, append([]string{"auth", "cache", "flush", "--"}, b...)...)
-		if err != nil {
-			return total, err
-		}
-		n, err := leadingInt(out)
-		if err != nil {
-			return total, err
-		}
-		total += n
-	}
-	return total, nil
+	return l.sumRuns(ctx, []string{"auth", "cache", "flush", "--"}, flushChunks(users))
 }
 
 // Who lists the sessions this node serves.

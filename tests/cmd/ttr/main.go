@@ -68,6 +68,13 @@ func main() {
 			fmt.Fprintf(os.Stderr, "ttr: unknown scenario %q (want crash, host-crash, power-off, network-cut, hung or vanished)\n", n)
 			os.Exit(2)
 		}
+		if n == "vanished" && *dovecot == "2.4" {
+			// The 2.4 nodes run in a mount namespace of their own
+			// (tests/dovecotlab), where the FUSE mount stays, busy, after
+			// the host unmounts it: the mount never vanishes for them.
+			fmt.Fprintln(os.Stderr, "ttr: vanished is not measured on Dovecot 2.4: its lab nodes keep the mount in a namespace of their own")
+			continue
+		}
 		order = append(order, n)
 	}
 	log := io.Discard
