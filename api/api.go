@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -240,6 +241,10 @@ func (e *StatusError) Error() string {
 	return fmt.Sprintf("roostd: %s (%d %s)", e.Message, e.Code, http.StatusText(e.Code))
 }
 
+// ErrUnreachable wraps every failure to reach roostd at all (no socket,
+// refused, timed out), as opposed to an answer that says no.
+var ErrUnreachable = errors.New("reaching roostd")
+
 func (c *Client) do(ctx context.Context, method, path string, body io.Reader, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
@@ -250,7 +255,7 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, ou
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("reaching roostd: %w", err)
+		return fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))

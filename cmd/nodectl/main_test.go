@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -131,5 +133,22 @@ func TestMisuseExitsTwo(t *testing.T) {
 	var out, errOut bytes.Buffer
 	if code := execute(append(sock, "status"), &out, &errOut); code != exitUnreachable {
 		t.Errorf("status with no roostd: exit %d, want %d", code, exitUnreachable)
+	}
+}
+
+// The exit status follows the error's kind, never its text: exit 3 only
+// when roostd could not be reached at all.
+func TestFailCode(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want int
+	}{
+		{fmt.Errorf("status: %w", fmt.Errorf("%w: dial unix: no such file", api.ErrUnreachable)), exitUnreachable},
+		{&api.StatusError{Code: 409, Message: "reaching roostd is not the point"}, exitError},
+		{errors.New("reaching roostd, says a message"), exitError},
+	} {
+		if got := failCode(tc.err); got != tc.want {
+			t.Errorf("failCode(%v) = %d, want %d", tc.err, got, tc.want)
+		}
 	}
 }

@@ -29,7 +29,7 @@ func failCode(err error) int {
 	if errors.As(err, &se) {
 		return exitError
 	}
-	if strings.Contains(err.Error(), "reaching roostd") {
+	if errors.Is(err, api.ErrUnreachable) {
 		return exitUnreachable
 	}
 	return exitError
