@@ -68,7 +68,7 @@ func newNetLab(t *testing.T, n int) *netLab { return makeNetLab(t, n, nil) }
 // newSwitchedLab is a netLab whose bridge is a switch in this process:
 // each namespace's eth0 and the host's side are TUN devices, and the
 // switch relays every IPv4 packet between them delay(src, dst) after it
-// was sent (packets of one flow may overtake each other, as with netem's
+// was sent, or drops it when delay is negative (packets of one flow may overtake each other, as with netem's
 // jitter). This kernel has no netem; this is how a link gets jitter.
 func newSwitchedLab(t *testing.T, n int, delay func(src, dst netip.Addr) time.Duration) *netLab {
 	return makeNetLab(t, n, delay)
@@ -123,13 +123,14 @@ func makeNetLab(t *testing.T, n int, delay func(src, dst netip.Addr) time.Durati
 // tunSwitch relays IPv4 packets between TUN devices: to the port of the
 // packet's destination address, or to the host's port for any other.
 type tunSwitch struct {
-	t     *testing.T
-	delay func(src, dst netip.Addr) time.Duration
-	host  *os.File
-	mu    sync.Mutex
-	ports map[netip.Addr]*os.File
-	wg    sync.WaitGroup
-	held  atomic.Int64 // packets delayed
+	t       *testing.T
+	delay   func(src, dst netip.Addr) time.Duration
+	host    *os.File
+	mu      sync.Mutex
+	ports   map[netip.Addr]*os.File
+	wg      sync.WaitGroup
+	held    atomic.Int64 // packets delayed
+	dropped atomic.Int64 // packets lost on purpose
 }
 
 // newTunSwitch makes the host's port, a TUN device named name in this
@@ -203,7 +204,12 @@ func (s *tunSwitch) relay(f *os.File) {
 			continue
 		}
 		pkt := bytes.Clone(buf[:n])
-		if d := s.delay(src, dst); d > 0 {
+		d := s.delay(src, dst)
+		if d < 0 {
+			s.dropped.Add(1)
+			continue
+		}
+		if d > 0 {
 			s.held.Add(1)
 			time.AfterFunc(d, func() { out.Write(pkt) })
 		} else {
@@ -238,18 +244,6 @@ func (l *netLab) cut(i int) {
 		if j != i {
 			ipCmd(l.t, "-n", l.ns[i], "route", "add", "blackhole", l.ip(j)+"/32")
 		}
-	}
-}
-
-// lose makes node i's namespace drop one packet in every (at random),
-// both ways, with an nftables rule of its own.
-func (l *netLab) lose(i, every int) {
-	l.t.Helper()
-	script := fmt.Sprintf("add table inet lossy\nadd chain inet lossy out { type filter hook output priority 0 ; }\nadd chain inet lossy in { type filter hook input priority 0 ; }\nadd rule inet lossy out oifname \"eth0\" numgen random mod %[1]d == 0 drop\nadd rule inet lossy in iifname \"eth0\" numgen random mod %[1]d == 0 drop\n", every)
-	cmd := exec.Command("ip", "netns", "exec", l.ns[i], "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(script)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		l.t.Fatalf("nft in %s: %v: %s", l.ns[i], err, out)
 	}
 }
 
