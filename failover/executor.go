@@ -57,7 +57,12 @@ type Executor struct {
 	kicks    chan struct{}
 	kickMu   sync.Mutex
 	kicking  map[string]*sync.WaitGroup // plan → its kicks in flight
-	metrics  *metrics                   // set by Cluster.Lead; nil in tests
+	// moving is held (shared) by a move plan from its check of the
+	// target's state until its user has moved, and (alone) by a drain or
+	// failover for its last listing: a user moved to a node as it starts
+	// draining is on the node when the drain looks last.
+	moving  sync.RWMutex
+	metrics *metrics // set by Cluster.Lead; nil in tests
 }
 
 // maxKicks bounds the batches whose kicks run at once: kicks run beside
@@ -250,7 +255,19 @@ func (e *Executor) step(ctx context.Context, p Plan, l leaderOps) (int, error) {
 	if p.Kind == PlanFailover && p.Batches == 0 && hosts[p.Node] != "" {
 		e.hostDown(ctx, p, hosts[p.Node]) // at once: a hung backend's sessions wait on nothing
 	}
+	if p.Kind == PlanMove && p.Moved == 0 {
+		e.moving.RLock()
+		defer e.moving.RUnlock()
+		if r := l.state().Node(p.To); r.State != Active {
+			return -1, e.cancel(ctx, p, l, fmt.Sprintf("%s is %s now: %s stays where it is", p.To, r.State, p.User))
+		}
+	}
 	moves, err := e.nextBatch(ctx, p, view, l.state(), hosts)
+	if err == nil && len(moves) == 0 && (p.Kind == PlanDrain || p.Kind == PlanFailover) {
+		e.moving.Lock()
+		moves, err = e.nextBatch(ctx, p, view, l.state(), hosts)
+		e.moving.Unlock()
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -310,6 +327,18 @@ func (e *Executor) step(ctx context.Context, p Plan, l leaderOps) (int, error) {
 		return 0, err
 	}
 	return moved, nil
+}
+
+// cancel ends a plan that can no longer do what it was asked, saying why.
+func (e *Executor) cancel(ctx context.Context, p Plan, l leaderOps, why string) error {
+	if err := l.apply(command{Op: opPlanEnd, PlanID: p.ID, Status: PlanCanceled, Reason: why, At: l.now()}); err != nil {
+		return err
+	}
+	e.Log.Warn("plan_canceled", "plan", p.ID, "kind", p.Kind, "user", p.User, "reason", why)
+	if e.Hooks != nil {
+		e.Hooks.PostMove(ctx, l.state().Plans[p.ID])
+	}
+	return nil
 }
 
 func nodeOf(hosts map[string]string, host string) string {

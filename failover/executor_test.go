@@ -160,8 +160,7 @@ func (m *memLeader) start(t *testing.T, p Plan) string {
 	if err := m.s.apply(command{Op: opPlanStart, Plan: &p, At: t0}); err != nil {
 		t.Fatal(err)
 	}
-	pl, _ := m.s.Running(p.Node)
-	return pl.ID
+	return fmt.Sprintf("%06d-%s", m.s.PlanSeq, p.Kind)
 }
 
 func cluster3() []NodeView {
@@ -453,5 +452,80 @@ func TestExecutorFailbackBringsUsersHomeAtItsRate(t *testing.T) {
 	}
 	if st := m.s.Node("b").State; st != Active || m.s.Plans[id].Status != PlanDone {
 		t.Fatalf("b is %s, plan %+v", st, m.s.Plans[id])
+	}
+}
+
+// racingRouter holds one plan's MoveBatch until released and tells when a
+// host is listed.
+type racingRouter struct {
+	*memRouter
+	plan    string
+	held    chan struct{}
+	release chan struct{}
+	host    string
+	listed  chan struct{}
+}
+
+func (r *racingRouter) MoveBatch(ctx context.Context, f placement.Fence, plan, reason string, ms []placement.Move) (int, error) {
+	if plan == r.plan {
+		r.held <- struct{}{}
+		<-r.release
+	}
+	return r.memRouter.MoveBatch(ctx, f, plan, reason, ms)
+}
+
+func (r *racingRouter) UsersOn(ctx context.Context, host string, fn func(string) error) error {
+	err := r.memRouter.UsersOn(ctx, host, fn)
+	if host == r.host {
+		select {
+		case r.listed <- struct{}{}:
+		default:
+		}
+	}
+	return err
+}
+
+// A user an operator moves to c while c starts draining is not left on c:
+// the drain looks at c last only once no move is in flight, and a move
+// that has not started yet is canceled, since c is no longer active.
+func TestExecutorMoveRacingADrainLeavesNobody(t *testing.T) {
+	r := &racingRouter{memRouter: newMemRouter(1, "10.0.0.1"), held: make(chan struct{}), release: make(chan struct{}),
+		host: "10.0.0.3", listed: make(chan struct{}, 1)}
+	m := &memLeader{view: cluster3(), fence: placement.Fence{Term: 1, Leader: "a"}}
+	move := m.start(t, Plan{Kind: PlanMove, To: "c", User: "u00000", Reason: "operator"})
+	late := m.start(t, Plan{Kind: PlanMove, To: "c", User: "u00000", Reason: "operator, again"})
+	r.plan = move
+	e := newExecutor(r, &memKicker{})
+	moved := make(chan error, 1)
+	go func() { moved <- e.run(context.Background(), move, m.ops()) }()
+	<-r.held // the move checked c (active) and is writing
+
+	if err := m.ops().apply(command{Op: opSetNode, Node: "c", State: Maintenance, Reason: "disk swap", At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	drain := m.start(t, Plan{Kind: PlanDrain, Node: "c", Reason: "disk swap"})
+	drained := make(chan error, 1)
+	go func() { drained <- e.run(context.Background(), drain, m.ops()) }()
+	<-r.listed // the drain found c empty, the move not yet written
+	close(r.release)
+	if err := <-moved; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-drained; err != nil {
+		t.Fatal(err)
+	}
+	if err := e.run(context.Background(), late, m.ops()); err != nil {
+		t.Fatal(err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if h, _ := r.Lookup(context.Background(), "u00000"); h == "10.0.0.3" {
+		t.Fatalf("u00000 is on c, which is in maintenance with its drain %s", m.s.Plans[drain].Status)
+	}
+	if p := m.s.Plans[drain]; p.Status != PlanDone || p.Moved != 1 {
+		t.Fatalf("the drain is %s having moved %d, want done having moved the user the move put there", p.Status, p.Moved)
+	}
+	if p := m.s.Plans[late]; p.Status != PlanCanceled || p.Moved != 0 || p.Error == "" {
+		t.Fatalf("the move asked after c left active: %s, moved %d (%q); want canceled, saying why", p.Status, p.Moved, p.Error)
 	}
 }

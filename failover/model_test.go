@@ -381,7 +381,9 @@ func (w *world) converge(t *testing.T) error {
 }
 
 func TestModelStateMachine(t *testing.T) {
-	seeds := []uint64{1, uint64(time.Now().UnixNano())}
+	// Fixed seeds first: each found a bug once (1796183635051871079: a
+	// move plan put its user on a node that had been drained meanwhile).
+	seeds := []uint64{1, 1796183635051871079, uint64(time.Now().UnixNano())}
 	if s := os.Getenv("ROOST_MODEL_SEED"); s != "" {
 		n, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {

@@ -191,7 +191,10 @@ func probeCalls(mount string) int {
 
 // A hung mount probed every 100 ms for a long time: at most one syscall
 // (one helper process) is ever stuck, no thread of this process is, and no
-// round waits longer than the timeout.
+// round waits longer than the timeout. The Go runtime may start a thread
+// or two of its own on a loaded machine (a goroutine in a short syscall
+// hands its P to a new thread), so threads are allowed a small slack that
+// stays far below the 600 rounds a pile-up would add one each.
 func TestHangNeverPilesUp(t *testing.T) {
 	f, m, _ := mountFault(t)
 	round(t, m)
@@ -214,8 +217,8 @@ func TestHangNeverPilesUp(t *testing.T) {
 	if maxG == 0 {
 		t.Fatal("never saw the stuck probe call: probeCalls counts nothing")
 	}
-	if maxG > 1 || maxT > 0 {
-		t.Fatalf("during the hang: up to %d probe calls in flight and %d extra threads, want at most 1 and none", maxG, maxT)
+	if maxG > 1 || maxT > runtimeThreadSlack {
+		t.Fatalf("during the hang: up to %d probe calls in flight and %d extra threads, want at most 1 and %d", maxG, maxT, runtimeThreadSlack)
 	}
 	if op, _, stuck := m.Stuck(); !stuck || op == "" {
 		t.Fatal("Stuck does not report the blocked call")
@@ -225,6 +228,10 @@ func TestHangNeverPilesUp(t *testing.T) {
 		t.Fatal("not ok after the hang was released")
 	}
 }
+
+// runtimeThreadSlack is how many threads the Go runtime may add on its own
+// during TestHangNeverPilesUp (CI once saw one under load).
+const runtimeThreadSlack = 3
 
 func threadCount(t *testing.T) int {
 	b, err := os.ReadFile("/proc/self/status")

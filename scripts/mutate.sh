@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Mutation check of the failover decision (failover/decide.go): each line
-# below breaks one rule; `go test ./failover/` must fail for every one.
+# Mutation check of the failover decision (failover/decide.go) and the
+# executor's rules (failover/executor.go): each line below breaks one rule;
+# `go test ./failover/` must fail for every one.
 # The tree is never touched: each mutant is handed to the compiler with
 # `go test -overlay`. Prints KILLED or SURVIVED per mutation and exits 1
 # if any survived.
@@ -11,11 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 verbose=0
 [[ ${1:-} == -v ]] && verbose=1
-src=failover/decide.go
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# rule | the exact text | its mutant
+# rule | the exact text | its mutant [| its file, decide.go if none]
 mutations=(
 	'one observer never suffices|observers >= 2 \&\& len(n.UnreachableBy) >= quorum|observers >= 1 \&\& len(n.UnreachableBy) >= quorum'
 	'a quorum of peers, not one|quorum := observers/2 + 1|quorum := 1'
@@ -41,14 +41,18 @@ mutations=(
 	'manual failback is never automatic|if p.Failback != "auto" {|if p.Failback == "never" {'
 	'a failed node counts towards the freeze|case r.State == Failed \&\& n.HealthySince.IsZero():|case false:'
 	'a failed node counts only until healthy|case r.State == Failed \&\& n.HealthySince.IsZero():|case r.State == Failed:'
+	'a move lands only on an active node|if r := l.state().Node(p.To); r.State != Active {|if r := l.state().Node(p.To); false {|executor.go'
+	'a drain looks last once no move is in flight|e.moving.Lock()\n\t\tmoves, err = e.nextBatch(ctx, p, view, l.state(), hosts)|e.moving.Lock()|executor.go'
+	'a move holds off the last look until written|e.moving.RLock()\n\t\tdefer e.moving.RUnlock()\n|\n|executor.go'
 )
 
 survived=0
 for m in "${mutations[@]}"; do
-	IFS='|' read -r rule from to <<<"$m"
+	IFS='|' read -r rule from to file <<<"$m"
+	src=failover/${file:-decide.go}
 	from=$(printf '%b' "$from" | sed 's/\\\*/*/g; s/\\&/\&/g')
 	to=$(printf '%b' "$to" | sed 's/\\&/\&/g')
-	mutant="$tmp/decide.go"
+	mutant="$tmp/$(basename "$src")"
 	if ! FROM="$from" TO="$to" python3 -c '
 import os, sys
 s = open(sys.argv[1]).read()
