@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/roost-mail/roost/dovecot"
 	"github.com/roost-mail/roost/failover"
@@ -147,6 +148,10 @@ func (k *kicker) Moved(ctx context.Context, from string, users []string, proxies
 			fromHost = m.Meta.ProxyHost
 		}
 	}
+	if odd := countFunc(users, func(u string) bool { return !dovecot.AsMask(u) || !utf8.ValidString(u) }); odd > 0 {
+		k.log.Info("kick_left_to_sweep", "node", from, "users", odd,
+			"why", "doveadm's kick would read the name as a mask, or JSON cannot carry it: the node's sweep ends those sessions by signal")
+	}
 	err := k.onEach(func(m gossip.Member, c *dovecot.HTTP) error {
 		var errs []error
 		if err := k.flush(ctx, m, c, users); err != nil {
@@ -172,6 +177,16 @@ func (k *kicker) Moved(ctx context.Context, from string, users []string, proxies
 		}
 	})
 	return err
+}
+
+func countFunc(xs []string, f func(string) bool) int {
+	n := 0
+	for _, x := range xs {
+		if f(x) {
+			n++
+		}
+	}
+	return n
 }
 
 // reflushAfter: a passdb lookup that began before a move can store the

@@ -38,6 +38,16 @@ func usersOn(t *testing.T, db *sql.DB) map[string]int {
 	return out
 }
 
+// usersHost is user's proxy_host in the users table.
+func usersHost(t *testing.T, db *sql.DB, user string) string {
+	t.Helper()
+	var h string
+	if err := db.QueryRow(`SELECT proxy_host FROM users WHERE username = ?`, user).Scan(&h); err != nil {
+		t.Fatalf("%q: %v", user, err)
+	}
+	return h
+}
+
 // sqliteCluster starts three agents sharing an SQLite users table with
 // 100 users on each node's proxy_host (127.0.1.1-3) plus extra users on
 // node1, and node i's check "site" failing while flag(i) exists.

@@ -13,6 +13,7 @@ import (
 	"github.com/roost-mail/roost/api"
 	"github.com/roost-mail/roost/failover"
 	"github.com/roost-mail/roost/gossip"
+	"github.com/roost-mail/roost/placement"
 	"github.com/roost-mail/roost/routing"
 )
 
@@ -93,9 +94,9 @@ func routes(mux *http.ServeMux, b backend) {
 		return failover.Request{Op: failover.OpMove, User: body.User, Node: body.Node, Reason: body.Reason}, nil
 	}))
 	mux.HandleFunc("GET /v1/where", func(w http.ResponseWriter, r *http.Request) {
-		user := r.URL.Query().Get("user")
-		if user == "" {
-			writeError(w, http.StatusBadRequest, failover.ErrEmptyUser)
+		user, err := placement.ParseUser(r.URL.Query().Get("user"))
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err)
 			return
 		}
 		wh, err := b.Where(r.Context(), user)
@@ -107,10 +108,14 @@ func routes(mux *http.ServeMux, b backend) {
 	})
 	mux.HandleFunc("GET /v1/history", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		if q.Has("user") && q.Get("user") == "" {
-			// An empty name is no filter: refuse it rather than list everyone.
-			writeError(w, http.StatusBadRequest, failover.ErrEmptyUser)
-			return
+		var user string
+		if q.Has("user") {
+			// An empty name is no filter: refused, not a list of everyone.
+			var err error
+			if user, err = placement.ParseUser(q.Get("user")); err != nil {
+				writeError(w, http.StatusBadRequest, err)
+				return
+			}
 		}
 		limit := 100
 		if s := q.Get("limit"); s != "" {
@@ -129,7 +134,7 @@ func routes(mux *http.ServeMux, b backend) {
 				return
 			}
 		}
-		h, err := b.History(r.Context(), q.Get("user"), q.Get("node"), since, limit)
+		h, err := b.History(r.Context(), user, q.Get("node"), since, limit)
 		if err != nil {
 			writeError(w, opStatus(err), err)
 			return
@@ -188,12 +193,12 @@ func (a *Agent) Operate(ctx context.Context, r failover.Request) (failover.Reply
 func (a *Agent) Where(ctx context.Context, user string) (api.Where, error) {
 	h, err := a.routing.Lookup(ctx, user)
 	if errors.Is(err, failover.ErrNoSuchUser) {
-		return api.Where{}, fmt.Errorf("%w: no user %q in the routing table (or the filter excludes it)", failover.ErrNotFound, user)
+		return api.Where{}, fmt.Errorf("%w: no user %s in the routing table (or the filter excludes it)", failover.ErrNotFound, placement.ShowUser(user))
 	}
 	if err != nil {
 		return api.Where{}, err
 	}
-	wh := api.Where{User: user, ProxyHost: h, Home: h}
+	wh := api.Where{User: placement.ShowUser(user), ProxyHost: h, Home: h}
 	for _, m := range a.gossip.Members() {
 		if m.Meta.ProxyHost == h && m.Meta.Role == RoleMail {
 			wh.Node = m.Name
@@ -234,7 +239,7 @@ func (a *Agent) History(ctx context.Context, user, node string, since time.Time,
 }
 
 func apiMove(e routing.Entry) api.Move {
-	return api.Move{User: e.User, From: e.From, To: e.To, Home: e.Home, Reason: e.Reason, Plan: e.Plan, Term: e.Term, At: e.At}
+	return api.Move{User: placement.ShowUser(e.User), From: e.From, To: e.To, Home: e.Home, Reason: e.Reason, Plan: e.Plan, Term: e.Term, At: e.At}
 }
 
 // parseSince reads ?since=: an RFC 3339 time or a duration back from now
@@ -276,7 +281,7 @@ func (a *Agent) Sessions(ctx context.Context, node string) (api.Sessions, error)
 		}
 		out.Sessions += max(s.Connections, 1)
 		if len(out.Users) < 100 {
-			out.Users = append(out.Users, s.User)
+			out.Users = append(out.Users, placement.ShowUser(s.User))
 		}
 	}
 	return out, nil

@@ -12,6 +12,7 @@ import (
 	"github.com/roost-mail/roost/agent/agenttest"
 	"github.com/roost-mail/roost/api"
 	"github.com/roost-mail/roost/failover"
+	"github.com/roost-mail/roost/placement"
 )
 
 func member(st api.Status, name string) api.Member {
@@ -37,7 +38,8 @@ func wantCode(t *testing.T, what string, err error, code int, text string) {
 func TestOperatorRequestsThroughAFollower(t *testing.T) {
 	odd := `o'brien "ü" \ ; --` + "\u00e9\u4e2d@example.test"
 	long := strings.Repeat("x", 255-len("@example.test")) + "@example.test"
-	c, db, _ := sqliteCluster(t, []string{odd, long}, func(i int, cfg *agent.Config) {
+	latin1 := "lat\xe9n@example.test" // not UTF-8: Dovecot takes any bytes but NUL
+	c, db, _ := sqliteCluster(t, []string{odd, long, latin1}, func(i int, cfg *agent.Config) {
 		cfg.Failover.FailbackHoldDown = time.Hour // failback only when asked
 	})
 	var f *agenttest.Node
@@ -98,7 +100,7 @@ func TestOperatorRequestsThroughAFollower(t *testing.T) {
 	_, err = cl.Post(ctx, "/v1/move", api.OpRequest{User: odd, Node: "node2"})
 	wantCode(t, "move to a draining node", err, http.StatusConflict, "cannot take users")
 	_, err = cl.Post(ctx, "/v1/move", api.OpRequest{User: "nobody@example.test", Node: "node3"})
-	wantCode(t, "move of a missing user", err, http.StatusNotFound, `no user "nobody@example.test"`)
+	wantCode(t, "move of a missing user", err, http.StatusNotFound, `no user nobody@example.test`)
 	_, err = cl.Post(ctx, "/v1/nodes/node9/drain", api.OpRequest{})
 	wantCode(t, "drain of a missing node", err, http.StatusNotFound, `no node "node9"`)
 	_, err = cl.Post(ctx, "/v1/nodes/node1/failback", api.OpRequest{})
@@ -125,18 +127,28 @@ func TestOperatorRequestsThroughAFollower(t *testing.T) {
 	_, err = cl.Post(ctx, "/v1/move", api.OpRequest{User: "", Node: "node3"})
 	wantCode(t, "move of an empty name", err, http.StatusBadRequest, "the user name is empty")
 
-	// The odd users move, and where and history say so.
-	for _, u := range []string{odd, long} {
-		if r, err := cl.Post(ctx, "/v1/move", api.OpRequest{User: u, Node: "node3", Reason: "closer to the user"}); err != nil || r.Plan == "" {
-			t.Fatalf("move %q: %+v %v", u, r, err)
+	_, err = cl.Post(ctx, "/v1/move", api.OpRequest{User: `"lat\xe9n`, Node: "node3"})
+	wantCode(t, "move of a badly quoted name", err, http.StatusBadRequest, "not a quoted name")
+	_, err = cl.Post(ctx, "/v1/move", api.OpRequest{User: `"lat\xe9n"`, Node: "node3"}) // latin1 is @example.test
+	wantCode(t, "move of a look-alike", err, http.StatusNotFound, `no user "lat\xe9n"`)
+
+	// The odd users move, and where and history say so, naming them as
+	// the API writes user names (quoted when not plain text).
+	for _, u := range []string{odd, long, latin1} {
+		shown := placement.ShowUser(u)
+		if r, err := cl.Post(ctx, "/v1/move", api.OpRequest{User: shown, Node: "node3", Reason: "closer to the user"}); err != nil || r.Plan == "" || !strings.Contains(r.Message, shown) {
+			t.Fatalf("move %s: %+v %v", shown, r, err)
 		}
 		c.WaitFor(20*time.Second, "the move", func() bool {
 			var w api.Where
-			return cl.Get(ctx, "/v1/where?user="+urlQuery(u), &w) == nil && w.ProxyHost == "127.0.1.3" && w.Node == "node3"
+			return cl.Get(ctx, "/v1/where?user="+urlQuery(shown), &w) == nil && w.ProxyHost == "127.0.1.3" && w.Node == "node3" && w.User == shown
 		})
 		var h []api.Move
-		if err := cl.Get(ctx, "/v1/history?user="+urlQuery(u), &h); err != nil || len(h) != 1 || h[0].User != u || h[0].From != "127.0.1.1" || h[0].Reason != "closer to the user" {
-			t.Fatalf("history of %q: %+v %v", u, h, err)
+		if err := cl.Get(ctx, "/v1/history?user="+urlQuery(shown), &h); err != nil || len(h) != 1 || h[0].User != shown || h[0].From != "127.0.1.1" || h[0].Reason != "closer to the user" {
+			t.Fatalf("history of %s: %+v %v", shown, h, err)
+		}
+		if host := usersHost(t, db, u); host != "127.0.1.3" {
+			t.Fatalf("the users table has %q on %s", u, host)
 		}
 	}
 	var h []api.Move

@@ -1,5 +1,11 @@
 // Package api is the agent's HTTP API as its clients see it: the wire
 // types, stable for scripts, and a client for nodectl and tests.
+//
+// A user name is any bytes but NUL, and JSON holds only UTF-8 text: every
+// user field (and the user query parameter) carries the name as it is when
+// it is printable UTF-8 without spaces, else quoted as Go quotes strings
+// ("lat\xe9n", "john doe"); a name that starts with a double quote is
+// always quoted (placement.ShowUser and placement.ParseUser).
 package api
 
 import (

@@ -15,21 +15,27 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Admin is what Roost does to a Dovecot's sessions.
 type Admin interface {
 	// Kick ends the sessions of users on this Dovecot as their backend
 	// (their mail processes), and returns how many users had some. Users
-	// without sessions are not an error: kicks are idempotent.
+	// without sessions are not an error: kicks are idempotent. Over the
+	// HTTP API, a name that is not AsMask or not UTF-8 is left out (the
+	// node's sweep ends its sessions).
 	Kick(ctx context.Context, users []string) (int, error)
 	// ProxyKick ends the sessions this Dovecot proxies for users to
 	// host, their old backend (any host if empty; Dovecot 2.3 always
 	// ends them whatever their host), and returns how many connections
-	// it closed.
+	// it closed. Names 2.4's kick would read as a mask (not AsMask), and
+	// over HTTP names that are not UTF-8, are left out: their sessions end
+	// with their backend's.
 	ProxyKick(ctx context.Context, users []string, host string) (int, error)
 	// ProxyKickHost ends every session this Dovecot proxies to host: for
 	// a dead or hung backend.
@@ -184,6 +190,42 @@ func (o *dialectOnce) get(ctx context.Context, ask func(context.Context) (dialec
 // isLogin reports whether a service is a login process: in Dovecot 2.4's
 // who, the rows of the sessions it proxies.
 func isLogin(service string) bool { return strings.HasSuffix(service, "-login") }
+
+// AsMask reports whether doveadm's kick reads user as that one name. It
+// does not when the name holds a wildcard (* or ?), which kick matches
+// against every session, or looks like an address or a network, which
+// kick takes as one. Roost never sends such a name as a kick mask: the
+// node's own agent ends those sessions by signal, matching names exactly
+// (SignalKick, the sweep).
+func AsMask(user string) bool {
+	if strings.ContainsAny(user, "*?") {
+		return false
+	}
+	bare := strings.TrimSuffix(strings.TrimPrefix(user, "["), "]")
+	if _, err := netip.ParseAddr(bare); err == nil {
+		return false
+	}
+	if _, err := netip.ParsePrefix(bare); err == nil {
+		return false
+	}
+	return true
+}
+
+// inJSON reports whether user goes into a doveadm HTTP request as itself:
+// JSON carries only UTF-8 (Go's encoder replaces other bytes, and 2.4's
+// parser refuses them).
+func inJSON(user string) bool { return utf8.ValidString(user) }
+
+// only returns the users that keep passes.
+func only(users []string, keep func(string) bool) []string {
+	out := make([]string, 0, len(users))
+	for _, u := range users {
+		if keep(u) {
+			out = append(out, u)
+		}
+	}
+	return out
+}
 
 // WaitGone polls until none of users has a session on a, as backend and
 // as proxy, or ctx ends; it returns the users still there then.

@@ -305,8 +305,9 @@ func kickOne(user string) Command {
 	return Command{Name: "kick", Params: map[string]any{"mask": []string{user}}}
 }
 
-// Kick sends one kick command per user.
+// Kick sends one kick command per user, of those it can name exactly.
 func (h *HTTP) Kick(ctx context.Context, users []string) (int, error) {
+	users = only(users, func(u string) bool { return AsMask(u) && inJSON(u) })
 	cmds := make([]Command, len(users))
 	for i, u := range users {
 		cmds[i] = kickOne(u)
@@ -348,14 +349,16 @@ func (h *HTTP) ProxyKick(ctx context.Context, users []string, host string) (int,
 	if err != nil {
 		return 0, err
 	}
+	users = only(users, inJSON)
 	var cmds []Command
 	if d == v23 {
+		// 2.3's proxyKick matches names exactly.
 		for _, b := range chunks(users, proxyKickUsers) {
 			cmds = append(cmds, Command{Name: "proxyKick", Params: map[string]any{"user": b}})
 		}
 		return h.count(ctx, cmds, "count")
 	}
-	for _, u := range users {
+	for _, u := range only(users, AsMask) {
 		c := kickOne(u)
 		if net.ParseIP(host) != nil {
 			c.Params["destHost"] = host

@@ -116,3 +116,25 @@ func TestFlushChunksFitTheAuthMasterLine(t *testing.T) {
 		}
 	}
 }
+
+func TestAsMask(t *testing.T) {
+	for user, want := range map[string]bool{
+		"alice@example.com": true,
+		"o'brien":           true,
+		"jürgen":            true,
+		"lat\xe9n":          true, // a mask of itself, though JSON cannot carry it
+		"a*b":               false,
+		"who?":              false,
+		"10.0.0.1":          false,
+		"10.0.0.0/8":        false,
+		"::1":               false,
+		"[2001:db8::1]":     false,
+		"fe80::/10":         false,
+		"10.0.0.1.example":  true,
+		"12345":             true,
+	} {
+		if got := AsMask(user); got != want {
+			t.Errorf("AsMask(%q) = %v, want %v", user, got, want)
+		}
+	}
+}

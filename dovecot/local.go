@@ -66,6 +66,7 @@ func (l *Local) ProxyKick(ctx context.Context, users []string, host string) (int
 	}
 	size, opts := proxyKickUsers, []string{"proxy", "kick"}
 	if d == v24 {
+		users = only(users, AsMask) // 2.4's proxy kick is a kick, by mask
 		size = 1
 		if net.ParseIP(host) != nil {
 			opts = append(opts, "-h", host)

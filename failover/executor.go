@@ -389,10 +389,13 @@ func (e *Executor) nextBatch(ctx context.Context, p Plan, view []NodeView, s Sta
 		if p.Moved > 0 {
 			return nil, nil
 		}
-		var from string
-		if from, err = e.Router.Lookup(ctx, p.User); err == nil {
+		var name, from string
+		if name, err = placement.ParseUser(p.User); err != nil {
+			return nil, err
+		}
+		if from, err = e.Router.Lookup(ctx, name); err == nil {
 			if to := hosts[p.To]; to != "" && from != to {
-				moves = append(moves, placement.Move{User: p.User, From: from, To: to, Rehome: true})
+				moves = append(moves, placement.Move{User: name, From: from, To: to, Rehome: true})
 			}
 		}
 	}

@@ -37,6 +37,7 @@ const (
 type Request struct {
 	Op     string `json:"op"`
 	Node   string `json:"node,omitempty"`
+	// User is a move's user, as placement.ShowUser writes it.
 	User   string `json:"user,omitempty"`
 	Reason string `json:"reason,omitempty"`
 	// Rate is users per second for a drain (0: failover.drain_rate).
@@ -69,7 +70,7 @@ var (
 	ErrConflict = errors.New("conflicts with the state") // 409
 	// ErrEmptyUser is every refusal of an empty user name, whichever
 	// request carried it.
-	ErrEmptyUser = errors.New("the user name is empty")
+	ErrEmptyUser = placement.ErrEmptyUser
 	ErrNoLeader  = errors.New("no leader") // 503
 )
 
@@ -113,8 +114,8 @@ func (r Request) Validate() error {
 			return opError(ErrInvalid, "%s: no node given", r.Op)
 		}
 	case OpMove:
-		if r.User == "" {
-			return opError(ErrInvalid, "%s", ErrEmptyUser)
+		if _, err := placement.ParseUser(r.User); err != nil {
+			return opError(ErrInvalid, "%s", err)
 		}
 		if r.Node == "" {
 			return opError(ErrInvalid, "move: want a user and a node")
@@ -503,20 +504,22 @@ op:
 		if rec.State != Active || node.Gossip != "alive" || node.Health != "passing" || node.ProxyHost == "" {
 			return reply, nil, opError(ErrConflict, "%s cannot take users now (state %s, gossip %s, health %s)", r.Node, rec.State, node.Gossip, dashIfEmpty(node.Health))
 		}
-		from, err := ex.Router.Lookup(ctx, r.User)
+		name, _ := placement.ParseUser(r.User) // Validate checked it
+		user := placement.ShowUser(name)
+		from, err := ex.Router.Lookup(ctx, name)
 		if err != nil {
-			return reply, nil, lookupError(r.User, err)
+			return reply, nil, lookupError(user, err)
 		}
 		if from == node.ProxyHost {
-			reply.Message = fmt.Sprintf("%q is on %s already", r.User, r.Node)
+			reply.Message = fmt.Sprintf("%s is on %s already", user, r.Node)
 			return reply, nil, nil
 		}
 		reason := r.Reason
 		if reason == "" {
 			reason = "moved by an operator"
 		}
-		cmds = append(cmds, command{Op: opPlanStart, Plan: &Plan{Kind: PlanMove, To: r.Node, User: r.User, Reason: reason, Users: 1}, At: now})
-		reply.Message = fmt.Sprintf("moving %q from %s to %s", r.User, from, r.Node)
+		cmds = append(cmds, command{Op: opPlanStart, Plan: &Plan{Kind: PlanMove, To: r.Node, User: user, Reason: reason, Users: 1}, At: now})
+		reply.Message = fmt.Sprintf("moving %s from %s to %s", user, from, r.Node)
 	case OpAck:
 		if r.Node == "" {
 			if st.Frozen == nil {
@@ -542,9 +545,9 @@ op:
 
 func lookupError(user string, err error) error {
 	if errors.Is(err, ErrNoSuchUser) {
-		return opError(ErrNotFound, "no user %q in the routing table (or the filter excludes it)", user)
+		return opError(ErrNotFound, "no user %s in the routing table (or the filter excludes it)", user)
 	}
-	return fmt.Errorf("looking up %q: %w", user, err)
+	return fmt.Errorf("looking up %s: %w", user, err)
 }
 
 // ErrNoSuchUser: the Router has no such user; the agent wraps routing's.

@@ -20,7 +20,10 @@ func TestRequestValidateNamesTheProblem(t *testing.T) {
 		{Request{Op: OpDrain, Node: "a", Rate: -1}, "rate -1"},
 		{Request{Op: OpUndrain, Node: "a", DryRun: true}, "undrain has no dry run"},
 		{Request{Op: OpMove, Node: "a", User: "bad\xffutf8"}, "not valid UTF-8"},
-		{Request{Op: OpMove, Node: "a", User: "nul\x00"}, "not valid UTF-8"},
+		{Request{Op: OpMove, Node: "a", User: "nul\x00"}, "NUL byte"},
+		{Request{Op: OpMove, Node: "a", User: `"nul\x00"`}, "NUL byte"},
+		{Request{Op: OpMove, Node: "a", User: `"lat\xe9n`}, "not a quoted name"},
+		{Request{Op: OpMove, Node: "a", User: `""`}, "the user name is empty"},
 		{Request{Op: OpDrain, Node: strings.Repeat("n", 256)}, "too long"},
 	} {
 		err := tc.r.Validate()
@@ -32,6 +35,7 @@ func TestRequestValidateNamesTheProblem(t *testing.T) {
 		{Op: OpAck},
 		{Op: OpDrain, Node: "a", Rate: 10, DryRun: true},
 		{Op: OpMove, Node: "a", User: `o'brien "ü"`},
+		{Op: OpMove, Node: "a", User: `"lat\xe9n"`},
 	} {
 		if err := r.Validate(); err != nil {
 			t.Errorf("%+v: %v", r, err)

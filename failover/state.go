@@ -74,7 +74,7 @@ type Plan struct {
 	Kind   PlanKind `json:"kind"`
 	Node   string   `json:"node"`           // the source (failover, drain) or home (failback)
 	Host   string   `json:"host,omitempty"` // that node's proxy_host when the plan began
-	User   string   `json:"user,omitempty"` // a move's user
+	User   string   `json:"user,omitempty"` // a move's user, as placement.ShowUser writes it
 	To     string   `json:"to,omitempty"`   // a move's target node
 	Reason string   `json:"reason"`
 	// Rate is users per second (0: as fast as the database goes).

@@ -1,7 +1,8 @@
 // Package placement holds the values that say where users are placed,
 // shared by the failover leader that decides moves and the routing store
-// that writes them: a move, a node users may be moved to, and the fence
-// that keeps a deposed leader from writing.
+// that writes them: a move, a node users may be moved to, the fence that
+// keeps a deposed leader from writing, and how a user name (any bytes) is
+// written as text and read back.
 package placement
 
 import "errors"

@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -73,15 +74,17 @@ var dialects = map[string]dialect{
 			`CREATE INDEX IF NOT EXISTS roost_journal_user ON roost_journal (username, id)`,
 			`CREATE INDEX IF NOT EXISTS roost_journal_home ON roost_journal (home)`,
 		},
+		// Each value travels in hex: JSON holds only UTF-8, and a user
+		// name is any bytes Dovecot accepts (SQLite's TEXT holds them).
 		rows: func(q *query, cols []string, data [][]string) {
 			q.w(`(SELECT `)
 			for i, c := range cols {
 				if i > 0 {
 					q.w(", ")
 				}
-				q.w("value->>", strconv.Itoa(i), " AS ", c)
+				q.w("CAST(unhex(value->>", strconv.Itoa(i), ") AS TEXT) AS ", c)
 			}
-			q.w(` FROM json_each(`).arg(rowsJSON(data)).w(`)) AS roost_v`)
+			q.w(` FROM json_each(`).arg(rowsJSON(data, hex.EncodeToString)).w(`)) AS roost_v`)
 		},
 	},
 	"postgres": {
@@ -145,7 +148,7 @@ var dialects = map[string]dialect{
 		},
 		updateJoin: true,
 		rows: func(q *query, cols []string, data [][]string) {
-			q.w(`JSON_TABLE(`).arg(rowsJSON(data)).w(`, '$[*]' COLUMNS (`)
+			q.w(`JSON_TABLE(`).arg(rowsJSON(data, nil)).w(`, '$[*]' COLUMNS (`)
 			for i, c := range cols {
 				if i > 0 {
 					q.w(", ")
@@ -164,13 +167,17 @@ var dialects = map[string]dialect{
 	},
 }
 
-// rowsJSON encodes columns as the JSON array of rows [[c0, c1, …], …].
-func rowsJSON(data [][]string) string {
+// rowsJSON encodes columns as the JSON array of rows [[c0, c1, …], …],
+// each value through enc if not nil.
+func rowsJSON(data [][]string, enc func([]byte) string) string {
 	rows := make([][]string, len(data[0]))
 	for r := range rows {
 		rows[r] = make([]string, len(data))
 		for c := range data {
 			rows[r][c] = data[c][r]
+			if enc != nil {
+				rows[r][c] = enc([]byte(data[c][r]))
+			}
 		}
 	}
 	b, _ := json.Marshal(rows)

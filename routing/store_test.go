@@ -25,9 +25,11 @@ func TestMain(m *testing.M) {
 	os.Exit(routingtest.Main(m))
 }
 
-// odd user names: quotes, backslashes, unicode, SQL, 255 bytes.
+// odd user names: quotes, backslashes, unicode, SQL, doveadm's and
+// LIKE's wildcards, 255 bytes.
 var oddUsers = []string{
 	`o'brien@example.com`, `back\slash@example.com`, `"quoted"@example.com`, "`tick`@example.com",
+	"a*b?@example.com", "a%b_c@example.com", "tab\there@example.com",
 	"jürgen.müller@exämple.de", "用户@例子.中国", `x'; DROP TABLE users; --`,
 	strings.Repeat("a", 243) + "@example.com",
 }
@@ -205,6 +207,36 @@ func TestOddUserNamesMoveLikeAnyOther(t *testing.T) {
 			t.Fatalf("lookup of a missing user: %v", err)
 		}
 	})
+}
+
+// A name that is not UTF-8 (Dovecot accepts any bytes but NUL) moves
+// exactly, distinct from its UTF-8 look-alike: SQLite holds such names
+// (PostgreSQL's and MariaDB's UTF-8 tables cannot).
+func TestNonUTF8NamesMoveExactly(t *testing.T) {
+	ctx := context.Background()
+	s, db := newStore(t, "sqlite", 0)
+	latin1, utf8 := "lat\xe9n@example.com", "lat\u00e9n@example.com"
+	for _, u := range []string{latin1, utf8} {
+		db.Exec(t, `INSERT INTO users (username, proxy_host) VALUES (?, '10.0.0.9')`, u)
+	}
+	var on []string
+	if err := s.UsersOn(ctx, "10.0.0.9", func(u string) error { on = append(on, u); return nil }); err != nil || len(on) != 2 || on[0] != latin1 && on[1] != latin1 {
+		t.Fatalf("users on 10.0.0.9: %q %v", on, err)
+	}
+	n, err := s.MoveBatch(ctx, placement.Fence{Term: 1, Leader: "a"}, "p", "drain", []placement.Move{{User: latin1, From: "10.0.0.9", To: "10.0.0.2"}})
+	if err != nil || n != 1 {
+		t.Fatalf("moved %d: %v", n, err)
+	}
+	hosts, err := s.HostsOf(ctx, []string{latin1, utf8})
+	if err != nil || hosts[latin1] != "10.0.0.2" || hosts[utf8] != "10.0.0.9" {
+		t.Fatalf("after moving %q: %q %v; want it moved and %q not", latin1, hosts, err, utf8)
+	}
+	if j, err := s.Journal(ctx, latin1); err != nil || len(j) != 1 || j[0].User != latin1 {
+		t.Fatalf("journal of %q: %+v %v", latin1, j, err)
+	}
+	if c := count(t, db, `SELECT COUNT(*) FROM roost_journal WHERE username = ?`, utf8); c != 0 {
+		t.Fatalf("the journal names %q %d times", utf8, c)
+	}
 }
 
 func TestHostsOf(t *testing.T) {

@@ -34,7 +34,7 @@ var allowed = map[string][]string{
 	"agent":                {"api", "certs", "failover", "gossip", "version", "fsprobe", "health", "placement", "routing", "dovecot", "lease", "secret"},
 	"agent/agenttest":      {"agent", "api", "certs"},
 	"cmd/roostd":           {"agent", "certs", "fsprobe", "health", "version", "cmd/internal/manpage"},
-	"cmd/nodectl":          {"api", "certs", "version", "cmd/internal/manpage"},
+	"cmd/nodectl":          {"api", "certs", "placement", "version", "cmd/internal/manpage"},
 	"cmd/faultfs":          {"faultfs", "version", "cmd/internal/manpage"},
 	"cmd/internal/manpage": {"version"},
 	"packaging/build":      {},

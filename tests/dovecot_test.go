@@ -606,3 +606,69 @@ func TestLoginModeProblem(t *testing.T) {
 		}
 	}
 }
+
+// A name holding doveadm's wildcards never acts as a mask: a kick of
+// "a*b" ends no session of "axb" or "ayzb", through the HTTP API or the
+// local doveadm, on Dovecot 2.3 and 2.4. Its own sessions end by signal,
+// matched exactly (SignalKick: the local kick, and the node's sweep,
+// which ends them where the HTTP API leaves them out).
+func TestKickNeverWildcards(t *testing.T) {
+	for _, version := range dovecotlab.Versions {
+		for _, via := range []string{"http", "local"} {
+			t.Run(version+"/"+via, func(t *testing.T) { kickNeverWildcards(t, version, via) })
+		}
+	}
+}
+
+func kickNeverWildcards(t *testing.T, version, via string) {
+	ctx := context.Background()
+	wild, others := "a*b@example.test", []string{"axb@example.test", "ayzb@example.test"}
+	users := append([]string{wild}, others...)
+	path, _ := usersDB(t, users, "127.0.1.2")
+	nodes := cluster(t, version, 2, path, false)
+	a, b := admins(t, nodes[0])[via], admins(t, nodes[1])[via]
+	proxied := loginAll(t, nodes[0].IMAP, users) // through a to b
+	direct := loginAll(t, nodes[1].IMAP, users)
+
+	n, err := b.Kick(ctx, []string{wild})
+	if err != nil {
+		t.Fatalf("kick of %q on b: %v", wild, err)
+	}
+	if via == "http" {
+		// Left out: the sweep's signal kick ends it, by exact name.
+		if n != 0 {
+			t.Fatalf("the HTTP kick of %q counted %d users: it went out as a mask", wild, n)
+		}
+		if n, err = dovecot.SignalKick(ctx, b, nodes[1].Name, []string{wild}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n != 1 {
+		t.Fatalf("kicked %d users of %q, want 1", n, wild)
+	}
+	if _, err := direct[0].closed(10 * time.Second); err != nil {
+		t.Fatalf("%q's session on b: %v", wild, err)
+	}
+	if _, err := proxied[0].closed(10 * time.Second); err != nil {
+		t.Fatalf("%q's session proxied by a, once its backend session ended: %v", wild, err)
+	}
+	// A proxy kick by the name on a: whatever it ends (2.3 matches names
+	// exactly; 2.4's is a mask, so it is left out), it ends no one else.
+	if _, err := a.ProxyKick(ctx, []string{wild}, "127.0.1.2"); err != nil {
+		t.Fatalf("proxy kick of %q on a: %v", wild, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if left, err := dovecot.WaitGone(wctx, b, []string{wild}, 100*time.Millisecond); err != nil {
+		t.Fatalf("%q still on b: %v %v", wild, left, err)
+	}
+	time.Sleep(500 * time.Millisecond) // a kick is asynchronous: give a wrong one time to land
+	for i, u := range others {
+		if !direct[i+1].noop() || !proxied[i+1].noop() {
+			t.Fatalf("%q's session ended by a kick of %q", u, wild)
+		}
+	}
+	if who, err := b.Who(ctx); err != nil || !sessionsOf(who, others, 2) {
+		t.Fatalf("who on b after the kicks of %q: %+v %v; want %q with two sessions each", wild, who, err, others)
+	}
+}

@@ -2,14 +2,18 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/roost-mail/roost/api"
 )
@@ -149,6 +153,50 @@ func TestFailCode(t *testing.T) {
 	} {
 		if got := failCode(tc.err); got != tc.want {
 			t.Errorf("failCode(%v) = %d, want %d", tc.err, got, tc.want)
+		}
+	}
+}
+
+// A user name given as raw bytes (a shell's $'lat\xe9n') reaches roostd
+// quoted, as the API takes names that are not UTF-8; a quoted name goes as
+// typed; and what roostd answers is printed as it wrote it.
+func TestUserNamesReachRoostdExactly(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "roost.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/move":
+			var body api.OpRequest
+			json.NewDecoder(r.Body).Decode(&body)
+			got = append(got, body.User)
+			json.NewEncoder(w).Encode(api.OpReply{Leader: "mail1", Message: "moving " + body.User})
+		case "/v1/where":
+			got = append(got, r.URL.Query().Get("user"))
+			json.NewEncoder(w).Encode(api.Where{User: r.URL.Query().Get("user"), ProxyHost: "10.0.0.3", Node: "mail3", Home: "10.0.0.1"})
+		}
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"move", "lat\xe9n@example.com", "mail3", "--yes"}, `"lat\xe9n@example.com"`},
+		{[]string{"move", `"lat\xe9n@example.com"`, "mail3", "--yes"}, `"lat\xe9n@example.com"`},
+		{[]string{"move", "jürgen@example.com", "mail3", "--yes"}, "jürgen@example.com"},
+		{[]string{"where", "lat\xe9n@example.com"}, `"lat\xe9n@example.com"`},
+	} {
+		got = nil
+		var out, errb bytes.Buffer
+		if code := execute(append([]string{"--socket", sock}, tc.args...), &out, &errb); code != 0 || len(got) != 1 || got[0] != tc.want {
+			t.Fatalf("nodectl %q: exit %d, roostd got %q, want %q; %s", tc.args, code, got, tc.want, errb.String())
+		}
+		if !strings.Contains(out.String(), tc.want) || !utf8.Valid(out.Bytes()) {
+			t.Fatalf("nodectl %q printed %q, want the name as %s", tc.args, out.String(), tc.want)
 		}
 	}
 }

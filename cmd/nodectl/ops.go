@@ -15,11 +15,13 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
 	"github.com/roost-mail/roost/api"
+	"github.com/roost-mail/roost/placement"
 )
 
 // failCode is the exit status for an error talking to roostd: 3 when it
@@ -59,6 +61,22 @@ func postThroughElection(ctx context.Context, c *api.Client, warn io.Writer, pat
 		}
 		pause = min(2*pause, 2*time.Second)
 	}
+}
+
+// userHelp is how a user name that is not plain text is given.
+const userHelp = `
+
+A USER that is not printable UTF-8 without spaces is printed quoted, as Go
+quotes strings, and is given the same way: nodectl where '"lat\xe9n@example.com"'.
+A name given as raw bytes is quoted for you.`
+
+// userArg is a user name as the API takes it: raw bytes a shell passed
+// are quoted, anything else goes as typed (roostd reads quoted names).
+func userArg(s string) string {
+	if !utf8.ValidString(s) {
+		return placement.ShowUser(s)
+	}
+	return s
 }
 
 const exitStatusHelp = `
@@ -258,16 +276,16 @@ failed again within it, ack NODE moves the users still routed to it.` + exitStat
 		Short: "Route one user to a node and kick their sessions",
 		Long: `move rewrites USER's proxy_host to NODE's (fenced and journaled like every
 move) and kicks the user's sessions so they reconnect there. NODE must be
-active and healthy.` + exitStatusHelp,
+active and healthy.` + userHelp + exitStatusHelp,
 		Example: "  nodectl move alice@example.com mail3 --reason 'closer to her office'",
 		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := confirm(cmd, fmt.Sprintf("move %q to %s: their sessions are kicked", args[0], args[1]), yes, moveReason); err != nil {
+			if err := confirm(cmd, fmt.Sprintf("move %s to %s: their sessions are kicked", placement.ShowUser(args[0]), args[1]), yes, moveReason); err != nil {
 				*code = exitUsage
 				return err
 			}
 			return run(func(ctx context.Context, c *api.Client, out io.Writer) error {
-				_, err := post(ctx, c, out, "/v1/move", api.OpRequest{User: args[0], Node: args[1], Reason: moveReason})
+				_, err := post(ctx, c, out, "/v1/move", api.OpRequest{User: userArg(args[0]), Node: args[1], Reason: moveReason})
 				return err
 			})(cmd, args)
 		},
@@ -281,13 +299,13 @@ active and healthy.` + exitStatusHelp,
 		Short: "Show which proxy_host (and node) a user is routed to",
 		Long: `where reads USER's proxy_host from the routing database and says which
 node has it, the user's home (where they lived before Roost first moved
-them) and Roost's latest move of them, with its reason.` + exitStatusHelp,
+them) and Roost's latest move of them, with its reason.` + userHelp + exitStatusHelp,
 		Example: "  nodectl where alice@example.com",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return run(func(ctx context.Context, c *api.Client, out io.Writer) error {
 				var w api.Where
-				if err := c.Get(ctx, "/v1/where?user="+url.QueryEscape(args[0]), &w); err != nil {
+				if err := c.Get(ctx, "/v1/where?user="+url.QueryEscape(userArg(args[0])), &w); err != nil {
 					return err
 				}
 				if asJSON {
@@ -307,7 +325,7 @@ them) and Roost's latest move of them, with its reason.` + exitStatusHelp,
 		Short: "Show journaled moves, newest first",
 		Long: `history lists the moves Roost made (from the routing database's journal),
 newest first: every move, a user's (--user) or a node's (--node, moves
-from or to it).` + exitStatusHelp,
+from or to it).` + userHelp + exitStatusHelp,
 		Example: "  nodectl history --node mail2 --limit 20\n  nodectl history --user alice@example.com\n  nodectl history --since 24h",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -315,7 +333,7 @@ from or to it).` + exitStatusHelp,
 				q := url.Values{}
 				q.Set("limit", fmt.Sprint(hLimit))
 				if cmd.Flags().Changed("user") {
-					q.Set("user", hUser) // even empty: roostd refuses that, not lists everyone
+					q.Set("user", userArg(hUser)) // even empty: roostd refuses that, not lists everyone
 				}
 				if hNode != "" {
 					q.Set("node", hNode)
