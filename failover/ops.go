@@ -35,8 +35,8 @@ const (
 // Request is an operator's write. Any node takes it; the leader carries
 // it out (a follower forwards it over the cluster port).
 type Request struct {
-	Op     string `json:"op"`
-	Node   string `json:"node,omitempty"`
+	Op   string `json:"op"`
+	Node string `json:"node,omitempty"`
 	// User is a move's user, as placement.ShowUser writes it.
 	User   string `json:"user,omitempty"`
 	Reason string `json:"reason,omitempty"`
