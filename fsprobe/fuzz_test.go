@@ -27,3 +27,28 @@ func FuzzParseMountinfo(f *testing.F) {
 		}
 	})
 }
+
+// fusectl's waiting file: a count and a newline, as the kernel writes it;
+// anything else is an error, never a panic or a negative count.
+func FuzzParseWaiting(f *testing.F) {
+	for _, s := range []string{"0\n", "3\n", "", "-1\n", "12345678901234567890123\n", "x", "  7  \n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		n, err := parseWaiting(b)
+		if err == nil && n < 0 {
+			t.Fatalf("parseWaiting(%q) = %d", b, n)
+		}
+		if err != nil && (n != -1 || len(err.Error()) > 100) {
+			t.Fatalf("parseWaiting(%q): %d, %v", b, n, err)
+		}
+	})
+}
+
+func TestParseWaiting(t *testing.T) {
+	for in, want := range map[string]int{"0\n": 0, "17\n": 17, "-1\n": -1, "": -1, "x\n": -1, "1" + string(make([]byte, 40)): -1} {
+		if got, _ := parseWaiting([]byte(in)); got != want {
+			t.Errorf("parseWaiting(%q) = %d, want %d", in, got, want)
+		}
+	}
+}

@@ -465,7 +465,16 @@ func fuseWaiting(dev uint64) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	return strconv.Atoi(strings.TrimSpace(string(b)))
+	return parseWaiting(b)
+}
+
+// parseWaiting reads fusectl's waiting file: a count and a newline.
+func parseWaiting(b []byte) (int, error) {
+	n, err := strconv.Atoi(strings.TrimSpace(string(b[:min(len(b), 32)])))
+	if err != nil || n < 0 || len(b) > 32 {
+		return -1, fmt.Errorf("fusectl waiting: want a count, got %.32q", b)
+	}
+	return n, nil
 }
 
 const fusectlDir = "/sys/fs/fuse/connections"
