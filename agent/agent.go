@@ -284,6 +284,9 @@ func (a *Agent) Status() api.Status {
 	if fs.Frozen != nil {
 		st.Frozen = &api.Freeze{Reason: fs.Frozen.Reason, Since: fs.Frozen.Since}
 	}
+	if p := fs.Paused; p != nil {
+		st.Paused = &api.Pause{Reason: p.Reason, By: p.By, Since: p.Since, Until: p.Until}
+	}
 	for _, p := range fs.RecentPlans(20) {
 		st.Plans = append(st.Plans, api.Plan{ID: p.ID, Kind: string(p.Kind), Node: p.Node, User: p.User, To: p.To, Reason: p.Reason,
 			Rate: p.Rate, Users: p.Users, Moved: p.Moved, Batches: p.Batches, Status: string(p.Status), Created: p.Created, Finished: p.Finished, Error: p.Error})
@@ -309,7 +312,7 @@ func (a *Agent) Status() api.Status {
 		if m.Meta.Role == RoleMail {
 			r := fs.Node(m.Name)
 			mb.State, mb.StateReason, mb.StateSince, mb.LB = string(r.State), r.Reason, r.Since, r.State.LBSignal()
-			mb.HeldBy = r.Holds
+			mb.HeldBy, mb.Cordoned, mb.CordonReason = r.Holds, r.Cordoned, r.CordonReason
 			if counts != nil {
 				mb.Users = counts[m.Meta.ProxyHost]
 			}

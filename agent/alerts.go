@@ -337,7 +337,7 @@ func (a amAlert) key() string {
 const stuckAfter = 15 * time.Minute
 
 // roostAlerts are Roost's own alerts that hold in state s now: a node
-// failed over, the cluster frozen, a plan stuck. A node in maintenance is
+// failed over, the cluster frozen or paused, a plan stuck. A node in maintenance is
 // expected down and alerts nobody.
 func roostAlerts(s failover.State, now time.Time) []amAlert {
 	var out []amAlert
@@ -364,6 +364,17 @@ func roostAlerts(s failover.State, now time.Time) []amAlert {
 	}
 	if s.Frozen != nil {
 		add("RoostClusterFrozen", "critical", "automatic moves are frozen until nodectl ack: "+s.Frozen.Reason, s.Frozen.Since)
+	}
+	if p := s.Paused; p != nil {
+		until := "until nodectl resume"
+		if !p.Until.IsZero() {
+			until = "until " + p.Until.UTC().Format(time.DateTime) + " UTC"
+		}
+		by := ""
+		if p.By != "" {
+			by = " by " + p.By
+		}
+		add("RoostPaused", "warning", fmt.Sprintf("automatic failover and failback are paused%s %s: %s", by, until, p.Reason), p.Since)
 	}
 	for _, p := range s.RunningPlans() {
 		if now.Sub(p.Created) > stuckAfter {

@@ -121,13 +121,21 @@ func TestRoostAlerts(t *testing.T) {
 	s := failover.State{ClusterID: "c1",
 		Nodes:  map[string]failover.NodeRecord{"a": {State: failover.Failed, Reason: "mount hung", Since: now.Add(-time.Minute)}, "b": {State: failover.Maintenance}, "c": {State: failover.Active}},
 		Frozen: &failover.Freeze{Reason: "2 of 3 failed", Since: now},
+		Paused: &failover.Pause{Reason: "switch firmware", By: "ops@mail1", Since: now, Until: now.Add(time.Hour)},
 		Plans:  map[string]failover.Plan{"000001-failover": {ID: "000001-failover", Kind: failover.PlanFailover, Node: "a", Status: failover.PlanRunning, Created: now.Add(-20 * time.Minute)}},
 	}
 	var got []string
+	var paused string
 	for _, a := range roostAlerts(s, now) {
 		got = append(got, a.Labels["alertname"]+"/"+a.Labels["node"])
+		if a.Labels["alertname"] == "RoostPaused" {
+			paused = a.Annotations["summary"]
+		}
 	}
-	if strings.Join(got, " ") != "RoostNodeFailedOver/a RoostClusterFrozen/ RoostPlanStuck/a" {
+	if strings.Join(got, " ") != "RoostNodeFailedOver/a RoostClusterFrozen/ RoostPaused/ RoostPlanStuck/a" {
 		t.Fatalf("alerts: %v", got)
+	}
+	if want := "automatic failover and failback are paused by ops@mail1 until 2026-11-28 13:00:00 UTC: switch firmware"; paused != want {
+		t.Fatalf("the pause's alert says %q, want %q", paused, want)
 	}
 }

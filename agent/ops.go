@@ -58,10 +58,10 @@ func routes(mux *http.ServeMux, b backend) {
 	}
 	nodeOp := func(kind string) func(r *http.Request, body api.OpRequest) (failover.Request, error) {
 		return func(r *http.Request, body api.OpRequest) (failover.Request, error) {
-			if body.User != "" || body.Node != "" || body.On != nil || (kind != failover.OpDrain && (body.Rate != 0 || body.DryRun)) {
+			if body.User != "" || body.Node != "" || body.On != nil || body.For != "" || (kind != failover.OpDrain && (body.Rate != 0 || body.DryRun)) {
 				return failover.Request{}, fmt.Errorf("%s takes only reason%s", kind, map[bool]string{true: ", rate and dry_run"}[kind == failover.OpDrain])
 			}
-			return failover.Request{Op: kind, Node: r.PathValue("node"), Reason: body.Reason, Rate: body.Rate, DryRun: body.DryRun}, nil
+			return failover.Request{Op: kind, Node: r.PathValue("node"), Reason: body.Reason, Rate: body.Rate, DryRun: body.DryRun, By: body.By}, nil
 		}
 	}
 	mux.HandleFunc("POST /v1/nodes/{node}/drain", op("drain", nodeOp(failover.OpDrain)))
@@ -74,11 +74,32 @@ func routes(mux *http.ServeMux, b backend) {
 		}
 		return failover.Request{Op: failover.OpAck}, nil
 	}))
+	mux.HandleFunc("POST /v1/nodes/{node}/cordon", op("cordon", nodeOp(failover.OpCordon)))
+	mux.HandleFunc("POST /v1/nodes/{node}/uncordon", op("uncordon", nodeOp(failover.OpUncordon)))
+	mux.HandleFunc("POST /v1/pause", op("pause", func(r *http.Request, body api.OpRequest) (failover.Request, error) {
+		if body.User != "" || body.Node != "" || body.On != nil || body.Rate != 0 || body.DryRun {
+			return failover.Request{}, errors.New("pause takes only reason, for and by")
+		}
+		var d time.Duration
+		if body.For != "" {
+			var err error
+			if d, err = time.ParseDuration(body.For); err != nil || d <= 0 {
+				return failover.Request{}, fmt.Errorf("for %.40q: want a positive duration, such as 30m or 2h", body.For)
+			}
+		}
+		return failover.Request{Op: failover.OpPause, Reason: body.Reason, By: body.By, For: d}, nil
+	}))
+	mux.HandleFunc("POST /v1/resume", op("resume", func(r *http.Request, body api.OpRequest) (failover.Request, error) {
+		if body.User != "" || body.Node != "" || body.On != nil || body.Rate != 0 || body.DryRun || body.For != "" {
+			return failover.Request{}, errors.New("resume takes only reason and by")
+		}
+		return failover.Request{Op: failover.OpResume, Reason: body.Reason, By: body.By}, nil
+	}))
 	mux.HandleFunc("POST /v1/nodes/{node}/maintenance", op("maintenance", func(r *http.Request, body api.OpRequest) (failover.Request, error) {
 		if body.On == nil {
 			return failover.Request{}, errors.New(`maintenance needs "on": true or false`)
 		}
-		if body.User != "" || body.Node != "" || body.Rate != 0 {
+		if body.User != "" || body.Node != "" || body.Rate != 0 || body.For != "" {
 			return failover.Request{}, errors.New("maintenance takes only on, reason and dry_run")
 		}
 		kind := failover.OpMaintenanceOff
@@ -88,7 +109,7 @@ func routes(mux *http.ServeMux, b backend) {
 		return failover.Request{Op: kind, Node: r.PathValue("node"), Reason: body.Reason, DryRun: body.DryRun}, nil
 	}))
 	mux.HandleFunc("POST /v1/move", op("move", func(r *http.Request, body api.OpRequest) (failover.Request, error) {
-		if body.Rate != 0 || body.DryRun || body.On != nil {
+		if body.Rate != 0 || body.DryRun || body.On != nil || body.For != "" {
 			return failover.Request{}, errors.New("move takes only user, node and reason")
 		}
 		return failover.Request{Op: failover.OpMove, User: body.User, Node: body.Node, Reason: body.Reason}, nil

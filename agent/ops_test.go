@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -265,4 +266,79 @@ func TestAlertsUndoOnlyWhatTheyHold(t *testing.T) {
 	if s := state("node2"); s.State != failover.Maintenance || len(s.Holds) != 0 {
 		t.Fatalf("node2 after the alert resolved under an operator's maintenance: %+v", s)
 	}
+}
+
+// A pause holds the failover of a failing node, and shows in status and
+// metrics; resumed, the node is failed over, onto the nodes not cordoned
+// only; a pause --for ends by itself.
+func TestPauseAndCordon(t *testing.T) {
+	c, db, flag := sqliteCluster(t, nil, func(i int, cfg *agent.Config) {
+		cfg.Failover.FailbackHoldDown = time.Hour                                              // failback only when asked
+		cfg.Health.Checks[0].Interval, cfg.Health.Checks[0].Timeout = time.Second, time.Second // a loaded machine fails no other node
+	})
+	cl := c.Running()[0].Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	r, err := cl.Post(ctx, "/v1/pause", api.OpRequest{Reason: "core switch firmware", By: "ops@admin1"})
+	if err != nil || !strings.Contains(r.Message, "paused") {
+		t.Fatalf("pause: %+v %v", r, err)
+	}
+	_, err = cl.Post(ctx, "/v1/pause", api.OpRequest{Reason: "x", For: "soon"})
+	wantCode(t, "pause for soon", err, http.StatusBadRequest, "want a positive duration")
+	_, err = cl.Post(ctx, "/v1/pause", api.OpRequest{})
+	wantCode(t, "pause without a reason", err, http.StatusBadRequest, "say why")
+	if _, err := cl.Post(ctx, "/v1/nodes/node3/cordon", api.OpRequest{Reason: "disk swap on Monday"}); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := os.WriteFile(flag(1), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(20*time.Second, "node2 seen critical by the leader", func() bool {
+		l := c.Leader()
+		return l != nil && member(l.Status(), "node2").Health == "critical"
+	})
+	time.Sleep(2 * time.Second) // twenty decision rounds: none may act
+	l := c.Leader()
+	st := l.Status()
+	if m := member(st, "node2"); m.State != "active" || usersOn(t, db)["127.0.1.2"] != 100 || len(st.Plans) != 0 {
+		t.Fatalf("paused, yet node2 is %s with %d users, plans %+v", m.State, usersOn(t, db)["127.0.1.2"], st.Plans)
+	}
+	if p := st.Paused; p == nil || p.Reason != "core switch firmware" || p.By != "ops@admin1" || !p.Until.IsZero() {
+		t.Fatalf("status while paused: %+v", p)
+	}
+	if m := member(st, "node3"); !m.Cordoned || m.CordonReason != "disk swap on Monday" || m.LB != "up" {
+		t.Fatalf("cordoned node3 in status: %+v", m)
+	}
+	m := scrape(t, l)
+	for _, want := range []string{`roost_failover_paused 1`, `roost_failover_node_cordoned{node="node3"} 1`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("the leader's metrics lack %s", want)
+		}
+	}
+
+	if r, err := cl.Post(ctx, "/v1/resume", api.OpRequest{}); err != nil || !strings.Contains(r.Message, "resumed") {
+		t.Fatalf("resume: %+v %v", r, err)
+	}
+	c.WaitFor(30*time.Second, "node2 failed over once resumed", func() bool {
+		l := c.Leader()
+		if l == nil {
+			return false
+		}
+		s := l.Agent.FailoverState()
+		_, running := s.Running("node2")
+		return s.Node("node2").State == failover.Failed && !running && usersOn(t, db)["127.0.1.2"] == 0
+	})
+	if on := usersOn(t, db); on["127.0.1.1"] != 200 || on["127.0.1.3"] != 100 {
+		t.Fatalf("after the failover with node3 cordoned: %v, want node2's 100 on node1 and node3's 100 alone", on)
+	}
+
+	if _, err := cl.Post(ctx, "/v1/pause", api.OpRequest{Reason: "brief", For: "1s"}); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(20*time.Second, "the pause over by itself", func() bool {
+		l := c.Leader()
+		return l != nil && l.Status().Paused == nil
+	})
 }

@@ -37,6 +37,9 @@ type Status struct {
 	// Frozen is set while mass failure holds every automatic move until
 	// nodectl ack.
 	Frozen *Freeze `json:"frozen,omitempty"`
+	// Paused is set while an operator holds every automatic failover and
+	// failback (nodectl pause).
+	Paused *Pause `json:"paused,omitempty"`
 	// Plans are the running plans and the latest finished ones, oldest
 	// first.
 	Plans []Plan `json:"plans"`
@@ -49,6 +52,15 @@ type Status struct {
 type Freeze struct {
 	Reason string    `json:"reason"`
 	Since  time.Time `json:"since"`
+}
+
+// Pause is why, by whom, since and until when (zero: until resumed) an
+// operator holds automatic moves.
+type Pause struct {
+	Reason string    `json:"reason"`
+	By     string    `json:"by,omitempty"`
+	Since  time.Time `json:"since"`
+	Until  time.Time `json:"until,omitzero"`
 }
 
 // Plan is a move of users the raft leader carries out batch by batch.
@@ -82,6 +94,10 @@ type OpRequest struct {
 	// User and Node: POST /v1/move's user and target node.
 	User string `json:"user,omitempty"`
 	Node string `json:"node,omitempty"`
+	// For is how long POST /v1/pause holds (a Go duration, "2h"; empty:
+	// until POST /v1/resume); By says who asks, for status.
+	For string `json:"for,omitempty"`
+	By  string `json:"by,omitempty"`
 }
 
 // OpReply says what the raft leader did with an operator's request.
@@ -180,6 +196,10 @@ type Member struct {
 	// node or put it in maintenance; empty while so, an operator did.
 	HeldBy []string `json:"held_by,omitempty"`
 	LB     string   `json:"lb,omitempty"`
+	// Cordoned: the node keeps its users, and no plan places users on it
+	// (nodectl cordon), for CordonReason.
+	Cordoned     bool   `json:"cordoned,omitempty"`
+	CordonReason string `json:"cordon_reason,omitempty"`
 	// Users is how many users the routing table has on its proxy_host
 	// (-1: unknown).
 	Users int `json:"users"`

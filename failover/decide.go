@@ -168,6 +168,15 @@ func Decide(view []NodeView, s State, now time.Time, p Policy) []command {
 		return nil
 	}
 
+	// A pause holds every automatic decision until it is resumed or runs
+	// out; the node states stay as they are meanwhile.
+	if s.Paused != nil {
+		if !s.Paused.Until.IsZero() && !now.Before(s.Paused.Until) {
+			return []command{{Op: opResume, Reason: "the pause ran out", At: now}}
+		}
+		return nil
+	}
+
 	// Mass failure freezes every automatic move until an operator acks.
 	if s.Frozen == nil {
 		switch {

@@ -94,6 +94,17 @@ func TestDecide(t *testing.T) {
 		want   string
 	}{
 		{"all healthy: nothing", three, state(nil), p, ""},
+		{"a pause holds a failover", with(three, "b", critical("dovecot down", false)),
+			state(func(s *State) { s.Paused = &Pause{Reason: "network work", Since: t0} }), p, ""},
+		{"a pause holds the freeze too", with(with(three, "a", critical("dovecot down", false)), "b", critical("dovecot down", false)),
+			state(func(s *State) { s.Paused = &Pause{Reason: "network work", Since: t0} }), p, ""},
+		{"a pause holds a failback", three,
+			state(func(s *State) {
+				node(s, "b", NodeRecord{State: Failed})
+				s.Paused = &Pause{Reason: "network work", Since: t0}
+			}), p, ""},
+		{"a pause that ran out ends", with(three, "b", critical("dovecot down", false)),
+			state(func(s *State) { s.Paused = &Pause{Reason: "network work", Since: t0.Add(-time.Hour), Until: t0} }), p, "resume"},
 		{"one observer never fails a node", with(three, "b", unreachableBy("a")), state(nil), p, ""},
 		{"two mail nodes alone: one peer is one observer, never enough", with(healthy("a", "b"), "b", unreachableBy("a")), state(nil), p, ""},
 		{"dead witnesses are no observers: two alive peers of two decide", append(with(three, "b", unreachableBy("a", "c")),

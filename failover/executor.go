@@ -260,6 +260,8 @@ func (e *Executor) step(ctx context.Context, p Plan, l leaderOps) (int, error) {
 		defer e.moving.RUnlock()
 		if r := l.state().Node(p.To); r.State != Active {
 			return -1, e.cancel(ctx, p, l, fmt.Sprintf("%s is %s now: %s stays where it is", p.To, r.State, p.User))
+		} else if r.Cordoned {
+			return -1, e.cancel(ctx, p, l, fmt.Sprintf("%s is cordoned now: %s stays where it is", p.To, p.User))
 		}
 	}
 	moves, err := e.nextBatch(ctx, p, view, l.state(), hosts)
@@ -405,12 +407,13 @@ func (e *Executor) nextBatch(ctx context.Context, p Plan, view []NodeView, s Sta
 	return moves, nil
 }
 
-// targets are the mail nodes that may take users: alive, passing, active
-// and not the source.
+// targets are the mail nodes that may take users: alive, passing, active,
+// not cordoned and not the source.
 func (e *Executor) targets(view []NodeView, s State, source string) []placement.Target {
 	var out []placement.Target
 	for _, n := range view {
-		if n.Name == source || !n.Mail || n.Gossip != "alive" || n.Health != "passing" || n.ProxyHost == "" || s.Node(n.Name).State != Active {
+		r := s.Node(n.Name)
+		if n.Name == source || !n.Mail || n.Gossip != "alive" || n.Health != "passing" || n.ProxyHost == "" || r.State != Active || r.Cordoned {
 			continue
 		}
 		out = append(out, placement.Target{Node: n.Name, Host: n.ProxyHost, Weight: 1})

@@ -17,6 +17,8 @@ type metrics struct {
 	nodeDesc *prometheus.Desc
 	planDesc *prometheus.Desc
 	frozen   *prometheus.Desc
+	paused   *prometheus.Desc
+	cordoned *prometheus.Desc
 }
 
 func newMetrics(state func() State) *metrics {
@@ -38,6 +40,8 @@ func newMetrics(state func() State) *metrics {
 		nodeDesc: prometheus.NewDesc("roost_failover_node_state", "1 for each mail node's failover state (active, draining, maintenance, failed, recovering).", []string{"node", "state"}, nil),
 		planDesc: prometheus.NewDesc("roost_failover_plans_running", "Running plans by kind.", []string{"kind"}, nil),
 		frozen:   prometheus.NewDesc("roost_failover_frozen", "1 while mass failure holds every automatic move (until nodectl ack).", nil, nil),
+		paused:   prometheus.NewDesc("roost_failover_paused", "1 while an operator holds every automatic failover and failback (nodectl pause).", nil, nil),
+		cordoned: prometheus.NewDesc("roost_failover_node_cordoned", "1 for each cordoned node: it keeps its users, and no plan places users on it.", []string{"node"}, nil),
 	}
 }
 
@@ -55,6 +59,8 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.nodeDesc
 	ch <- m.planDesc
 	ch <- m.frozen
+	ch <- m.paused
+	ch <- m.cordoned
 }
 
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
@@ -67,6 +73,11 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			}
 			ch <- prometheus.MustNewConstMetric(m.nodeDesc, prometheus.GaugeValue, v, name, string(st))
 		}
+		c := 0.0
+		if r.Cordoned {
+			c = 1
+		}
+		ch <- prometheus.MustNewConstMetric(m.cordoned, prometheus.GaugeValue, c, name)
 	}
 	running := map[PlanKind]float64{PlanFailover: 0, PlanDrain: 0, PlanFailback: 0, PlanMove: 0}
 	for _, p := range s.RunningPlans() {
@@ -80,6 +91,11 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		f = 1
 	}
 	ch <- prometheus.MustNewConstMetric(m.frozen, prometheus.GaugeValue, f)
+	p := 0.0
+	if s.Paused != nil {
+		p = 1
+	}
+	ch <- prometheus.MustNewConstMetric(m.paused, prometheus.GaugeValue, p)
 }
 
 // observeBatch records a routing batch's duration and outcome.

@@ -54,6 +54,8 @@ type world struct {
 	alerts   map[string]map[string]bool
 	home     map[string]string // each user's first host
 	events   []string
+	// broken is an invariant a step broke, for check to report.
+	broken error
 }
 
 func newWorld(seed uint64) *world {
@@ -171,6 +173,9 @@ func (w *world) step(t *testing.T) {
 		w.now = w.now.Add(d)
 	case k < 45: // the leader decides
 		cmds := Decide(w.view(), w.s.clone(), w.now, w.pol)
+		if p := w.s.Paused; p != nil && (len(cmds) > 1 || len(cmds) == 1 && (cmds[0].Op != opResume || p.Until.IsZero() || w.now.Before(p.Until))) {
+			t.Fatalf("a paused cluster (%+v) decided %s", *p, describe(cmds))
+		}
 		if w.s.Frozen != nil {
 			for _, c := range cmds {
 				if c.Op == opPlanStart || c.Op == opSetNode {
@@ -194,7 +199,7 @@ func (w *world) step(t *testing.T) {
 		w.advance(ctx, p)
 	case k < 80: // an operator
 		n := w.node()
-		switch o := w.rng.IntN(7); o {
+		switch o := w.rng.IntN(10); o {
 		case 0, 1:
 			op := []string{OpDrain, OpMaintenanceOn}[o]
 			if w.request(Request{Op: op, Node: n, Reason: "operator"}) == nil {
@@ -216,6 +221,13 @@ func (w *world) step(t *testing.T) {
 			_ = w.request(Request{Op: OpAck, Node: n})
 		case 6:
 			_ = w.request(Request{Op: OpMove, Node: n, User: fmt.Sprintf("u%05d", w.rng.IntN(60))})
+		case 7:
+			_ = w.request(Request{Op: OpPause, Reason: "network work", For: []time.Duration{0, 10 * time.Minute}[w.rng.IntN(2)]})
+		case 8:
+			_ = w.request(Request{Op: OpResume})
+		case 9:
+			op := map[bool]string{false: OpCordon, true: OpUncordon}[w.s.Node(n).Cordoned]
+			_ = w.request(Request{Op: op, Node: n})
 		}
 	case k < 90: // an alert fires or resolves
 		n, alert := w.node(), fmt.Sprintf("DiskFailing/%d", w.rng.IntN(2))
@@ -257,8 +269,30 @@ func (w *world) advance(ctx context.Context, p Plan) {
 			return
 		}
 	}
+	before := map[string]int{}
+	for i, r := range modelNodes {
+		if w.s.Node(string(r)).Cordoned {
+			before[host(i)] = w.onHost(host(i))
+		}
+	}
 	n, err := w.ex.step(ctx, p, w.ops())
 	w.logf("stepped %s %s %s: %d %v", p.ID, p.Kind, p.Node, n, err)
+	// No plan places users on a cordoned node, but its own failback.
+	for h, was := range before {
+		if now := w.onHost(h); now > was && !(p.Kind == PlanFailback && p.Host == h) {
+			w.broken = fmt.Errorf("plan %s (%s of %s) put %d users on cordoned %s", p.ID, p.Kind, p.Node, now-was, h)
+		}
+	}
+}
+
+func (w *world) onHost(h string) int {
+	n := 0
+	for _, uh := range w.r.hosts {
+		if uh == h {
+			n++
+		}
+	}
+	return n
 }
 
 func describe(cmds []command) string {
@@ -275,6 +309,9 @@ func describe(cmds []command) string {
 
 // check asserts the invariants that hold after every event.
 func (w *world) check() error {
+	if w.broken != nil {
+		return w.broken
+	}
 	onHost := map[string]int{}
 	for _, h := range w.r.hosts {
 		onHost[h]++
@@ -338,8 +375,14 @@ func (w *world) converge(t *testing.T) error {
 		if w.s.Frozen != nil {
 			_ = w.request(Request{Op: OpAck})
 		}
+		if w.s.Paused != nil {
+			_ = w.request(Request{Op: OpResume})
+		}
 		for _, r := range modelNodes {
 			n := string(r)
+			if w.s.Node(n).Cordoned {
+				_ = w.request(Request{Op: OpUncordon, Node: n})
+			}
 			op := map[NodeState]string{Draining: OpUndrain, Maintenance: OpMaintenanceOff}[w.s.Node(n).State]
 			if op != "" && w.request(Request{Op: op, Node: n}) == nil {
 				w.operator[n], w.alerts[n] = false, nil

@@ -30,7 +30,14 @@ const (
 	OpFailback       = "failback"
 	OpMove           = "move"
 	OpAck            = "ack"
+	OpPause          = "pause"
+	OpResume         = "resume"
+	OpCordon         = "cordon"
+	OpUncordon       = "uncordon"
 )
+
+// maxPause bounds a pause's --for.
+const maxPause = 30 * 24 * time.Hour
 
 // Request is an operator's write. Any node takes it; the leader carries
 // it out (a follower forwards it over the cluster port).
@@ -49,6 +56,10 @@ type Request struct {
 	// did: a resolved alert undoes only what it holds, never an
 	// operator's action.
 	Alert string `json:"alert,omitempty"`
+	// By says who asked (a pause shows it); For is how long a pause lasts
+	// (0: until resumed).
+	By  string        `json:"by,omitempty"`
+	For time.Duration `json:"for,omitempty"`
 }
 
 // Reply says what the leader did.
@@ -109,10 +120,18 @@ func kindOf(name string) error {
 // Validate checks what a request carries, before any node acts on it.
 func (r Request) Validate() error {
 	switch r.Op {
-	case OpDrain, OpUndrain, OpMaintenanceOn, OpMaintenanceOff, OpFailback:
+	case OpDrain, OpUndrain, OpMaintenanceOn, OpMaintenanceOff, OpFailback, OpCordon, OpUncordon:
 		if r.Node == "" {
 			return opError(ErrInvalid, "%s: no node given", r.Op)
 		}
+	case OpPause:
+		if strings.TrimSpace(r.Reason) == "" {
+			return opError(ErrInvalid, "pause: say why (reason): status shows it to everyone")
+		}
+		if r.For < 0 || r.For > maxPause {
+			return opError(ErrInvalid, "pause for %v: want a duration up to %v, or none (until resumed)", r.For, maxPause)
+		}
+	case OpResume:
 	case OpMove:
 		if _, err := placement.ParseUser(r.User); err != nil {
 			return opError(ErrInvalid, "%s", err)
@@ -141,8 +160,14 @@ func (r Request) Validate() error {
 	if !utf8.ValidString(r.Alert) || strings.ContainsRune(r.Alert, 0) || len(r.Alert) > 512 {
 		return opError(ErrInvalid, "alert: want UTF-8 text of at most 512 bytes")
 	}
-	if len(r.Node) > 255 || len(r.User) > 1024 || len(r.Reason) > 1024 {
-		return opError(ErrInvalid, "node (255 bytes), user or reason (1024 bytes) too long")
+	if len(r.Node) > 255 || len(r.User) > 1024 || len(r.Reason) > 1024 || len(r.By) > 255 {
+		return opError(ErrInvalid, "node or by (255 bytes), user or reason (1024 bytes) too long")
+	}
+	if !utf8.ValidString(r.By) || strings.ContainsRune(r.By, 0) {
+		return opError(ErrInvalid, "by %q: not valid UTF-8 text", r.By)
+	}
+	if r.For != 0 && r.Op != OpPause {
+		return opError(ErrInvalid, "%s takes no duration (for)", r.Op)
 	}
 	return nil
 }
@@ -504,6 +529,9 @@ op:
 		if rec.State != Active || node.Gossip != "alive" || node.Health != "passing" || node.ProxyHost == "" {
 			return reply, nil, opError(ErrConflict, "%s cannot take users now (state %s, gossip %s, health %s)", r.Node, rec.State, node.Gossip, dashIfEmpty(node.Health))
 		}
+		if rec.Cordoned {
+			return reply, nil, opError(ErrConflict, "%s is cordoned (%s): no user is placed on it until nodectl uncordon", r.Node, rec.CordonReason)
+		}
 		name, _ := placement.ParseUser(r.User) // Validate checked it
 		user := placement.ShowUser(name)
 		from, err := ex.Router.Lookup(ctx, name)
@@ -520,6 +548,49 @@ op:
 		}
 		cmds = append(cmds, command{Op: opPlanStart, Plan: &Plan{Kind: PlanMove, To: r.Node, User: user, Reason: reason, Users: 1}, At: now})
 		reply.Message = fmt.Sprintf("moving %s from %s to %s", user, from, r.Node)
+	case OpPause:
+		var until time.Time
+		how := "until nodectl resume"
+		if r.For > 0 {
+			until = now.Add(r.For)
+			how = "until " + until.UTC().Format(time.DateTime) + " UTC (or nodectl resume)"
+		}
+		reply.Message = "paused: no automatic failover or failback starts " + how + "; operators' drains and moves still work"
+		if st.Paused != nil {
+			reply.Message = "paused again (was: " + st.Paused.Reason + "): no automatic failover or failback starts " + how
+		}
+		var auto []string
+		for _, p := range st.RunningPlans() {
+			if p.Kind == PlanFailover || p.Kind == PlanFailback {
+				auto = append(auto, fmt.Sprintf("%s (%s)", p.ID, p.Node))
+			}
+		}
+		if len(auto) > 0 {
+			reply.Message += "; running plans finish: " + strings.Join(auto, ", ")
+		}
+		cmds = append(cmds, command{Op: opPause, Reason: r.Reason, By: r.By, Until: until, At: now})
+	case OpResume:
+		if st.Paused == nil {
+			reply.Message = "not paused: nothing to resume"
+			return reply, nil, nil
+		}
+		reply.Message = fmt.Sprintf("resumed (paused since %s: %s): automatic failover and failback decide again", st.Paused.Since.UTC().Format(time.DateTime), st.Paused.Reason)
+		cmds = append(cmds, command{Op: opResume, Reason: r.Reason, At: now})
+	case OpCordon, OpUncordon:
+		on := r.Op == OpCordon
+		if rec.Cordoned == on {
+			reply.Message = fmt.Sprintf("%s is %sed already", r.Node, r.Op)
+			return reply, nil, nil
+		}
+		reason := r.Reason
+		if reason == "" {
+			reason = "cordoned by an operator"
+		}
+		reply.Message = fmt.Sprintf("%s is cordoned: it keeps and serves its users, and no plan places users on it", r.Node)
+		if !on {
+			reply.Message = fmt.Sprintf("%s is uncordoned: plans may place users on it again", r.Node)
+		}
+		cmds = append(cmds, command{Op: opCordon, Node: r.Node, On: on, Reason: reason, At: now})
 	case OpAck:
 		if r.Node == "" {
 			if st.Frozen == nil {

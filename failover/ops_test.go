@@ -1,6 +1,7 @@
 package failover
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"strings"
@@ -123,5 +124,71 @@ func TestForwardedRequestsAreSignedWithTheClusterKey(t *testing.T) {
 	}
 	if got, err := node().open(unsigned, "peer", now); err != nil || got.Node != "node2" {
 		t.Fatalf("a cluster without keys: %+v %v", got, err)
+	}
+}
+
+// Pause and resume, cordon and uncordon: what each request commits, and
+// what a cordoned node refuses.
+func TestPauseAndCordonRequests(t *testing.T) {
+	ctx := context.Background()
+	view := cluster3()
+	for i := range view {
+		view[i].Mail = true
+	}
+	r := newMemRouter(30, "10.0.0.1", "10.0.0.2", "10.0.0.3")
+	ex := newExecutor(r, &memKicker{})
+	var s State
+	plan(&s, Plan{ID: "000001-failover", Kind: PlanFailover, Node: "b"})
+	do := func(req Request) Reply {
+		t.Helper()
+		if err := req.Validate(); err != nil {
+			t.Fatalf("%+v: %v", req, err)
+		}
+		reply, cmds, err := request(ctx, req, s.clone(), view, t0, DefaultPolicy(), ex)
+		if err != nil {
+			t.Fatalf("%+v: %v", req, err)
+		}
+		if err := s.apply(batch(cmds)); len(cmds) > 0 && err != nil {
+			t.Fatalf("%+v: %v", req, err)
+		}
+		return reply
+	}
+	if m := do(Request{Op: OpPause, Reason: "network work", By: "ops@host", For: time.Hour}).Message; !strings.Contains(m, "running plans finish: 000001-failover (b)") {
+		t.Fatalf("pause said %q, want it to name the running failover", m)
+	}
+	if p := s.Paused; p == nil || p.Reason != "network work" || p.By != "ops@host" || !p.Until.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("paused: %+v", p)
+	}
+	if err := (Request{Op: OpPause}).Validate(); err == nil || !strings.Contains(err.Error(), "say why") {
+		t.Fatalf("a pause without a reason: %v", err)
+	}
+	if err := (Request{Op: OpDrain, Node: "a", For: time.Hour}).Validate(); err == nil {
+		t.Fatal("a drain took a duration")
+	}
+	do(Request{Op: OpResume})
+	if s.Paused != nil {
+		t.Fatal("still paused after resume")
+	}
+	if m := do(Request{Op: OpResume}).Message; !strings.Contains(m, "not paused") {
+		t.Fatalf("a second resume said %q", m)
+	}
+
+	do(Request{Op: OpCordon, Node: "c", Reason: "new disks next week"})
+	if rec := s.Node("c"); !rec.Cordoned || rec.CordonReason != "new disks next week" || rec.State != Active || rec.State.LBSignal() != "up" {
+		t.Fatalf("c after cordon: %+v", rec)
+	}
+	if ts := ex.targets(view, s, "a"); len(ts) != 1 || ts[0].Node != "b" {
+		t.Fatalf("targets off a with c cordoned: %+v, want b alone", ts)
+	}
+	if _, _, err := request(ctx, Request{Op: OpMove, Node: "c", User: "u00000"}, s.clone(), view, t0, DefaultPolicy(), ex); err == nil || !strings.Contains(err.Error(), "cordoned") {
+		t.Fatalf("a move to cordoned c: %v", err)
+	}
+	reply, _, err := request(ctx, Request{Op: OpDrain, Node: "a", DryRun: true}, s.clone(), view, t0, DefaultPolicy(), ex)
+	if err != nil || reply.Targets["c"] != 0 || reply.Targets["b"] != 10 {
+		t.Fatalf("a drain's dry run with c cordoned: %+v %v", reply, err)
+	}
+	do(Request{Op: OpUncordon, Node: "c"})
+	if s.Node("c").Cordoned {
+		t.Fatal("c still cordoned")
 	}
 }

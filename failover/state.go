@@ -44,6 +44,10 @@ type NodeRecord struct {
 	// stays so; the last one to resolve undoes it. Empty while draining or
 	// in maintenance: an operator owns it, and only an operator undoes it.
 	Holds []string `json:"holds,omitempty"`
+	// Cordoned: the node keeps its users and serves them, but no plan
+	// places users on it (CordonReason says why).
+	Cordoned     bool   `json:"cordoned,omitempty"`
+	CordonReason string `json:"cordon_reason,omitempty"`
 }
 
 // PlanKind says why a plan moves users.
@@ -97,6 +101,15 @@ type Freeze struct {
 	Since  time.Time `json:"since"`
 }
 
+// Pause holds every automatic failover and failback, at an operator's
+// word, until nodectl resume or Until (if set). Operators' own moves go on.
+type Pause struct {
+	Reason string    `json:"reason"`
+	By     string    `json:"by,omitempty"`
+	Since  time.Time `json:"since"`
+	Until  time.Time `json:"until,omitzero"`
+}
+
 // State is the replicated cluster state. It changes only by applying
 // committed commands, deterministically: the time in it is the leader's,
 // carried in the command, never the applying node's clock.
@@ -106,6 +119,7 @@ type State struct {
 	Nodes     map[string]NodeRecord `json:"nodes,omitempty"`
 	Plans     map[string]Plan       `json:"plans,omitempty"`
 	Frozen    *Freeze               `json:"frozen,omitempty"`
+	Paused    *Pause                `json:"paused,omitempty"`
 	// PlanSeq numbers plans.
 	PlanSeq uint64 `json:"plan_seq,omitempty"`
 }
@@ -186,6 +200,11 @@ type command struct {
 	Holds []string `json:"holds,omitempty"`
 	// Batch holds the commands of an all-or-nothing entry (opBatch).
 	Batch []command `json:"batch,omitempty"`
+	// By and Until: who paused, and until when (opPause). On: cordon or
+	// uncordon (opCordon).
+	By    string    `json:"by,omitempty"`
+	Until time.Time `json:"until,omitzero"`
+	On    bool      `json:"on,omitempty"`
 }
 
 // Commands.
@@ -198,6 +217,9 @@ const (
 	opFreeze    = "freeze"     // Reason, At
 	opAck       = "ack"        // Node ("" for the cluster's freeze), At
 	opBatch     = "batch"      // Batch: every command applies, or none does
+	opPause     = "pause"      // Reason, By, Until, At
+	opResume    = "resume"     // Reason, At
+	opCordon    = "cordon"     // Node, On, Reason, At
 )
 
 // batch makes one raft entry of cmds: a decision that changes several
@@ -291,6 +313,20 @@ func (s *State) apply(c command) error {
 			}
 		}
 		*s = next
+	case opPause:
+		s.Paused = &Pause{Reason: c.Reason, By: c.By, Since: c.At, Until: c.Until}
+	case opResume:
+		s.Paused = nil
+	case opCordon:
+		r := s.Node(c.Node)
+		r.Cordoned, r.CordonReason = c.On, ""
+		if c.On {
+			r.CordonReason = c.Reason
+		}
+		if s.Nodes == nil {
+			s.Nodes = map[string]NodeRecord{}
+		}
+		s.Nodes[c.Node] = r
 	case opAck:
 		if c.Node == "" {
 			s.Frozen = nil
@@ -340,6 +376,10 @@ func (s *State) clone() State {
 	if s.Frozen != nil {
 		f := *s.Frozen
 		c.Frozen = &f
+	}
+	if s.Paused != nil {
+		p := *s.Paused
+		c.Paused = &p
 	}
 	return c
 }

@@ -189,13 +189,33 @@ func printStatus(w io.Writer, st api.Status) {
 		if m.Users >= 0 {
 			users = fmt.Sprint(m.Users)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, m.Role, dash(m.ProxyHost), dash(m.State), dash(m.LB), users,
+		state := dash(m.State)
+		if m.Cordoned {
+			state += ",cordoned"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, m.Role, dash(m.ProxyHost), state, dash(m.LB), users,
 			dash(m.Health), peers, m.Gossip, m.Raft, m.Addr, m.Version)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nleader: %s  term: %d  cluster: %s  (* = %s, which answered)\n", dash(st.Leader), st.Term, dash(st.ClusterID), st.Node)
 	if st.Frozen != nil {
 		fmt.Fprintf(w, "\nFROZEN since %s: %s\n  no automatic moves until `nodectl ack`\n", st.Frozen.Since.Format(time.DateTime), st.Frozen.Reason)
+	}
+	if p := st.Paused; p != nil {
+		until := "until `nodectl resume`"
+		if !p.Until.IsZero() {
+			until = "until " + p.Until.Format(time.DateTime) + " (or `nodectl resume`)"
+		}
+		by := ""
+		if p.By != "" {
+			by = " by " + p.By
+		}
+		fmt.Fprintf(w, "\nPAUSED since %s%s: %s\n  no automatic failover or failback %s\n", p.Since.Format(time.DateTime), by, p.Reason, until)
+	}
+	for _, m := range st.Members {
+		if m.Cordoned {
+			fmt.Fprintf(w, "%s is cordoned: %s\n  it keeps its users; no plan places users on it until `nodectl uncordon %s`\n", m.Name, m.CordonReason, m.Name)
+		}
 	}
 	for _, m := range st.Members {
 		if m.State != "" && m.State != "active" {

@@ -43,9 +43,10 @@ var at = time.Date(2026, 11, 28, 12, 0, 0, 0, time.Local)
 func TestStatusOutput(t *testing.T) {
 	st := api.Status{Node: "mail1", Version: "1.0.0", Leader: "mail2", Term: 7, ClusterID: "2f1c9a", UsersKnown: true,
 		Frozen: &api.Freeze{Reason: "shared filesystem trouble on 2 of 3 mail nodes", Since: at},
+		Paused: &api.Pause{Reason: "core switch firmware", By: "ops@admin1", Since: at, Until: at.Add(2 * time.Hour)},
 		Members: []api.Member{
 			{Name: "mail1", Role: "mail", ProxyHost: "10.0.0.1", Gossip: "alive", Addr: "10.0.0.1:7946", Raft: "voter", Version: "1.0.0", Self: true,
-				Health: "passing", PeersReach: 2, State: "active", LB: "up", Users: 10512},
+				Health: "passing", PeersReach: 2, State: "active", LB: "up", Users: 10512, Cordoned: true, CordonReason: "disk swap on Monday"},
 			{Name: "mail2", Role: "mail", ProxyHost: "10.0.0.2", Gossip: "alive", Addr: "10.0.0.2:7946", Raft: "leader", Version: "1.0.0",
 				Health: "passing", PeersReach: 2, State: "draining", StateReason: "kernel update", StateSince: at, LB: "drain", Users: 0},
 			{Name: "mail3", Role: "mail", ProxyHost: "10.0.0.3", Gossip: "alive", Addr: "10.0.0.3:7946", Raft: "voter", Version: "1.0.0",
@@ -128,6 +129,13 @@ func TestMisuseExitsTwo(t *testing.T) {
 		{"history", "--limit", "x"},
 		{"history", "extra"},
 		{"ack", "a", "b"},
+		{"pause"},
+		{"pause", "--reason", " "},
+		{"pause", "--reason", "x", "--for", "soon"},
+		{"pause", "--reason", "x", "--for", "-1h"},
+		{"resume", "now"},
+		{"cordon"},
+		{"uncordon", "a", "b"},
 	} {
 		var out, errOut bytes.Buffer
 		if code := execute(append(sock, args...), &out, &errOut); code != exitUsage {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/user"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -363,10 +364,100 @@ from or to it).` + userHelp + exitStatusHelp,
 	history.Flags().StringVar(&hSince, "since", "", "only moves since a time (2026-11-28T12:00:00Z) or for a duration back from now (24h)")
 	history.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 
-	for _, cmd := range []*cobra.Command{drain, undrain, maintenance, failback, move, ack} {
+	var pauseReason string
+	var pauseFor time.Duration
+	pause := &cobra.Command{
+		Use:   "pause --reason TEXT [--for DURATION]",
+		Short: "Hold every automatic failover and failback (operators' moves still work)",
+		Long: `pause holds Roost's own decisions: while paused, no automatic failover or
+failback starts, and plans already running finish. Probes, status, metrics
+and alerts go on (Roost's alert RoostPaused fires while paused), and
+operators' drains, maintenance and moves still work. Status shows PAUSED
+with the reason, who paused and until when. With --for the pause ends by
+itself; nodectl resume ends it at once. A pause is not the freeze: both
+are shown, and each is ended by its own verb.` + exitStatusHelp,
+		Example: "  nodectl pause --reason 'core switch firmware, ticket 4711' --for 2h\n  nodectl resume",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if strings.TrimSpace(pauseReason) == "" {
+				*code = exitUsage
+				return errors.New("pause needs --reason: status shows it to everyone")
+			}
+			if pauseFor < 0 {
+				*code = exitUsage
+				return fmt.Errorf("--for %v: want a positive duration", pauseFor)
+			}
+			req := api.OpRequest{Reason: pauseReason, By: whoAsks()}
+			if pauseFor > 0 {
+				req.For = pauseFor.String()
+			}
+			return run(func(ctx context.Context, c *api.Client, out io.Writer) error {
+				_, err := post(ctx, c, out, "/v1/pause", req)
+				return err
+			})(cmd, args)
+		},
+	}
+	pause.Flags().StringVar(&pauseReason, "reason", "", "why (required): status and the alert show it")
+	pause.Flags().DurationVar(&pauseFor, "for", 0, "resume by itself after this long (default: until nodectl resume)")
+	resume := &cobra.Command{
+		Use:     "resume",
+		Short:   "End a pause: automatic failover and failback decide again",
+		Long:    `resume ends a pause (nodectl pause) at once.` + exitStatusHelp,
+		Example: "  nodectl resume",
+		Args:    cobra.NoArgs,
+		RunE: run(func(ctx context.Context, c *api.Client, out io.Writer) error {
+			_, err := post(ctx, c, out, "/v1/resume", api.OpRequest{By: whoAsks()})
+			return err
+		}),
+	}
+	var cordonReason string
+	cordon := &cobra.Command{
+		Use:   "cordon NODE",
+		Short: "Keep NODE's users on it, but let no plan place users on it",
+		Long: `cordon NODE keeps NODE serving the users it has, with its load balancer
+signal up, while no plan (a failover, a drain, another node's failback) and
+no move places users on it. nodectl uncordon ends it.` + exitStatusHelp,
+		Example: "  nodectl cordon mail3 --reason 'disk replacement on Monday'\n  nodectl uncordon mail3",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return run(func(ctx context.Context, c *api.Client, out io.Writer) error {
+				_, err := post(ctx, c, out, nodePath(args[0], "cordon"), api.OpRequest{Reason: cordonReason, By: whoAsks()})
+				return err
+			})(cmd, args)
+		},
+	}
+	cordon.Flags().StringVar(&cordonReason, "reason", "", "why, for status")
+	uncordon := &cobra.Command{
+		Use:     "uncordon NODE",
+		Short:   "Let plans place users on NODE again",
+		Long:    `uncordon NODE ends nodectl cordon NODE.` + exitStatusHelp,
+		Example: "  nodectl uncordon mail3",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return run(func(ctx context.Context, c *api.Client, out io.Writer) error {
+				_, err := post(ctx, c, out, nodePath(args[0], "uncordon"), api.OpRequest{By: whoAsks()})
+				return err
+			})(cmd, args)
+		},
+	}
+
+	for _, cmd := range []*cobra.Command{drain, undrain, maintenance, failback, move, ack, pause, resume, cordon, uncordon} {
 		cmd.Flags().BoolVar(&writeJSON, "json", false, "print roostd's answer as JSON")
 	}
-	return []*cobra.Command{drain, undrain, maintenance, failback, move, where, history, ack}
+	return []*cobra.Command{drain, undrain, maintenance, failback, move, where, history, ack, pause, resume, cordon, uncordon}
+}
+
+// whoAsks names the operator for status: the user (behind sudo, if so)
+// at this host.
+func whoAsks() string {
+	name := os.Getenv("SUDO_USER")
+	if name == "" {
+		if u, err := user.Current(); err == nil {
+			name = u.Username
+		}
+	}
+	host, _ := os.Hostname()
+	return name + "@" + host
 }
 
 // waitEmpty follows a drain's plan to its end, then the node's sessions
