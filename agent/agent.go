@@ -312,7 +312,7 @@ func (a *Agent) Status() api.Status {
 		if m.Meta.Role == RoleMail {
 			r := fs.Node(m.Name)
 			mb.State, mb.StateReason, mb.StateSince, mb.LB = string(r.State), r.Reason, r.Since, r.State.LBSignal()
-			mb.HeldBy, mb.Cordoned, mb.CordonReason = r.Holds, r.Cordoned, r.CordonReason
+			mb.HeldBy, mb.Cordoned, mb.CordonReason, mb.StateUntil = r.Holds, r.Cordoned, r.CordonReason, r.Until
 			if counts != nil {
 				mb.Users = counts[m.Meta.ProxyHost]
 			}

@@ -58,10 +58,14 @@ func routes(mux *http.ServeMux, b backend) {
 	}
 	nodeOp := func(kind string) func(r *http.Request, body api.OpRequest) (failover.Request, error) {
 		return func(r *http.Request, body api.OpRequest) (failover.Request, error) {
-			if body.User != "" || body.Node != "" || body.On != nil || body.For != "" || (kind != failover.OpDrain && (body.Rate != 0 || body.DryRun)) {
-				return failover.Request{}, fmt.Errorf("%s takes only reason%s", kind, map[bool]string{true: ", rate and dry_run"}[kind == failover.OpDrain])
+			if body.User != "" || body.Node != "" || body.On != nil || (kind != failover.OpDrain && (body.Rate != 0 || body.DryRun || body.For != "")) {
+				return failover.Request{}, fmt.Errorf("%s takes only reason%s", kind, map[bool]string{true: ", rate, dry_run and for"}[kind == failover.OpDrain])
 			}
-			return failover.Request{Op: kind, Node: r.PathValue("node"), Reason: body.Reason, Rate: body.Rate, DryRun: body.DryRun, By: body.By}, nil
+			d, err := forDuration(body.For)
+			if err != nil {
+				return failover.Request{}, err
+			}
+			return failover.Request{Op: kind, Node: r.PathValue("node"), Reason: body.Reason, Rate: body.Rate, DryRun: body.DryRun, By: body.By, For: d}, nil
 		}
 	}
 	mux.HandleFunc("POST /v1/nodes/{node}/drain", op("drain", nodeOp(failover.OpDrain)))
@@ -80,12 +84,9 @@ func routes(mux *http.ServeMux, b backend) {
 		if body.User != "" || body.Node != "" || body.On != nil || body.Rate != 0 || body.DryRun {
 			return failover.Request{}, errors.New("pause takes only reason, for and by")
 		}
-		var d time.Duration
-		if body.For != "" {
-			var err error
-			if d, err = time.ParseDuration(body.For); err != nil || d <= 0 {
-				return failover.Request{}, fmt.Errorf("for %.40q: want a positive duration, such as 30m or 2h", body.For)
-			}
+		d, err := forDuration(body.For)
+		if err != nil {
+			return failover.Request{}, err
 		}
 		return failover.Request{Op: failover.OpPause, Reason: body.Reason, By: body.By, For: d}, nil
 	}))
@@ -99,14 +100,18 @@ func routes(mux *http.ServeMux, b backend) {
 		if body.On == nil {
 			return failover.Request{}, errors.New(`maintenance needs "on": true or false`)
 		}
-		if body.User != "" || body.Node != "" || body.Rate != 0 || body.For != "" {
-			return failover.Request{}, errors.New("maintenance takes only on, reason and dry_run")
+		if body.User != "" || body.Node != "" || body.Rate != 0 || (!*body.On && body.For != "") {
+			return failover.Request{}, errors.New("maintenance takes only on, reason, dry_run and (with on) for")
 		}
 		kind := failover.OpMaintenanceOff
 		if *body.On {
 			kind = failover.OpMaintenanceOn
 		}
-		return failover.Request{Op: kind, Node: r.PathValue("node"), Reason: body.Reason, DryRun: body.DryRun}, nil
+		d, err := forDuration(body.For)
+		if err != nil {
+			return failover.Request{}, err
+		}
+		return failover.Request{Op: kind, Node: r.PathValue("node"), Reason: body.Reason, DryRun: body.DryRun, By: body.By, For: d}, nil
 	}))
 	mux.HandleFunc("POST /v1/move", op("move", func(r *http.Request, body api.OpRequest) (failover.Request, error) {
 		if body.Rate != 0 || body.DryRun || body.On != nil || body.For != "" {
@@ -170,6 +175,18 @@ func routes(mux *http.ServeMux, b backend) {
 		}
 		writeJSON(w, http.StatusOK, s)
 	})
+}
+
+// forDuration reads a request's "for": a Go duration, or none.
+func forDuration(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("for %.40q: want a positive duration, such as 30m or 2h", s)
+	}
+	return d, nil
 }
 
 // decodeBody reads an optional JSON body, strictly, of at most maxBody

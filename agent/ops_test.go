@@ -342,3 +342,43 @@ func TestPauseAndCordon(t *testing.T) {
 		return l != nil && l.Status().Paused == nil
 	})
 }
+
+// A drain given an end ends by itself, its users coming home, even when
+// the leader that started it is stopped in between: the end lives in the
+// raft state.
+func TestDrainForEndsByItself(t *testing.T) {
+	c, db, _ := sqliteCluster(t, nil, func(i int, cfg *agent.Config) {
+		cfg.Health.Checks[0].Interval, cfg.Health.Checks[0].Timeout = time.Second, time.Second // a loaded machine fails no node
+	})
+	l := c.Leader()
+	var f *agenttest.Node
+	for _, n := range c.Running() {
+		if n != l && n.Name != "node2" {
+			f = n
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := f.Client().Post(ctx, "/v1/nodes/node2/drain", api.OpRequest{Reason: "kernel update", For: "24h", Rate: 1000})
+	if err != nil || !strings.Contains(r.Message, "ends by itself") {
+		t.Fatalf("drain for 24h: %+v %v", r, err)
+	}
+	c.WaitFor(10*time.Second, "node2 draining for 24h, as the follower sees it", func() bool {
+		m := member(f.Status(), "node2")
+		return m.State == "draining" && m.StateUntil.After(time.Now().Add(23*time.Hour))
+	})
+	// Drained again with a short end, which replaces the first.
+	if _, err := f.Client().Post(ctx, "/v1/nodes/node2/drain", api.OpRequest{Reason: "kernel update", For: "3s", Rate: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(30*time.Second, "node2 drained", func() bool { return usersOn(t, db)["127.0.1.2"] == 0 })
+	if l.Name != "node2" {
+		if err := l.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.WaitFor(60*time.Second, "node2's drain over by itself, its users home", func() bool {
+		m := member(f.Status(), "node2")
+		return m.State == "active" && m.StateUntil.IsZero() && usersOn(t, db)["127.0.1.2"] == 100
+	})
+}

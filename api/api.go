@@ -192,6 +192,8 @@ type Member struct {
 	State       string    `json:"state,omitempty"`
 	StateReason string    `json:"state_reason,omitempty"`
 	StateSince  time.Time `json:"state_since,omitzero"`
+	// StateUntil is when an operator's drain or maintenance ends by itself.
+	StateUntil time.Time `json:"state_until,omitzero"`
 	// HeldBy are the alerts ("alertname/fingerprint") that drained the
 	// node or put it in maintenance; empty while so, an operator did.
 	HeldBy []string `json:"held_by,omitempty"`

@@ -190,6 +190,29 @@ func Decide(view []NodeView, s State, now time.Time, p Policy) []command {
 		return nil
 	}
 
+	// An operator's drain or maintenance that was given an end ends by
+	// itself, its users coming home by a failback (which a pause or a
+	// freeze holds, like any other).
+	for _, n := range view {
+		r := s.Node(n.Name)
+		if !n.Mail || (r.State != Draining && r.State != Maintenance) || r.Until.IsZero() || now.Before(r.Until) {
+			continue
+		}
+		why := fmt.Sprintf("its %s time ran out (%s)", r.State, r.Reason)
+		if bad, fail := failing(n, view); bad {
+			// Still broken: its users stay away until it is healthy.
+			out = append(out, command{Op: opSetNode, Node: n.Name, State: Failed, At: now,
+				Reason: why + ", but it is failing: " + fail + "; its users come back once it is healthy (or nodectl failback " + n.Name + ")"})
+			continue
+		}
+		if pl, ok := s.Running(n.Name); ok {
+			out = append(out, command{Op: opPlanEnd, PlanID: pl.ID, Status: PlanCanceled, Reason: why, At: now})
+		}
+		out = append(out,
+			command{Op: opSetNode, Node: n.Name, State: Recovering, Reason: why, At: now},
+			command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailback, Node: n.Name, Host: n.ProxyHost, Reason: why, Rate: p.FailbackRate}, At: now})
+	}
+
 	for _, c := range failingNow {
 		r := s.Node(c.n.Name)
 		if now.Sub(c.n.FailingSince) < p.Settle {

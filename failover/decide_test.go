@@ -103,6 +103,24 @@ func TestDecide(t *testing.T) {
 				node(s, "b", NodeRecord{State: Failed})
 				s.Paused = &Pause{Reason: "network work", Since: t0}
 			}), p, ""},
+		{"a drain whose time ran out ends: its users come home", three,
+			state(func(s *State) {
+				node(s, "b", NodeRecord{State: Draining, Reason: "kernel update", Until: t0})
+			}), p, "set-node b recovering; plan-start b failback"},
+		{"a pause holds the end of a drain", three,
+			state(func(s *State) {
+				node(s, "b", NodeRecord{State: Draining, Reason: "kernel update", Until: t0})
+				s.Paused = &Pause{Reason: "network work", Since: t0}
+			}), p, ""},
+		{"a maintenance whose time ran out, its drain still running, ends", three,
+			state(func(s *State) {
+				node(s, "b", NodeRecord{State: Maintenance, Reason: "disk swap", Until: t0.Add(-time.Second)})
+				plan(s, Plan{ID: "000001-drain", Kind: PlanDrain, Node: "b"})
+			}), p, "plan-end 000001-drain canceled; set-node b recovering; plan-start b failback"},
+		{"a maintenance whose time ran out while the node fails leaves it failed", with(three, "b", critical("dovecot down", false)),
+			state(func(s *State) { node(s, "b", NodeRecord{State: Maintenance, Reason: "disk swap", Until: t0}) }), p, "set-node b failed"},
+		{"a drain with time left goes on", three,
+			state(func(s *State) { node(s, "b", NodeRecord{State: Draining, Reason: "kernel update", Until: t0.Add(time.Second)}) }), p, ""},
 		{"a pause that ran out ends", with(three, "b", critical("dovecot down", false)),
 			state(func(s *State) { s.Paused = &Pause{Reason: "network work", Since: t0.Add(-time.Hour), Until: t0} }), p, "resume"},
 		{"one observer never fails a node", with(three, "b", unreachableBy("a")), state(nil), p, ""},

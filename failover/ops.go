@@ -56,8 +56,8 @@ type Request struct {
 	// did: a resolved alert undoes only what it holds, never an
 	// operator's action.
 	Alert string `json:"alert,omitempty"`
-	// By says who asked (a pause shows it); For is how long a pause lasts
-	// (0: until resumed).
+	// By says who asked (a pause shows it); For is how long a pause, a
+	// drain or maintenance lasts (0: until resumed or undone).
 	By  string        `json:"by,omitempty"`
 	For time.Duration `json:"for,omitempty"`
 }
@@ -128,9 +128,7 @@ func (r Request) Validate() error {
 		if strings.TrimSpace(r.Reason) == "" {
 			return opError(ErrInvalid, "pause: say why (reason): status shows it to everyone")
 		}
-		if r.For < 0 || r.For > maxPause {
-			return opError(ErrInvalid, "pause for %v: want a duration up to %v, or none (until resumed)", r.For, maxPause)
-		}
+
 	case OpResume:
 	case OpMove:
 		if _, err := placement.ParseUser(r.User); err != nil {
@@ -166,8 +164,14 @@ func (r Request) Validate() error {
 	if !utf8.ValidString(r.By) || strings.ContainsRune(r.By, 0) {
 		return opError(ErrInvalid, "by %q: not valid UTF-8 text", r.By)
 	}
-	if r.For != 0 && r.Op != OpPause {
+	if r.For != 0 && r.Op != OpPause && r.Op != OpDrain && r.Op != OpMaintenanceOn {
 		return opError(ErrInvalid, "%s takes no duration (for)", r.Op)
+	}
+	if r.For < 0 || r.For > maxPause {
+		return opError(ErrInvalid, "%s for %v: want a duration up to %v, or none (until undone)", r.Op, r.For, maxPause)
+	}
+	if r.For != 0 && r.Alert != "" {
+		return opError(ErrInvalid, "%s: an alert's action lasts while the alert fires, not for a duration", r.Op)
 	}
 	return nil
 }
@@ -412,6 +416,11 @@ op:
 			rate = pol.DrainRate
 		}
 		held := rec.State == Draining || rec.State == Maintenance
+		// until is when an operator's drain or maintenance ends by itself.
+		var until time.Time
+		if r.For > 0 {
+			until = now.Add(r.For)
+		}
 		// holds is what the node's record keeps: the alerts that hold it,
 		// this one added; an operator's request takes it over (none).
 		var holds []string
@@ -434,9 +443,9 @@ op:
 		}
 		if held && hasPlan {
 			reply.Message, reply.Plan = fmt.Sprintf("%s is already %s%s", r.Node, rec.State, takeover), running.ID
-			if rec.State != state || !slices.Equal(rec.Holds, holds) {
+			if rec.State != state || !slices.Equal(rec.Holds, holds) || !rec.Until.Equal(until) {
 				if !r.DryRun {
-					cmds = append(cmds, command{Op: opSetNode, Node: r.Node, State: state, Reason: reason, Holds: holds, At: now})
+					cmds = append(cmds, command{Op: opSetNode, Node: r.Node, State: state, Reason: reason, Holds: holds, Until: until, At: now})
 				}
 				if rec.State != state {
 					reply.Message = fmt.Sprintf("%s was %s and is %s now; its plan %s goes on%s", r.Node, rec.State, state, running.ID, takeover)
@@ -462,8 +471,8 @@ op:
 		reply.Users = total
 		if rec.State == state && total == 0 {
 			reply.Message = fmt.Sprintf("%s is already %s: no user is left on it%s", r.Node, rec.State, takeover)
-			if !r.DryRun && !slices.Equal(rec.Holds, holds) {
-				cmds = append(cmds, command{Op: opSetNode, Node: r.Node, State: state, Reason: reason, Holds: holds, At: now})
+			if !r.DryRun && (!slices.Equal(rec.Holds, holds) || !rec.Until.Equal(until)) {
+				cmds = append(cmds, command{Op: opSetNode, Node: r.Node, State: state, Reason: reason, Holds: holds, Until: until, At: now})
 				break
 			}
 			return reply, nil, nil
@@ -477,9 +486,12 @@ op:
 			cmds = append(cmds, command{Op: opPlanEnd, PlanID: running.ID, Status: PlanCanceled, Reason: "node " + kind, At: now})
 		}
 		cmds = append(cmds,
-			command{Op: opSetNode, Node: r.Node, State: state, Reason: reason, Holds: holds, At: now},
+			command{Op: opSetNode, Node: r.Node, State: state, Reason: reason, Holds: holds, Until: until, At: now},
 			command{Op: opPlanStart, Plan: &Plan{Kind: PlanDrain, Node: r.Node, Host: node.ProxyHost, Reason: reason, Rate: rate, Users: total}, At: now})
 		reply.Message = fmt.Sprintf("%s is %s: moving its %d users at %d/s%s", r.Node, state, total, rate, takeover)
+		if !until.IsZero() {
+			reply.Message += fmt.Sprintf("; it ends by itself at %s UTC (its users come back)", until.UTC().Format(time.DateTime))
+		}
 	case OpUndrain, OpMaintenanceOff, OpFailback:
 		if r.Op == OpFailback {
 			if rec.State != Failed && rec.State != Recovering {

@@ -162,8 +162,11 @@ func TestPauseAndCordonRequests(t *testing.T) {
 	if err := (Request{Op: OpPause}).Validate(); err == nil || !strings.Contains(err.Error(), "say why") {
 		t.Fatalf("a pause without a reason: %v", err)
 	}
-	if err := (Request{Op: OpDrain, Node: "a", For: time.Hour}).Validate(); err == nil {
-		t.Fatal("a drain took a duration")
+	if err := (Request{Op: OpUndrain, Node: "a", For: time.Hour}).Validate(); err == nil {
+		t.Fatal("an undrain took a duration")
+	}
+	if err := (Request{Op: OpDrain, Node: "a", For: time.Hour, Alert: "DiskFull/1"}).Validate(); err == nil {
+		t.Fatal("an alert's drain took a duration")
 	}
 	do(Request{Op: OpResume})
 	if s.Paused != nil {

@@ -44,6 +44,9 @@ type NodeRecord struct {
 	// stays so; the last one to resolve undoes it. Empty while draining or
 	// in maintenance: an operator owns it, and only an operator undoes it.
 	Holds []string `json:"holds,omitempty"`
+	// Until is when an operator's drain or maintenance ends by itself
+	// (zero: when undone).
+	Until time.Time `json:"until,omitzero"`
 	// Cordoned: the node keeps its users and serves them, but no plan
 	// places users on it (CordonReason says why).
 	Cordoned     bool   `json:"cordoned,omitempty"`
@@ -200,8 +203,9 @@ type command struct {
 	Holds []string `json:"holds,omitempty"`
 	// Batch holds the commands of an all-or-nothing entry (opBatch).
 	Batch []command `json:"batch,omitempty"`
-	// By and Until: who paused, and until when (opPause). On: cordon or
-	// uncordon (opCordon).
+	// By and Until: who paused, and until when (opPause); Until is also
+	// when a drain or maintenance ends (opSetNode). On: cordon or uncordon
+	// (opCordon).
 	By    string    `json:"by,omitempty"`
 	Until time.Time `json:"until,omitzero"`
 	On    bool      `json:"on,omitempty"`
@@ -210,7 +214,7 @@ type command struct {
 // Commands.
 const (
 	opInit      = "init"       // ClusterID
-	opSetNode   = "set-node"   // Node, State, Reason, Holds, At
+	opSetNode   = "set-node"   // Node, State, Reason, Holds, Until, At
 	opPlanStart = "plan-start" // Plan (ID assigned here), At
 	opPlanBatch = "plan-batch" // PlanID, Moved
 	opPlanEnd   = "plan-end"   // PlanID, Status, Reason (error), At
@@ -254,7 +258,7 @@ func (s *State) apply(c command) error {
 		if r.State != c.State {
 			r.Since = c.At
 		}
-		r.State, r.Reason, r.Holds = c.State, c.Reason, c.Holds
+		r.State, r.Reason, r.Holds, r.Until = c.State, c.Reason, c.Holds, c.Until
 		if s.Nodes == nil {
 			s.Nodes = map[string]NodeRecord{}
 		}

@@ -220,6 +220,9 @@ func printStatus(w io.Writer, st api.Status) {
 	for _, m := range st.Members {
 		if m.State != "" && m.State != "active" {
 			fmt.Fprintf(w, "%s is %s since %s: %s\n", m.Name, m.State, m.StateSince.Format(time.DateTime), m.StateReason)
+			if !m.StateUntil.IsZero() {
+				fmt.Fprintf(w, "  until %s, then its users come back\n", m.StateUntil.Format(time.DateTime))
+			}
 			if len(m.HeldBy) > 0 {
 				fmt.Fprintf(w, "  held by alert %s: undone when the last resolves (an operator's command takes it over)\n", strings.Join(m.HeldBy, ", "))
 			}

@@ -48,7 +48,7 @@ func TestStatusOutput(t *testing.T) {
 			{Name: "mail1", Role: "mail", ProxyHost: "10.0.0.1", Gossip: "alive", Addr: "10.0.0.1:7946", Raft: "voter", Version: "1.0.0", Self: true,
 				Health: "passing", PeersReach: 2, State: "active", LB: "up", Users: 10512, Cordoned: true, CordonReason: "disk swap on Monday"},
 			{Name: "mail2", Role: "mail", ProxyHost: "10.0.0.2", Gossip: "alive", Addr: "10.0.0.2:7946", Raft: "leader", Version: "1.0.0",
-				Health: "passing", PeersReach: 2, State: "draining", StateReason: "kernel update", StateSince: at, LB: "drain", Users: 0},
+				Health: "passing", PeersReach: 2, State: "draining", StateReason: "kernel update", StateSince: at, StateUntil: at.Add(2 * time.Hour), LB: "drain", Users: 0},
 			{Name: "mail3", Role: "mail", ProxyHost: "10.0.0.3", Gossip: "alive", Addr: "10.0.0.3:7946", Raft: "voter", Version: "1.0.0",
 				Health: "critical", HealthReason: "mount /srv/mail: hung", PeersReach: 1, PeersCannot: []string{"mail1"}, State: "failed",
 				StateReason: "reports itself critical", StateSince: at, LB: "down", Users: -1},
@@ -136,6 +136,12 @@ func TestMisuseExitsTwo(t *testing.T) {
 		{"resume", "now"},
 		{"cordon"},
 		{"uncordon", "a", "b"},
+		{"drain", "a", "--for", "soon"},
+		{"drain", "a", "--for", "-2h"},
+		{"drain", "a", "--for", "1h", "--until", "2099-01-01 00:00"},
+		{"drain", "a", "--until", "yesterday"},
+		{"drain", "a", "--until", "2001-01-01 00:00"},
+		{"maintenance", "a", "off", "--for", "1h"},
 	} {
 		var out, errOut bytes.Buffer
 		if code := execute(append(sock, args...), &out, &errOut); code != exitUsage {

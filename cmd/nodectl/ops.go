@@ -128,7 +128,8 @@ func operatorCommands(g *globals, code *int) []*cobra.Command {
 	var reason string
 	var rate int
 	var wait, dryRun, yes bool
-	var waitTimeout time.Duration
+	var waitTimeout, lasts time.Duration
+	var until string
 	drainWith := func(cmd *cobra.Command, node string, req api.OpRequest, verb string) error {
 		if !req.DryRun && (req.On == nil || *req.On) {
 			if err := confirm(cmd, fmt.Sprintf("%s %s: its users move to the other nodes and their sessions are kicked", verb, node), yes, reason); err != nil {
@@ -173,7 +174,27 @@ func operatorCommands(g *globals, code *int) []*cobra.Command {
 		}
 		return nil
 	}
+	// forField is a drain's or maintenance's end, from --for or --until.
+	forField := func() (string, error) {
+		switch {
+		case lasts != 0 && until != "":
+			return "", errors.New("give --for or --until, not both")
+		case lasts < 0:
+			return "", fmt.Errorf("--for %v: want a positive duration", lasts)
+		case lasts > 0:
+			return lasts.String(), nil
+		case until != "":
+			t, err := parseUntil(until, time.Now())
+			if err != nil {
+				return "", err
+			}
+			return time.Until(t).Round(time.Second).String(), nil
+		}
+		return "", nil
+	}
 	addDrainFlags := func(cmd *cobra.Command) {
+		cmd.Flags().DurationVar(&lasts, "for", 0, "end by itself after this long: the users come back (default: until undone)")
+		cmd.Flags().StringVar(&until, "until", "", "end by itself at this time (2026-12-24T18:00:00Z, or 2026-12-24 18:00 local time)")
 		cmd.Flags().StringVar(&reason, "reason", "", "why, for the log, the journal and status (confirms, as --yes does)")
 		cmd.Flags().BoolVar(&wait, "wait", false, "wait until every user is moved and the node holds no sessions (doveadm who)")
 		cmd.Flags().DurationVar(&waitTimeout, "wait-timeout", 30*time.Minute, "give up waiting after this long (the drain goes on)")
@@ -188,12 +209,18 @@ func operatorCommands(g *globals, code *int) []*cobra.Command {
 its users to the healthy active nodes at --rate users per second (default:
 failover.drain_rate), and kicks their sessions so they reconnect there.
 With --wait it waits until every user is moved and the node's Dovecot holds
-no sessions. undrain brings the users back. It asks before it acts, unless
+no sessions. undrain brings the users back, or --for/--until does by itself
+(held while the cluster is paused or frozen). It asks before it acts, unless
 --yes or --reason says so (without a terminal it refuses, exit status 2).` + exitStatusHelp,
-		Example: "  nodectl drain mail2 --reason 'kernel update' --wait\n  nodectl drain mail2 --dry-run\n  nodectl drain mail2 --yes --rate 50",
+		Example: "  nodectl drain mail2 --reason 'kernel update' --wait\n  nodectl drain mail2 --dry-run\n  nodectl drain mail2 --yes --rate 50\n  nodectl drain mail2 --reason 'kernel update' --for 2h",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return drainWith(cmd, args[0], api.OpRequest{Reason: reason, Rate: rate, DryRun: dryRun}, "drain")
+			d, err := forField()
+			if err != nil {
+				*code = exitUsage
+				return err
+			}
+			return drainWith(cmd, args[0], api.OpRequest{Reason: reason, Rate: rate, DryRun: dryRun, For: d}, "drain")
 		},
 	}
 	addDrainFlags(drain)
@@ -205,8 +232,10 @@ no sessions. undrain brings the users back. It asks before it acts, unless
 		Long: `maintenance NODE on drains NODE like drain and marks it expected down: its
 load balancer signal says "down" and no alert fires while it is away.
 maintenance NODE off makes it recovering: its users come back at the
-failback rate, and it is active once they are home.` + exitStatusHelp,
-		Example: "  nodectl maintenance mail2 on --reason 'disk swap' --wait\n  nodectl maintenance mail2 off",
+failback rate, and it is active once they are home. With --for or --until
+maintenance ends by itself, as off would (held while the cluster is paused
+or frozen; a node still failing then stays failed over until healthy).` + exitStatusHelp,
+		Example: "  nodectl maintenance mail2 on --reason 'disk swap' --wait\n  nodectl maintenance mail2 on --reason 'disk swap' --until '2026-12-24 18:00'\n  nodectl maintenance mail2 off",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 2 || (args[1] != "on" && args[1] != "off") {
 				return errors.New("want NODE on|off")
@@ -215,10 +244,16 @@ failback rate, and it is active once they are home.` + exitStatusHelp,
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			on := args[1] == "on"
-			if !on && (wait || dryRun) {
-				return errors.New("--wait and --dry-run go with maintenance on")
+			if !on && (wait || dryRun || lasts != 0 || until != "") {
+				*code = exitUsage
+				return errors.New("--wait, --dry-run, --for and --until go with maintenance on")
 			}
-			return drainWith(cmd, args[0], api.OpRequest{Reason: reason, On: &on, DryRun: dryRun}, "maintenance")
+			d, err := forField()
+			if err != nil {
+				*code = exitUsage
+				return err
+			}
+			return drainWith(cmd, args[0], api.OpRequest{Reason: reason, On: &on, DryRun: dryRun, For: d}, "maintenance")
 		},
 	}
 	addDrainFlags(maintenance)
@@ -445,6 +480,21 @@ no move places users on it. nodectl uncordon ends it.` + exitStatusHelp,
 		cmd.Flags().BoolVar(&writeJSON, "json", false, "print roostd's answer as JSON")
 	}
 	return []*cobra.Command{drain, undrain, maintenance, failback, move, where, history, ack, pause, resume, cordon, uncordon}
+}
+
+// parseUntil reads --until: RFC 3339, or "2006-01-02 15:04" in local
+// time; it must lie ahead of now.
+func parseUntil(s string, now time.Time) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		if t, err = time.ParseInLocation("2006-01-02 15:04", s, time.Local); err != nil {
+			return time.Time{}, fmt.Errorf("--until %.40q: want 2026-12-24T18:00:00Z or 2026-12-24 18:00 (local time)", s)
+		}
+	}
+	if !t.After(now) {
+		return time.Time{}, fmt.Errorf("--until %s: that is not ahead of now", s)
+	}
+	return t, nil
 }
 
 // whoAsks names the operator for status: the user (behind sudo, if so)
