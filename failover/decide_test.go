@@ -120,7 +120,9 @@ func TestDecide(t *testing.T) {
 		{"a maintenance whose time ran out while the node fails leaves it failed", with(three, "b", critical("dovecot down", false)),
 			state(func(s *State) { node(s, "b", NodeRecord{State: Maintenance, Reason: "disk swap", Until: t0}) }), p, "set-node b failed"},
 		{"a drain with time left goes on", three,
-			state(func(s *State) { node(s, "b", NodeRecord{State: Draining, Reason: "kernel update", Until: t0.Add(time.Second)}) }), p, ""},
+			state(func(s *State) {
+				node(s, "b", NodeRecord{State: Draining, Reason: "kernel update", Until: t0.Add(time.Second)})
+			}), p, ""},
 		{"a pause that ran out ends", with(three, "b", critical("dovecot down", false)),
 			state(func(s *State) { s.Paused = &Pause{Reason: "network work", Since: t0.Add(-time.Hour), Until: t0} }), p, "resume"},
 		{"one observer never fails a node", with(three, "b", unreachableBy("a")), state(nil), p, ""},
