@@ -284,6 +284,14 @@ func (a *Agent) Status() api.Status {
 	if fs.Frozen != nil {
 		st.Frozen = &api.Freeze{Reason: fs.Frozen.Reason, Since: fs.Frozen.Since}
 	}
+	for _, sc := range fs.SortedSchedule() {
+		r := sc.Request
+		s := api.Scheduled{ID: sc.ID, Op: r.Op, Node: r.Node, Reason: r.Reason, By: r.By, At: sc.At}
+		if r.For > 0 {
+			s.For = r.For.String()
+		}
+		st.Scheduled = append(st.Scheduled, s)
+	}
 	if p := fs.Paused; p != nil {
 		st.Paused = &api.Pause{Reason: p.Reason, By: p.By, Since: p.Since, Until: p.Until}
 	}

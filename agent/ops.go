@@ -65,7 +65,10 @@ func routes(mux *http.ServeMux, b backend) {
 			if err != nil {
 				return failover.Request{}, err
 			}
-			return failover.Request{Op: kind, Node: r.PathValue("node"), Reason: body.Reason, Rate: body.Rate, DryRun: body.DryRun, By: body.By, For: d}, nil
+			if !body.At.IsZero() && kind != failover.OpDrain {
+				return failover.Request{}, fmt.Errorf("%s takes no at", kind)
+			}
+			return failover.Request{Op: kind, Node: r.PathValue("node"), Reason: body.Reason, Rate: body.Rate, DryRun: body.DryRun, By: body.By, For: d, At: body.At}, nil
 		}
 	}
 	mux.HandleFunc("POST /v1/nodes/{node}/drain", op("drain", nodeOp(failover.OpDrain)))
@@ -81,7 +84,7 @@ func routes(mux *http.ServeMux, b backend) {
 	mux.HandleFunc("POST /v1/nodes/{node}/cordon", op("cordon", nodeOp(failover.OpCordon)))
 	mux.HandleFunc("POST /v1/nodes/{node}/uncordon", op("uncordon", nodeOp(failover.OpUncordon)))
 	mux.HandleFunc("POST /v1/pause", op("pause", func(r *http.Request, body api.OpRequest) (failover.Request, error) {
-		if body.User != "" || body.Node != "" || body.On != nil || body.Rate != 0 || body.DryRun {
+		if body.User != "" || body.Node != "" || body.On != nil || body.Rate != 0 || body.DryRun || !body.At.IsZero() {
 			return failover.Request{}, errors.New("pause takes only reason, for and by")
 		}
 		d, err := forDuration(body.For)
@@ -91,7 +94,7 @@ func routes(mux *http.ServeMux, b backend) {
 		return failover.Request{Op: failover.OpPause, Reason: body.Reason, By: body.By, For: d}, nil
 	}))
 	mux.HandleFunc("POST /v1/resume", op("resume", func(r *http.Request, body api.OpRequest) (failover.Request, error) {
-		if body.User != "" || body.Node != "" || body.On != nil || body.Rate != 0 || body.DryRun || body.For != "" {
+		if body.User != "" || body.Node != "" || body.On != nil || body.Rate != 0 || body.DryRun || body.For != "" || !body.At.IsZero() {
 			return failover.Request{}, errors.New("resume takes only reason and by")
 		}
 		return failover.Request{Op: failover.OpResume, Reason: body.Reason, By: body.By}, nil
@@ -100,8 +103,8 @@ func routes(mux *http.ServeMux, b backend) {
 		if body.On == nil {
 			return failover.Request{}, errors.New(`maintenance needs "on": true or false`)
 		}
-		if body.User != "" || body.Node != "" || body.Rate != 0 || (!*body.On && body.For != "") {
-			return failover.Request{}, errors.New("maintenance takes only on, reason, dry_run and (with on) for")
+		if body.User != "" || body.Node != "" || body.Rate != 0 || (!*body.On && (body.For != "" || !body.At.IsZero())) {
+			return failover.Request{}, errors.New("maintenance takes only on, reason, dry_run and (with on) for and at")
 		}
 		kind := failover.OpMaintenanceOff
 		if *body.On {
@@ -111,10 +114,10 @@ func routes(mux *http.ServeMux, b backend) {
 		if err != nil {
 			return failover.Request{}, err
 		}
-		return failover.Request{Op: kind, Node: r.PathValue("node"), Reason: body.Reason, DryRun: body.DryRun, By: body.By, For: d}, nil
+		return failover.Request{Op: kind, Node: r.PathValue("node"), Reason: body.Reason, DryRun: body.DryRun, By: body.By, For: d, At: body.At}, nil
 	}))
 	mux.HandleFunc("POST /v1/move", op("move", func(r *http.Request, body api.OpRequest) (failover.Request, error) {
-		if body.Rate != 0 || body.DryRun || body.On != nil || body.For != "" {
+		if body.Rate != 0 || body.DryRun || body.On != nil || body.For != "" || !body.At.IsZero() {
 			return failover.Request{}, errors.New("move takes only user, node and reason")
 		}
 		return failover.Request{Op: failover.OpMove, User: body.User, Node: body.Node, Reason: body.Reason}, nil

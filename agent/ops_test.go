@@ -382,3 +382,58 @@ func TestDrainForEndsByItself(t *testing.T) {
 		return m.State == "active" && m.StateUntil.IsZero() && usersOn(t, db)["127.0.1.2"] == 100
 	})
 }
+
+// A drain scheduled --at a time starts then, even when the leader that
+// took it is stopped in between, and ends by itself --for a while; a
+// scheduled maintenance is canceled by maintenance off.
+func TestScheduledDrain(t *testing.T) {
+	c, db, _ := sqliteCluster(t, nil, func(i int, cfg *agent.Config) {
+		cfg.Health.Checks[0].Interval, cfg.Health.Checks[0].Timeout = time.Second, time.Second // a loaded machine fails no node
+	})
+	l := c.Leader()
+	var f *agenttest.Node
+	for _, n := range c.Running() {
+		if n != l && n.Name != "node2" {
+			f = n
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cl := f.Client()
+	r, err := cl.Post(ctx, "/v1/nodes/node3/maintenance", api.OpRequest{On: ptr(true), Reason: "disk swap", At: time.Now().Add(time.Hour)})
+	if err != nil || !strings.Contains(r.Message, "scheduled") || r.Plan != "" {
+		t.Fatalf("maintenance at +1h: %+v %v", r, err)
+	}
+	if r, err := cl.Post(ctx, "/v1/nodes/node3/maintenance", api.OpRequest{On: ptr(false)}); err != nil || !strings.Contains(r.Message, "canceled") {
+		t.Fatalf("maintenance off of a scheduled one: %+v %v", r, err)
+	}
+	_, err = cl.Post(ctx, "/v1/nodes/node2/drain", api.OpRequest{Reason: "x", At: time.Now().Add(time.Hour), DryRun: true})
+	wantCode(t, "a scheduled dry run", err, http.StatusBadRequest, "never a dry run")
+
+	start := time.Now().Add(3 * time.Second)
+	if _, err := cl.Post(ctx, "/v1/nodes/node2/drain", api.OpRequest{Reason: "kernel update", At: start, For: "2s", Rate: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(10*time.Second, "the drain in the follower's schedule", func() bool {
+		st := f.Status()
+		return len(st.Scheduled) == 1 && st.Scheduled[0].Node == "node2" && st.Scheduled[0].For == "2s"
+	})
+	if n := usersOn(t, db)["127.0.1.2"]; n != 100 || member(f.Status(), "node2").State != "active" {
+		t.Fatalf("before its time the scheduled drain moved users: %d on node2", n)
+	}
+	if l.Name != "node2" {
+		if err := l.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.WaitFor(60*time.Second, "node2 drained at its time", func() bool {
+		return member(f.Status(), "node2").State == "draining" && usersOn(t, db)["127.0.1.2"] == 0
+	})
+	if time.Now().Before(start) {
+		t.Fatal("drained before its time")
+	}
+	c.WaitFor(60*time.Second, "node2's drain over by itself", func() bool {
+		st := f.Status()
+		return member(st, "node2").State == "active" && len(st.Scheduled) == 0 && usersOn(t, db)["127.0.1.2"] == 100
+	})
+}

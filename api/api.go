@@ -40,6 +40,9 @@ type Status struct {
 	// Paused is set while an operator holds every automatic failover and
 	// failback (nodectl pause).
 	Paused *Pause `json:"paused,omitempty"`
+	// Scheduled are the drains and maintenance that start later, soonest
+	// first.
+	Scheduled []Scheduled `json:"scheduled,omitempty"`
 	// Plans are the running plans and the latest finished ones, oldest
 	// first.
 	Plans []Plan `json:"plans"`
@@ -61,6 +64,17 @@ type Pause struct {
 	By     string    `json:"by,omitempty"`
 	Since  time.Time `json:"since"`
 	Until  time.Time `json:"until,omitzero"`
+}
+
+// Scheduled is a drain or maintenance that the leader starts at At.
+type Scheduled struct {
+	ID     string    `json:"id"`
+	Op     string    `json:"op"` // drain, maintenance-on
+	Node   string    `json:"node"`
+	Reason string    `json:"reason,omitempty"`
+	For    string    `json:"for,omitempty"`
+	By     string    `json:"by,omitempty"`
+	At     time.Time `json:"at"`
 }
 
 // Plan is a move of users the raft leader carries out batch by batch.
@@ -98,6 +112,8 @@ type OpRequest struct {
 	// until POST /v1/resume); By says who asks, for status.
 	For string `json:"for,omitempty"`
 	By  string `json:"by,omitempty"`
+	// At schedules a drain or maintenance on (RFC 3339).
+	At time.Time `json:"at,omitzero"`
 }
 
 // OpReply says what the raft leader did with an operator's request.

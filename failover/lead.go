@@ -91,6 +91,7 @@ func (c *Cluster) lead(ctx context.Context, w *Leading) {
 			}
 		}
 		c.decideMu.Unlock()
+		c.runDue(ctx, w, now)
 		st := c.fsm.read()
 		if w.Executor.Hooks != nil && seen != nil {
 			for name, r := range st.Nodes {
@@ -140,6 +141,51 @@ func (c *Cluster) lead(ctx context.Context, w *Leading) {
 		case <-w.Changes:
 		}
 	}
+}
+
+// runDue carries out the scheduled drains and maintenance whose time has
+// come, each dropped from the schedule in the same raft entry. One that no
+// longer applies (the node is gone, or cannot be drained) is dropped with
+// a warning; one that fails for now (the database) is tried again.
+func (c *Cluster) runDue(ctx context.Context, w *Leading, now time.Time) {
+	for _, sc := range c.fsm.read().SortedSchedule() {
+		if sc.At.After(now) {
+			return
+		}
+		c.decideMu.Lock()
+		reply, cmds, err := due(ctx, sc, c.fsm.read(), w.View(), now, w.policy(), w.Executor)
+		if cmds == nil {
+			c.decideMu.Unlock()
+			c.log.Warn("scheduled_request_failed", "schedule", sc.ID, "err", err, "retry", "next round")
+			return
+		}
+		aerr := c.apply(batch(cmds))
+		c.decideMu.Unlock()
+		switch {
+		case aerr != nil:
+			c.log.Warn("scheduled_request_failed", "schedule", sc.ID, "err", aerr)
+			return
+		case err != nil:
+			c.log.Warn("scheduled_request_dropped", "schedule", sc.ID, "err", err)
+		default:
+			c.log.Info("scheduled_request", "schedule", sc.ID, "op", sc.Request.Op, "node", sc.Request.Node, "message", reply.Message)
+		}
+	}
+}
+
+// due is what a scheduled request whose time has come does: the request's
+// commands and its dropping from the schedule, or (err set) its dropping
+// alone when the request no longer applies; no commands when it fails for
+// now and is to be tried again.
+func due(ctx context.Context, sc Scheduled, st State, view []NodeView, now time.Time, pol Policy, ex *Executor) (Reply, []command, error) {
+	reply, cmds, err := request(ctx, sc.Request, st, view, now, pol, ex)
+	if err != nil && !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrConflict) {
+		return reply, nil, err
+	}
+	if err != nil {
+		cmds = nil
+	}
+	return reply, append(cmds, command{Op: opUnschedule, ScheduleID: sc.ID}), err
 }
 
 // nextExpiry is the earliest lease expiry still ahead of a failing node:

@@ -191,6 +191,7 @@ func (w *world) step(t *testing.T) {
 		if err != nil && !errors.Is(err, ErrNoLeader) {
 			t.Fatalf("the leader's decision %+v: %v", cmds, err)
 		}
+		w.runDue(t)
 		if len(cmds) > 0 {
 			w.logf("decided %s: %v", describe(cmds), err)
 		}
@@ -203,7 +204,7 @@ func (w *world) step(t *testing.T) {
 		w.advance(ctx, p)
 	case k < 80: // an operator
 		n := w.node()
-		switch o := w.rng.IntN(10); o {
+		switch o := w.rng.IntN(11); o {
 		case 0, 1:
 			op := []string{OpDrain, OpMaintenanceOn}[o]
 			d := []time.Duration{0, 0, 5 * time.Minute}[w.rng.IntN(3)]
@@ -233,6 +234,10 @@ func (w *world) step(t *testing.T) {
 		case 9:
 			op := map[bool]string{false: OpCordon, true: OpUncordon}[w.s.Node(n).Cordoned]
 			_ = w.request(Request{Op: op, Node: n})
+		case 10:
+			op := []string{OpDrain, OpMaintenanceOn}[w.rng.IntN(2)]
+			at := w.now.Add([]time.Duration{time.Minute, 11 * time.Minute}[w.rng.IntN(2)])
+			_ = w.request(Request{Op: op, Node: n, Reason: "scheduled", At: at})
 		}
 	case k < 90: // an alert fires or resolves
 		n, alert := w.node(), fmt.Sprintf("DiskFailing/%d", w.rng.IntN(2))
@@ -283,6 +288,36 @@ func (w *world) decided(cmds []command) error {
 		}
 	}
 	return nil
+}
+
+// runDue is the leader's turn at the scheduled requests whose time has
+// come: each starts (an operator's drain: the reference model follows) or
+// is dropped, saying why.
+func (w *world) runDue(t *testing.T) {
+	for _, sc := range w.s.SortedSchedule() {
+		if sc.At.After(w.now) {
+			return
+		}
+		reply, cmds, err := due(context.Background(), sc, w.s.clone(), w.view(), w.now, w.pol, w.ex)
+		if cmds == nil {
+			w.logf("scheduled %s: %v", sc.ID, err)
+			return
+		}
+		cerr := w.commit(cmds)
+		w.logf("scheduled %s: %q %v %v", sc.ID, reply.Message, err, cerr)
+		if cerr != nil {
+			return
+		}
+		if _, ok := w.s.Scheduled[sc.ID]; ok {
+			t.Fatalf("schedule %s ran and is still scheduled", sc.ID)
+		}
+		n := sc.Request.Node
+		if err == nil {
+			if st := w.s.Node(n).State; st == Draining || st == Maintenance {
+				w.operator[n], w.alerts[n] = true, nil
+			}
+		}
+	}
 }
 
 // dueWhilePaused: while paused the leader decides only the pause's own
@@ -409,6 +444,12 @@ func (w *world) converge(t *testing.T) error {
 		}
 		if w.s.Paused != nil {
 			_ = w.request(Request{Op: OpResume})
+		}
+		for _, sc := range w.s.SortedSchedule() {
+			n := sc.Request.Node
+			if w.request(Request{Op: map[string]string{OpDrain: OpUndrain, OpMaintenanceOn: OpMaintenanceOff}[sc.Request.Op], Node: n}) == nil {
+				w.operator[n], w.alerts[n] = false, nil
+			}
 		}
 		for _, r := range modelNodes {
 			n := string(r)

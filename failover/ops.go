@@ -36,8 +36,12 @@ const (
 	OpUncordon       = "uncordon"
 )
 
-// maxPause bounds a pause's --for.
-const maxPause = 30 * 24 * time.Hour
+// maxPause bounds a pause's, a drain's or a maintenance's --for, and
+// maxSchedule how far ahead one is scheduled.
+const (
+	maxPause    = 30 * 24 * time.Hour
+	maxSchedule = 365 * 24 * time.Hour
+)
 
 // Request is an operator's write. Any node takes it; the leader carries
 // it out (a follower forwards it over the cluster port).
@@ -60,6 +64,9 @@ type Request struct {
 	// drain or maintenance lasts (0: until resumed or undone).
 	By  string        `json:"by,omitempty"`
 	For time.Duration `json:"for,omitempty"`
+	// At schedules a drain or maintenance: the leader carries it out then
+	// (zero: now).
+	At time.Time `json:"at,omitzero"`
 }
 
 // Reply says what the leader did.
@@ -169,6 +176,9 @@ func (r Request) Validate() error {
 	}
 	if r.For < 0 || r.For > maxPause {
 		return opError(ErrInvalid, "%s for %v: want a duration up to %v, or none (until undone)", r.Op, r.For, maxPause)
+	}
+	if !r.At.IsZero() && (r.Op != OpDrain && r.Op != OpMaintenanceOn || r.DryRun || r.Alert != "") {
+		return opError(ErrInvalid, "%s: only an operator's drain or maintenance is scheduled (at), and never a dry run", r.Op)
 	}
 	if r.For != 0 && r.Alert != "" {
 		return opError(ErrInvalid, "%s: an alert's action lasts while the alert fires, not for a duration", r.Op)
@@ -400,6 +410,28 @@ func request(ctx context.Context, r Request, st State, view []NodeView, now time
 	rec := st.Node(r.Node)
 	running, hasPlan := st.Running(r.Node)
 	var cmds []command
+	if r.At.After(now) {
+		if r.At.After(now.Add(maxSchedule)) {
+			return reply, nil, opError(ErrInvalid, "%s at %s: want a time within %v", r.Op, r.At.UTC().Format(time.DateTime), maxSchedule)
+		}
+		later := r
+		later.At = time.Time{}
+		reply.Message = fmt.Sprintf("%s of %s scheduled for %s UTC (nodectl %s cancels it)", r.Op, r.Node, r.At.UTC().Format(time.DateTime),
+			map[string]string{OpDrain: "undrain " + r.Node, OpMaintenanceOn: "maintenance " + r.Node + " off"}[r.Op])
+		return reply, []command{{Op: opSchedule, Schedule: &Scheduled{Request: later, At: r.At}, At: now}}, nil
+	}
+	// An undrain or maintenance off cancels what is scheduled for the node.
+	var canceled []string
+	if (r.Op == OpUndrain || r.Op == OpMaintenanceOff) && r.Alert == "" {
+		for _, sc := range st.ScheduledFor(r.Node) {
+			cmds = append(cmds, command{Op: opUnschedule, ScheduleID: sc.ID})
+			canceled = append(canceled, sc.ID)
+		}
+		if len(canceled) > 0 && rec.State != Draining && rec.State != Maintenance {
+			reply.Message = fmt.Sprintf("canceled what was scheduled for %s: %s", r.Node, strings.Join(canceled, ", "))
+			return reply, cmds, nil
+		}
+	}
 op:
 	switch r.Op {
 	case OpDrain, OpMaintenanceOn:

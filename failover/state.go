@@ -113,6 +113,14 @@ type Pause struct {
 	Until  time.Time `json:"until,omitzero"`
 }
 
+// Scheduled is an operator's drain or maintenance that starts at At.
+type Scheduled struct {
+	ID      string    `json:"id"`
+	Request Request   `json:"request"`
+	At      time.Time `json:"at"`
+	Created time.Time `json:"created"`
+}
+
 // State is the replicated cluster state. It changes only by applying
 // committed commands, deterministically: the time in it is the leader's,
 // carried in the command, never the applying node's clock.
@@ -123,8 +131,10 @@ type State struct {
 	Plans     map[string]Plan       `json:"plans,omitempty"`
 	Frozen    *Freeze               `json:"frozen,omitempty"`
 	Paused    *Pause                `json:"paused,omitempty"`
-	// PlanSeq numbers plans.
-	PlanSeq uint64 `json:"plan_seq,omitempty"`
+	Scheduled map[string]Scheduled  `json:"scheduled,omitempty"`
+	// PlanSeq numbers plans, ScheduleSeq scheduled requests.
+	PlanSeq     uint64 `json:"plan_seq,omitempty"`
+	ScheduleSeq uint64 `json:"schedule_seq,omitempty"`
 }
 
 // Node returns a node's record; a node never acted on is Active.
@@ -133,6 +143,32 @@ func (s State) Node(name string) NodeRecord {
 		return r
 	}
 	return NodeRecord{State: Active}
+}
+
+// ScheduledFor returns node's scheduled requests, soonest first.
+func (s State) ScheduledFor(node string) []Scheduled {
+	var out []Scheduled
+	for _, sc := range s.SortedSchedule() {
+		if sc.Request.Node == node {
+			out = append(out, sc)
+		}
+	}
+	return out
+}
+
+// SortedSchedule returns the scheduled requests, soonest first.
+func (s State) SortedSchedule() []Scheduled {
+	out := make([]Scheduled, 0, len(s.Scheduled))
+	for _, sc := range s.Scheduled {
+		out = append(out, sc)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].At.Equal(out[j].At) {
+			return out[i].At.Before(out[j].At)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
 }
 
 // Running returns the running plan that concerns node, if any.
@@ -203,6 +239,10 @@ type command struct {
 	Holds []string `json:"holds,omitempty"`
 	// Batch holds the commands of an all-or-nothing entry (opBatch).
 	Batch []command `json:"batch,omitempty"`
+	// Schedule is a request to carry out later (opSchedule); ScheduleID
+	// names one to drop (opUnschedule).
+	Schedule   *Scheduled `json:"schedule,omitempty"`
+	ScheduleID string     `json:"schedule_id,omitempty"`
 	// By and Until: who paused, and until when (opPause); Until is also
 	// when a drain or maintenance ends (opSetNode). On: cordon or uncordon
 	// (opCordon).
@@ -213,17 +253,19 @@ type command struct {
 
 // Commands.
 const (
-	opInit      = "init"       // ClusterID
-	opSetNode   = "set-node"   // Node, State, Reason, Holds, Until, At
-	opPlanStart = "plan-start" // Plan (ID assigned here), At
-	opPlanBatch = "plan-batch" // PlanID, Moved
-	opPlanEnd   = "plan-end"   // PlanID, Status, Reason (error), At
-	opFreeze    = "freeze"     // Reason, At
-	opAck       = "ack"        // Node ("" for the cluster's freeze), At
-	opBatch     = "batch"      // Batch: every command applies, or none does
-	opPause     = "pause"      // Reason, By, Until, At
-	opResume    = "resume"     // Reason, At
-	opCordon    = "cordon"     // Node, On, Reason, At
+	opInit       = "init"       // ClusterID
+	opSetNode    = "set-node"   // Node, State, Reason, Holds, Until, At
+	opPlanStart  = "plan-start" // Plan (ID assigned here), At
+	opPlanBatch  = "plan-batch" // PlanID, Moved
+	opPlanEnd    = "plan-end"   // PlanID, Status, Reason (error), At
+	opFreeze     = "freeze"     // Reason, At
+	opAck        = "ack"        // Node ("" for the cluster's freeze), At
+	opBatch      = "batch"      // Batch: every command applies, or none does
+	opPause      = "pause"      // Reason, By, Until, At
+	opResume     = "resume"     // Reason, At
+	opCordon     = "cordon"     // Node, On, Reason, At
+	opSchedule   = "schedule"   // Schedule (ID assigned here), At
+	opUnschedule = "unschedule" // ScheduleID
 )
 
 // batch makes one raft entry of cmds: a decision that changes several
@@ -317,6 +359,22 @@ func (s *State) apply(c command) error {
 			}
 		}
 		*s = next
+	case opSchedule:
+		if c.Schedule == nil {
+			return fmt.Errorf("schedule without a request")
+		}
+		s.ScheduleSeq++
+		sc := *c.Schedule
+		sc.ID, sc.Created = fmt.Sprintf("%06d-%s-%s", s.ScheduleSeq, sc.Request.Op, sc.Request.Node), c.At
+		if s.Scheduled == nil {
+			s.Scheduled = map[string]Scheduled{}
+		}
+		s.Scheduled[sc.ID] = sc
+	case opUnschedule:
+		if _, ok := s.Scheduled[c.ScheduleID]; !ok {
+			return fmt.Errorf("unschedule: no scheduled request %q", c.ScheduleID)
+		}
+		delete(s.Scheduled, c.ScheduleID)
 	case opPause:
 		s.Paused = &Pause{Reason: c.Reason, By: c.By, Since: c.At, Until: c.Until}
 	case opResume:
@@ -384,6 +442,12 @@ func (s *State) clone() State {
 	if s.Paused != nil {
 		p := *s.Paused
 		c.Paused = &p
+	}
+	if s.Scheduled != nil {
+		c.Scheduled = make(map[string]Scheduled, len(s.Scheduled))
+		for k, v := range s.Scheduled {
+			c.Scheduled[k] = v
+		}
 	}
 	return c
 }

@@ -212,6 +212,14 @@ func printStatus(w io.Writer, st api.Status) {
 		}
 		fmt.Fprintf(w, "\nPAUSED since %s%s: %s\n  no automatic failover or failback %s\n", p.Since.Format(time.DateTime), by, p.Reason, until)
 	}
+	for _, s := range st.Scheduled {
+		end := ""
+		if s.For != "" {
+			end = ", for " + s.For
+		}
+		fmt.Fprintf(w, "scheduled %s: %s of %s at %s%s: %s\n  `nodectl %s` cancels it\n", s.ID, s.Op, s.Node, s.At.Format(time.DateTime), end, s.Reason,
+			map[string]string{"drain": "undrain " + s.Node, "maintenance-on": "maintenance " + s.Node + " off"}[s.Op])
+	}
 	for _, m := range st.Members {
 		if m.Cordoned {
 			fmt.Fprintf(w, "%s is cordoned: %s\n  it keeps its users; no plan places users on it until `nodectl uncordon %s`\n", m.Name, m.CordonReason, m.Name)

@@ -42,8 +42,9 @@ var at = time.Date(2026, 11, 28, 12, 0, 0, 0, time.Local)
 
 func TestStatusOutput(t *testing.T) {
 	st := api.Status{Node: "mail1", Version: "1.0.0", Leader: "mail2", Term: 7, ClusterID: "2f1c9a", UsersKnown: true,
-		Frozen: &api.Freeze{Reason: "shared filesystem trouble on 2 of 3 mail nodes", Since: at},
-		Paused: &api.Pause{Reason: "core switch firmware", By: "ops@admin1", Since: at, Until: at.Add(2 * time.Hour)},
+		Frozen:    &api.Freeze{Reason: "shared filesystem trouble on 2 of 3 mail nodes", Since: at},
+		Paused:    &api.Pause{Reason: "core switch firmware", By: "ops@admin1", Since: at, Until: at.Add(2 * time.Hour)},
+		Scheduled: []api.Scheduled{{ID: "000003-maintenance-on-mail3", Op: "maintenance-on", Node: "mail3", Reason: "disk swap", For: "2h0m0s", By: "ops@admin1", At: at.Add(24 * time.Hour)}},
 		Members: []api.Member{
 			{Name: "mail1", Role: "mail", ProxyHost: "10.0.0.1", Gossip: "alive", Addr: "10.0.0.1:7946", Raft: "voter", Version: "1.0.0", Self: true,
 				Health: "passing", PeersReach: 2, State: "active", LB: "up", Users: 10512, Cordoned: true, CordonReason: "disk swap on Monday"},
@@ -142,6 +143,10 @@ func TestMisuseExitsTwo(t *testing.T) {
 		{"drain", "a", "--until", "yesterday"},
 		{"drain", "a", "--until", "2001-01-01 00:00"},
 		{"maintenance", "a", "off", "--for", "1h"},
+		{"maintenance", "a", "off", "--at", "2099-01-01 00:00"},
+		{"drain", "a", "--at", "2001-01-01 00:00"},
+		{"drain", "a", "--at", "2099-01-01 00:00", "--wait"},
+		{"drain", "a", "--at", "2099-01-02 00:00", "--until", "2099-01-01 00:00"},
 	} {
 		var out, errOut bytes.Buffer
 		if code := execute(append(sock, args...), &out, &errOut); code != exitUsage {

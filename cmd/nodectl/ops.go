@@ -129,7 +129,7 @@ func operatorCommands(g *globals, code *int) []*cobra.Command {
 	var rate int
 	var wait, dryRun, yes bool
 	var waitTimeout, lasts time.Duration
-	var until string
+	var until, at string
 	drainWith := func(cmd *cobra.Command, node string, req api.OpRequest, verb string) error {
 		if !req.DryRun && (req.On == nil || *req.On) {
 			if err := confirm(cmd, fmt.Sprintf("%s %s: its users move to the other nodes and their sessions are kicked", verb, node), yes, reason); err != nil {
@@ -186,13 +186,37 @@ func operatorCommands(g *globals, code *int) []*cobra.Command {
 		case until != "":
 			t, err := parseUntil(until, time.Now())
 			if err != nil {
-				return "", err
+				return "", fmt.Errorf("--until: %w", err)
 			}
-			return time.Until(t).Round(time.Second).String(), nil
+			start := time.Now()
+			if at != "" {
+				if start, err = parseUntil(at, start); err != nil {
+					return "", fmt.Errorf("--at: %w", err)
+				}
+			}
+			if !t.After(start) {
+				return "", errors.New("--until lies before --at")
+			}
+			return t.Sub(start).Round(time.Second).String(), nil
 		}
 		return "", nil
 	}
+	// atField is when a scheduled drain or maintenance starts (--at).
+	atField := func() (time.Time, error) {
+		if at == "" {
+			return time.Time{}, nil
+		}
+		if wait || dryRun {
+			return time.Time{}, errors.New("--at schedules: --wait and --dry-run do not go with it")
+		}
+		t, err := parseUntil(at, time.Now())
+		if err != nil {
+			return time.Time{}, fmt.Errorf("--at: %w", err)
+		}
+		return t, nil
+	}
 	addDrainFlags := func(cmd *cobra.Command) {
+		cmd.Flags().StringVar(&at, "at", "", "start then, not now (2026-12-24T02:00:00Z, or 2026-12-24 02:00 local time): the leader starts it; undrain or maintenance off cancels it")
 		cmd.Flags().DurationVar(&lasts, "for", 0, "end by itself after this long: the users come back (default: until undone)")
 		cmd.Flags().StringVar(&until, "until", "", "end by itself at this time (2026-12-24T18:00:00Z, or 2026-12-24 18:00 local time)")
 		cmd.Flags().StringVar(&reason, "reason", "", "why, for the log, the journal and status (confirms, as --yes does)")
@@ -210,9 +234,10 @@ its users to the healthy active nodes at --rate users per second (default:
 failover.drain_rate), and kicks their sessions so they reconnect there.
 With --wait it waits until every user is moved and the node's Dovecot holds
 no sessions. undrain brings the users back, or --for/--until does by itself
-(held while the cluster is paused or frozen). It asks before it acts, unless
+(held while the cluster is paused or frozen). --at schedules the drain: the
+raft leader starts it then, and undrain cancels it. It asks before it acts, unless
 --yes or --reason says so (without a terminal it refuses, exit status 2).` + exitStatusHelp,
-		Example: "  nodectl drain mail2 --reason 'kernel update' --wait\n  nodectl drain mail2 --dry-run\n  nodectl drain mail2 --yes --rate 50\n  nodectl drain mail2 --reason 'kernel update' --for 2h",
+		Example: "  nodectl drain mail2 --reason 'kernel update' --wait\n  nodectl drain mail2 --dry-run\n  nodectl drain mail2 --yes --rate 50\n  nodectl drain mail2 --reason 'kernel update' --for 2h\n  nodectl drain mail2 --reason 'kernel update' --at '2026-12-24 02:00' --for 1h",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, err := forField()
@@ -220,7 +245,12 @@ no sessions. undrain brings the users back, or --for/--until does by itself
 				*code = exitUsage
 				return err
 			}
-			return drainWith(cmd, args[0], api.OpRequest{Reason: reason, Rate: rate, DryRun: dryRun, For: d}, "drain")
+			when, err := atField()
+			if err != nil {
+				*code = exitUsage
+				return err
+			}
+			return drainWith(cmd, args[0], api.OpRequest{Reason: reason, Rate: rate, DryRun: dryRun, For: d, At: when}, "drain")
 		},
 	}
 	addDrainFlags(drain)
@@ -244,16 +274,21 @@ or frozen; a node still failing then stays failed over until healthy).` + exitSt
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			on := args[1] == "on"
-			if !on && (wait || dryRun || lasts != 0 || until != "") {
+			if !on && (wait || dryRun || lasts != 0 || until != "" || at != "") {
 				*code = exitUsage
-				return errors.New("--wait, --dry-run, --for and --until go with maintenance on")
+				return errors.New("--wait, --dry-run, --for, --until and --at go with maintenance on")
 			}
 			d, err := forField()
 			if err != nil {
 				*code = exitUsage
 				return err
 			}
-			return drainWith(cmd, args[0], api.OpRequest{Reason: reason, On: &on, DryRun: dryRun, For: d}, "maintenance")
+			when, err := atField()
+			if err != nil {
+				*code = exitUsage
+				return err
+			}
+			return drainWith(cmd, args[0], api.OpRequest{Reason: reason, On: &on, DryRun: dryRun, For: d, At: when}, "maintenance")
 		},
 	}
 	addDrainFlags(maintenance)
@@ -482,17 +517,17 @@ no move places users on it. nodectl uncordon ends it.` + exitStatusHelp,
 	return []*cobra.Command{drain, undrain, maintenance, failback, move, where, history, ack, pause, resume, cordon, uncordon}
 }
 
-// parseUntil reads --until: RFC 3339, or "2006-01-02 15:04" in local
+// parseUntil reads --until and --at: RFC 3339, or "2006-01-02 15:04" in local
 // time; it must lie ahead of now.
 func parseUntil(s string, now time.Time) (time.Time, error) {
 	t, err := time.Parse(time.RFC3339, s)
 	if err != nil {
 		if t, err = time.ParseInLocation("2006-01-02 15:04", s, time.Local); err != nil {
-			return time.Time{}, fmt.Errorf("--until %.40q: want 2026-12-24T18:00:00Z or 2026-12-24 18:00 (local time)", s)
+			return time.Time{}, fmt.Errorf("%.40q: want 2026-12-24T18:00:00Z or 2026-12-24 18:00 (local time)", s)
 		}
 	}
 	if !t.After(now) {
-		return time.Time{}, fmt.Errorf("--until %s: that is not ahead of now", s)
+		return time.Time{}, fmt.Errorf("%s is not ahead of now", s)
 	}
 	return t, nil
 }
