@@ -251,7 +251,13 @@ func (k *kicker) HostDown(ctx context.Context, node, host string) error {
 
 // view is the cluster as this agent's gossip shows it, for the leader.
 func (a *Agent) view() []failover.NodeView {
-	members := a.gossip.Members()
+	return nodeViews(a.cfg.Node.Name, a.gossip.Members(), a.lease.LastContact, a.lease.Expiry, time.Now())
+}
+
+// nodeViews is the cluster as self sees members at now, lastContact
+// being when self last heard from a member over the lease, and expiry
+// when a member silent since then has surely fenced itself.
+func nodeViews(self string, members []gossip.Member, lastContact func(string) time.Time, expiry func(time.Time) time.Time, now time.Time) []failover.NodeView {
 	out := make([]failover.NodeView, 0, len(members))
 	for _, m := range members {
 		v := failover.NodeView{
@@ -266,10 +272,14 @@ func (a *Agent) view() []failover.NodeView {
 				}
 			}
 		}
-		if m.Name != a.cfg.Node.Name {
-			v.LastContact = a.lease.LastContact(m.Name)
-			v.LeaseExpiry = a.lease.Expiry(v.LastContact)
+		// The leader is in touch with itself: peers that cannot reach its
+		// Dovecot while it passes its own checks are disputed, as for any
+		// node in touch.
+		v.LastContact = now
+		if m.Name != self {
+			v.LastContact = lastContact(m.Name)
 		}
+		v.LeaseExpiry = expiry(v.LastContact)
 		out = append(out, v)
 	}
 	return out

@@ -70,11 +70,11 @@ func newNetLab(t *testing.T, n int) *netLab { return makeNetLab(t, n, nil) }
 // switch relays every IPv4 packet between them delay(src, dst) after it
 // was sent, or drops it when delay is negative (packets of one flow may overtake each other, as with netem's
 // jitter). This kernel has no netem; this is how a link gets jitter.
-func newSwitchedLab(t *testing.T, n int, delay func(src, dst netip.Addr) time.Duration) *netLab {
+func newSwitchedLab(t *testing.T, n int, delay func(src, dst netip.Addr, pkt []byte) time.Duration) *netLab {
 	return makeNetLab(t, n, delay)
 }
 
-func makeNetLab(t *testing.T, n int, delay func(src, dst netip.Addr) time.Duration) *netLab {
+func makeNetLab(t *testing.T, n int, delay func(src, dst netip.Addr, pkt []byte) time.Duration) *netLab {
 	t.Helper()
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Fatal("no ip command: install iproute2 (scripts/test-deps.sh does)")
@@ -124,7 +124,7 @@ func makeNetLab(t *testing.T, n int, delay func(src, dst netip.Addr) time.Durati
 // packet's destination address, or to the host's port for any other.
 type tunSwitch struct {
 	t       *testing.T
-	delay   func(src, dst netip.Addr) time.Duration
+	delay   func(src, dst netip.Addr, pkt []byte) time.Duration
 	host    *os.File
 	mu      sync.Mutex
 	ports   map[netip.Addr]*os.File
@@ -135,7 +135,7 @@ type tunSwitch struct {
 
 // newTunSwitch makes the host's port, a TUN device named name in this
 // namespace; it and every port end with the test.
-func newTunSwitch(t *testing.T, name string, delay func(src, dst netip.Addr) time.Duration) *tunSwitch {
+func newTunSwitch(t *testing.T, name string, delay func(src, dst netip.Addr, pkt []byte) time.Duration) *tunSwitch {
 	s := &tunSwitch{t: t, delay: delay, ports: map[netip.Addr]*os.File{}}
 	s.host = s.open(name)
 	t.Cleanup(func() {
@@ -204,7 +204,7 @@ func (s *tunSwitch) relay(f *os.File) {
 			continue
 		}
 		pkt := bytes.Clone(buf[:n])
-		d := s.delay(src, dst)
+		d := s.delay(src, dst, pkt)
 		if d < 0 {
 			s.dropped.Add(1)
 			continue
@@ -320,7 +320,7 @@ func TestNetLabsAreUniqueAndCleanedUp(t *testing.T) {
 	var a, b *netLab
 	t.Run("two at once", func(t *testing.T) {
 		a = newNetLab(t, 2)
-		b = newSwitchedLab(t, 2, func(_, _ netip.Addr) time.Duration { return 0 })
+		b = newSwitchedLab(t, 2, func(_, _ netip.Addr, _ []byte) time.Duration { return 0 })
 		if a.bridge == b.bridge || a.prefix == b.prefix || a.ns[0] == b.ns[0] {
 			t.Fatalf("two labs share names: %s %s %s and %s %s %s", a.bridge, a.prefix, a.ns[0], b.bridge, b.prefix, b.ns[0])
 		}
@@ -347,7 +347,7 @@ func TestNetLabsAreUniqueAndCleanedUp(t *testing.T) {
 // one to node2 is not held, and a cut still cuts.
 func TestSwitchedLabDelaysPackets(t *testing.T) {
 	const hold = 150 * time.Millisecond
-	l := newSwitchedLab(t, 2, func(_, dst netip.Addr) time.Duration {
+	l := newSwitchedLab(t, 2, func(_, dst netip.Addr, _ []byte) time.Duration {
 		if dst.As4()[3] == 1 { // node1, l.ip(0)
 			return hold
 		}
