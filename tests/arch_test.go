@@ -117,3 +117,47 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// linkRules: what a binary must never link (import paths, and everything
+// under them). nodectl is the operator's client: no raft, gossip or SQL
+// driver, whose code only the agent runs.
+var linkRules = map[string][]string{
+	"cmd/nodectl": {"github.com/hashicorp/raft", "github.com/hashicorp/raft-wal", "github.com/hashicorp/raft-autopilot", "github.com/hashicorp/memberlist", "github.com/jackc/pgx", "github.com/go-sql-driver/mysql",
+		"modernc.org/sqlite", "database/sql", "github.com/stretchr/testify", module + "/agent", module + "/failover", module + "/routing"},
+}
+
+// forbiddenLinks returns the packages of deps that rules forbid.
+func forbiddenLinks(deps []string, rules []string) []string {
+	var out []string
+	for _, d := range deps {
+		for _, r := range rules {
+			if d == r || strings.HasPrefix(d, r+"/") {
+				out = append(out, d)
+			}
+		}
+	}
+	return out
+}
+
+// Each binary links only what its job needs (tailscale's deptest, in
+// spirit); the rule itself catches a forbidden package.
+func TestBinaryDependencies(t *testing.T) {
+	if got := forbiddenLinks([]string{"fmt", "github.com/hashicorp/raft", "github.com/hashicorp/raftish", "database/sql/driver"}, linkRules["cmd/nodectl"]); len(got) != 2 {
+		t.Fatalf("the rule found %v in a list holding raft, raftish and database/sql/driver, want raft and the driver", got)
+	}
+	for bin, rules := range linkRules {
+		cmd := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", "./"+bin)
+		cmd.Dir = ".."
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("go list -deps ./%s: %v", bin, err)
+		}
+		deps := strings.Fields(string(out))
+		if len(deps) < 20 {
+			t.Fatalf("go list -deps ./%s listed only %d packages", bin, len(deps))
+		}
+		if bad := forbiddenLinks(deps, rules); len(bad) > 0 {
+			t.Errorf("%s links %v, which it must not", bin, bad)
+		}
+	}
+}

@@ -44,8 +44,11 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("go build ./tests/cmd/demo: %v\n%s", err, out)
 	}
 	cmd := exec.Command(demo, "-bin", bin)
-	// Its own process group, so the test can Ctrl-C it as a terminal does.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group, so the test can Ctrl-C it as a terminal does;
+	// and Ctrl-C if this test binary dies (go test's -timeout runs no
+	// cleanup): a demo left running once held 127.0.1.1-3 through the
+	// next runs of make test and failed their mail clusters.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGINT}
 	// Its stdout is a pipe whose reader goes away before Ctrl-C, as tee
 	// does in `make demo | tee log`: the demo must still clean up.
 	pr, pw, err := os.Pipe()
@@ -60,9 +63,23 @@ func TestDemo(t *testing.T) {
 	pw.Close()
 	readerDone := make(chan struct{})
 	go func() { defer close(readerDone); io.Copy(out, pr) }()
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	exited, gone := make(chan error, 1), make(chan struct{})
+	go func() { exited <- cmd.Wait(); close(gone) }()
+	t.Cleanup(func() {
+		// A failed test stops the demo as Ctrl-C does, so it ends its
+		// cluster too; killed only if it does not within a minute.
+		select {
+		case <-gone:
+			return
+		default:
+		}
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
+		select {
+		case <-gone:
+		case <-time.After(time.Minute):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
+	})
 	deadline := time.After(4 * time.Minute)
 	for !strings.Contains(out.String(), "Ctrl-C stops everything") {
 		select {
