@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/roost-mail/roost/dovecot"
 	"github.com/roost-mail/roost/failover"
@@ -148,7 +147,7 @@ func (k *kicker) Moved(ctx context.Context, from string, users []string, proxies
 			fromHost = m.Meta.ProxyHost
 		}
 	}
-	if odd := countFunc(users, func(u string) bool { return !dovecot.AsMask(u) || !utf8.ValidString(u) }); odd > 0 {
+	if odd := countFunc(users, func(u string) bool { return !dovecot.ByHTTPKick(u) }); odd > 0 {
 		k.log.Info("kick_left_to_sweep", "node", from, "users", odd,
 			"why", "doveadm's kick would read the name as a mask, or JSON cannot carry it: the node's sweep ends those sessions by signal")
 	}

@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"net/http"
 	"os"
@@ -347,16 +348,7 @@ func TestPauseAndCordon(t *testing.T) {
 // the leader that started it is stopped in between: the end lives in the
 // raft state.
 func TestDrainForEndsByItself(t *testing.T) {
-	c, db, _ := sqliteCluster(t, nil, func(i int, cfg *agent.Config) {
-		cfg.Health.Checks[0].Interval, cfg.Health.Checks[0].Timeout = time.Second, time.Second // a loaded machine fails no node
-	})
-	l := c.Leader()
-	var f *agenttest.Node
-	for _, n := range c.Running() {
-		if n != l && n.Name != "node2" {
-			f = n
-		}
-	}
+	c, db, l, f := drainCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	r, err := f.Client().Post(ctx, "/v1/nodes/node2/drain", api.OpRequest{Reason: "kernel update", For: "24h", Rate: 1000})
@@ -387,16 +379,7 @@ func TestDrainForEndsByItself(t *testing.T) {
 // took it is stopped in between, and ends by itself --for a while; a
 // scheduled maintenance is canceled by maintenance off.
 func TestScheduledDrain(t *testing.T) {
-	c, db, _ := sqliteCluster(t, nil, func(i int, cfg *agent.Config) {
-		cfg.Health.Checks[0].Interval, cfg.Health.Checks[0].Timeout = time.Second, time.Second // a loaded machine fails no node
-	})
-	l := c.Leader()
-	var f *agenttest.Node
-	for _, n := range c.Running() {
-		if n != l && n.Name != "node2" {
-			f = n
-		}
-	}
+	c, db, l, f := drainCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cl := f.Client()
@@ -436,4 +419,19 @@ func TestScheduledDrain(t *testing.T) {
 		st := f.Status()
 		return member(st, "node2").State == "active" && len(st.Scheduled) == 0 && usersOn(t, db)["127.0.1.2"] == 100
 	})
+}
+
+// drainCluster is sqliteCluster with slow checks (a loaded machine fails
+// no node), its leader, and a follower that is not node2.
+func drainCluster(t *testing.T) (c *agenttest.Cluster, db *sql.DB, l, f *agenttest.Node) {
+	c, db, _ = sqliteCluster(t, nil, func(i int, cfg *agent.Config) {
+		cfg.Health.Checks[0].Interval, cfg.Health.Checks[0].Timeout = time.Second, time.Second
+	})
+	l = c.Leader()
+	for _, n := range c.Running() {
+		if n != l && n.Name != "node2" {
+			f = n
+		}
+	}
+	return c, db, l, f
 }

@@ -211,6 +211,10 @@ func AsMask(user string) bool {
 	return true
 }
 
+// ByHTTPKick reports whether a kick over the doveadm HTTP API ends user's
+// sessions and no one else's: a name that is AsMask and that JSON carries.
+func ByHTTPKick(user string) bool { return AsMask(user) && inJSON(user) }
+
 // inJSON reports whether user goes into a doveadm HTTP request as itself:
 // JSON carries only UTF-8 (Go's encoder replaces other bytes, and 2.4's
 // parser refuses them).

@@ -307,7 +307,7 @@ func kickOne(user string) Command {
 
 // Kick sends one kick command per user, of those it can name exactly.
 func (h *HTTP) Kick(ctx context.Context, users []string) (int, error) {
-	users = only(users, func(u string) bool { return AsMask(u) && inJSON(u) })
+	users = only(users, ByHTTPKick)
 	cmds := make([]Command, len(users))
 	for i, u := range users {
 		cmds[i] = kickOne(u)

@@ -215,6 +215,16 @@ func operatorCommands(g *globals, code *int) []*cobra.Command {
 		}
 		return t, nil
 	}
+	// window is a drain's or maintenance's end (--for, --until) and start
+	// (--at), as the API takes them.
+	window := func() (string, time.Time, error) {
+		d, err := forField()
+		if err != nil {
+			return "", time.Time{}, err
+		}
+		when, err := atField()
+		return d, when, err
+	}
 	addDrainFlags := func(cmd *cobra.Command) {
 		cmd.Flags().StringVar(&at, "at", "", "start then, not now (2026-12-24T02:00:00Z, or 2026-12-24 02:00 local time): the leader starts it; undrain or maintenance off cancels it")
 		cmd.Flags().DurationVar(&lasts, "for", 0, "end by itself after this long: the users come back (default: until undone)")
@@ -240,12 +250,7 @@ raft leader starts it then, and undrain cancels it. It asks before it acts, unle
 		Example: "  nodectl drain mail2 --reason 'kernel update' --wait\n  nodectl drain mail2 --dry-run\n  nodectl drain mail2 --yes --rate 50\n  nodectl drain mail2 --reason 'kernel update' --for 2h\n  nodectl drain mail2 --reason 'kernel update' --at '2026-12-24 02:00' --for 1h",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := forField()
-			if err != nil {
-				*code = exitUsage
-				return err
-			}
-			when, err := atField()
+			d, when, err := window()
 			if err != nil {
 				*code = exitUsage
 				return err
@@ -278,12 +283,7 @@ or frozen; a node still failing then stays failed over until healthy).` + exitSt
 				*code = exitUsage
 				return errors.New("--wait, --dry-run, --for, --until and --at go with maintenance on")
 			}
-			d, err := forField()
-			if err != nil {
-				*code = exitUsage
-				return err
-			}
-			when, err := atField()
+			d, when, err := window()
 			if err != nil {
 				*code = exitUsage
 				return err
