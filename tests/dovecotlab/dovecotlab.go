@@ -625,6 +625,9 @@ func (i *Instance) cleanup() {
 	for _, pid := range i.pids() {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
+	if i.t.Failed() && os.Getenv("ROOST_KEEP") != "" {
+		return // kept for a look at its dovecot.log
+	}
 	os.RemoveAll(i.Dir)
 }
 

@@ -269,7 +269,11 @@ func Start(t testing.TB, o Options) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() {
+		if !t.Failed() || os.Getenv("ROOST_KEEP") == "" {
+			os.RemoveAll(dir)
+		}
+	})
 	t.Cleanup(func() {
 		if t.Failed() {
 			logTails(t, dir)
