@@ -295,9 +295,17 @@ func (a *Agent) Status() api.Status {
 	if p := fs.Paused; p != nil {
 		st.Paused = &api.Pause{Reason: p.Reason, By: p.By, Since: p.Since, Until: p.Until}
 	}
+	if a.leading != nil {
+		for _, act := range []string{failover.ActionFailover, failover.ActionFailback, failover.ActionAlerts} {
+			if a.leading.InForce().DryRun(act) {
+				st.DryRun = append(st.DryRun, act)
+			}
+		}
+	}
 	for _, p := range fs.RecentPlans(20) {
 		st.Plans = append(st.Plans, api.Plan{ID: p.ID, Kind: string(p.Kind), Node: p.Node, User: p.User, To: p.To, Reason: p.Reason,
-			Rate: p.Rate, Users: p.Users, Moved: p.Moved, Batches: p.Batches, Status: string(p.Status), Created: p.Created, Finished: p.Finished, Error: p.Error})
+			Rate: p.Rate, Users: p.Users, Moved: p.Moved, Batches: p.Batches, Status: string(p.Status), Created: p.Created, Finished: p.Finished, Error: p.Error,
+			DryRun: p.DryRun, Would: p.Would})
 	}
 	counts := a.userCounts()
 	st.UsersKnown = counts != nil
@@ -319,8 +327,8 @@ func (a *Agent) Status() api.Status {
 		mb := &st.Members[len(st.Members)-1]
 		if m.Meta.Role == RoleMail {
 			r := fs.Node(m.Name)
-			mb.State, mb.StateReason, mb.StateSince, mb.LB = string(r.State), r.Reason, r.Since, r.State.LBSignal()
-			mb.HeldBy, mb.Cordoned, mb.CordonReason, mb.StateUntil = r.Holds, r.Cordoned, r.CordonReason, r.Until
+			mb.State, mb.StateReason, mb.StateSince, mb.LB = string(r.State), r.Reason, r.Since, r.LBSignal()
+			mb.HeldBy, mb.Cordoned, mb.CordonReason, mb.StateUntil, mb.DryRun = r.Holds, r.Cordoned, r.CordonReason, r.Until, r.DryRun
 			if counts != nil {
 				mb.Users = counts[m.Meta.ProxyHost]
 			}

@@ -336,8 +336,16 @@ func (a amAlert) key() string {
 // stuckAfter is how long a plan may run before it is called stuck.
 const stuckAfter = 15 * time.Minute
 
+// A dry-run plan (failover.mode) alerts for dryRunAlertFor after it ran;
+// the latest keepDryRunAlerts plans are looked at.
+const (
+	dryRunAlertFor   = time.Hour
+	keepDryRunAlerts = 20
+)
+
 // roostAlerts are Roost's own alerts that hold in state s now: a node
-// failed over, the cluster frozen or paused, a plan stuck. A node in maintenance is
+// failed over, the cluster frozen or paused, a plan stuck, a dry-run plan
+// that would have moved users. A node in maintenance is
 // expected down and alerts nobody.
 func roostAlerts(s failover.State, now time.Time) []amAlert {
 	var out []amAlert
@@ -358,7 +366,7 @@ func roostAlerts(s failover.State, now time.Time) []amAlert {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		if r := s.Nodes[n]; r.State == failover.Failed {
+		if r := s.Nodes[n]; r.State == failover.Failed && !r.DryRun {
 			add("RoostNodeFailedOver", "critical", fmt.Sprintf("%s was failed over: %s", n, r.Reason), r.Since, "node", n)
 		}
 	}
@@ -375,6 +383,11 @@ func roostAlerts(s failover.State, now time.Time) []amAlert {
 			by = " by " + p.By
 		}
 		add("RoostPaused", "warning", fmt.Sprintf("automatic failover and failback are paused%s %s: %s", by, until, p.Reason), p.Since)
+	}
+	for _, p := range s.RecentPlans(keepDryRunAlerts) {
+		if p.DryRun && p.Status == failover.PlanDone && now.Sub(p.Finished) < dryRunAlertFor {
+			add("RoostDryRunPlan", "warning", fmt.Sprintf("dry run: plan %s (%s of %s) would have moved %d users: %s", p.ID, p.Kind, p.Node, p.Would, p.Reason), p.Finished, "plan", p.ID, "node", p.Node)
+		}
 	}
 	for _, p := range s.RunningPlans() {
 		if now.Sub(p.Created) > stuckAfter {

@@ -139,3 +139,25 @@ func TestRoostAlerts(t *testing.T) {
 		t.Fatalf("the pause's alert says %q, want %q", paused, want)
 	}
 }
+
+// A dry run alerts once per plan it ran, for an hour, naming it; its
+// node is not failed over, so that alert stays quiet.
+func TestRoostAlertsInADryRun(t *testing.T) {
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	s := failover.State{ClusterID: "c1",
+		Nodes: map[string]failover.NodeRecord{"a": {State: failover.Failed, Reason: "mount hung", DryRun: true, Since: now.Add(-time.Minute)}},
+		Plans: map[string]failover.Plan{
+			"000001-failover": {ID: "000001-failover", Kind: failover.PlanFailover, Node: "b", Status: failover.PlanDone, DryRun: true, Would: 7, Reason: "x", Finished: now.Add(-2 * time.Hour)},
+			"000002-failover": {ID: "000002-failover", Kind: failover.PlanFailover, Node: "a", Status: failover.PlanDone, DryRun: true, Would: 100, Reason: "reports itself critical: mount hung", Finished: now.Add(-time.Minute)},
+			"000003-drain":    {ID: "000003-drain", Kind: failover.PlanDrain, Node: "c", Status: failover.PlanDone, Finished: now.Add(-time.Minute)},
+		},
+	}
+	var got []string
+	for _, a := range roostAlerts(s, now) {
+		got = append(got, a.Labels["alertname"]+"/"+a.Labels["plan"]+": "+a.Annotations["summary"])
+	}
+	want := "RoostDryRunPlan/000002-failover: dry run: plan 000002-failover (failover of a) would have moved 100 users: reports itself critical: mount hung"
+	if strings.Join(got, "; ") != want {
+		t.Fatalf("alerts in a dry run: %q, want %q", got, want)
+	}
+}

@@ -70,11 +70,14 @@ func (a *Agent) lbSignal() (string, string) {
 	case rep.Status == health.Critical:
 		return lbDown, "critical: " + strings.Join(rep.Reasons, "; ")
 	}
-	switch r.State.LBSignal() {
+	switch r.LBSignal() {
 	case "drain":
 		return lbDrain, "draining: " + r.Reason
 	case "down":
 		return lbDown, string(r.State) + ": " + r.Reason
+	}
+	if r.DryRun {
+		return lbUp, string(r.State) + " in a dry run: " + r.Reason
 	}
 	return lbUp, string(r.State)
 }

@@ -46,6 +46,9 @@ type Status struct {
 	// Plans are the running plans and the latest finished ones, oldest
 	// first.
 	Plans []Plan `json:"plans"`
+	// DryRun lists the automatic actions (failover, failback, alerts)
+	// that the answering node's configuration runs as a dry run.
+	DryRun []string `json:"dry_run,omitempty"`
 	// UsersKnown is false when the routing database could not be read for
 	// this answer (Member.Users is then -1).
 	UsersKnown bool `json:"users_known"`
@@ -93,6 +96,10 @@ type Plan struct {
 	Created  time.Time `json:"created"`
 	Finished time.Time `json:"finished,omitzero"`
 	Error    string    `json:"error,omitempty"`
+	// DryRun: the plan ran as a dry run (failover.mode) and moved nobody;
+	// Would is how many users it would have moved.
+	DryRun bool `json:"dry_run,omitempty"`
+	Would  int  `json:"would,omitempty"`
 }
 
 // OpRequest is the body of the operator's POSTs; each takes the fields
@@ -218,6 +225,9 @@ type Member struct {
 	// (nodectl cordon), for CordonReason.
 	Cordoned     bool   `json:"cordoned,omitempty"`
 	CordonReason string `json:"cordon_reason,omitempty"`
+	// DryRun: State was reached in a dry run (failover.mode): nobody was
+	// moved, and LB stays up.
+	DryRun bool `json:"dry_run,omitempty"`
 	// Users is how many users the routing table has on its proxy_host
 	// (-1: unknown).
 	Users int `json:"users"`

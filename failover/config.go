@@ -188,6 +188,16 @@ func (c PolicyConfig) Validate() error {
 		return fmt.Errorf("interval %s: want >= 10ms", c.Interval)
 	case c.FenceAfter < 100*time.Millisecond:
 		return fmt.Errorf("fence_after %s: want >= 100ms", c.FenceAfter)
+	case c.Mode != "" && c.Mode != ModeEnforce && c.Mode != ModeDryRun:
+		return fmt.Errorf("mode %q: want enforce or dryrun", c.Mode)
+	}
+	for action, mode := range c.Actions {
+		if action != ActionFailover && action != ActionFailback && action != ActionAlerts {
+			return fmt.Errorf("actions: %q: want failover, failback or alerts", action)
+		}
+		if mode != ModeEnforce && mode != ModeDryRun {
+			return fmt.Errorf("actions: %s: %q: want enforce or dryrun", action, mode)
+		}
 	}
 	return nil
 }

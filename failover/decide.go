@@ -79,6 +79,35 @@ type Policy struct {
 	// FenceCommand, if set, runs (by /bin/sh) when this node fences
 	// itself, e.g. "systemctl stop dovecot".
 	FenceCommand string `yaml:"fence_command"`
+	// Mode is enforce or dryrun: in a dry run the automatic actions are
+	// decided and planned as they would be, but a plan writes nothing to
+	// the users table, kicks nobody and keeps its node's LB signal up; it
+	// says what it would have moved. Actions overrides Mode per action
+	// (failover, failback, alerts).
+	Mode    string            `yaml:"mode"`
+	Actions map[string]string `yaml:"actions"`
+}
+
+// The automatic actions that Policy.Actions names.
+const (
+	ActionFailover = "failover" // a failing node's users moved away
+	ActionFailback = "failback" // a failed node's users brought home
+	ActionAlerts   = "alerts"   // Alertmanager's drains and maintenance
+)
+
+// Modes of Policy.Mode and Policy.Actions.
+const (
+	ModeEnforce = "enforce"
+	ModeDryRun  = "dryrun"
+)
+
+// DryRun says whether an automatic action only reports what it would do.
+func (p Policy) DryRun(action string) bool {
+	mode := p.Mode
+	if m, ok := p.Actions[action]; ok {
+		mode = m
+	}
+	return mode == ModeDryRun
 }
 
 // disputed is how long a quorum of peers must fail to reach a node's
@@ -91,7 +120,7 @@ const disputed = 3 * time.Second
 // DefaultPolicy is DESIGN.md's defaults.
 func DefaultPolicy() Policy {
 	return Policy{BlockPeriod: time.Hour, FailbackHoldDown: 10 * time.Minute, Failback: "auto", FailbackRate: 200, DrainRate: 200, MaxFailedFraction: 0.5,
-		FenceAfter: time.Second}
+		FenceAfter: time.Second, Mode: ModeEnforce}
 }
 
 // failing says whether the cluster may call a node failed, and why:
@@ -213,6 +242,15 @@ func Decide(view []NodeView, s State, now time.Time, p Policy) []command {
 			command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailback, Node: n.Name, Host: n.ProxyHost, Reason: why, Rate: p.FailbackRate}, At: now})
 	}
 
+	// A node failed in a dry run once failover is enforced: nobody was
+	// moved, so it is decided again, for real.
+	for _, n := range view {
+		if r := s.Node(n.Name); r.DryRun && r.State == Failed && !p.DryRun(ActionFailover) {
+			out = append(out, command{Op: opSetNode, Node: n.Name, State: Active, At: now,
+				Reason: "failover is enforced now and its failover was a dry run: decided again"})
+		}
+	}
+
 	for _, c := range failingNow {
 		r := s.Node(c.n.Name)
 		if now.Sub(c.n.FailingSince) < p.Settle {
@@ -234,17 +272,18 @@ func Decide(view []NodeView, s State, now time.Time, p Policy) []command {
 			// Failing while its users come home: stop that.
 			out = append(out, command{Op: opPlanEnd, PlanID: pl.ID, Status: PlanCanceled, Reason: "node failing again: " + c.reason, At: now})
 		}
+		dry := p.DryRun(ActionFailover)
 		if !r.LastFailover.IsZero() && now.Sub(r.LastFailover) < p.BlockPeriod {
 			// Failed over within the block period: its LB signal goes down,
 			// but the users on it stay until an operator acks (nodectl ack
 			// NODE moves them).
-			out = append(out, command{Op: opSetNode, Node: c.n.Name, State: Failed, At: now,
+			out = append(out, command{Op: opSetNode, Node: c.n.Name, State: Failed, At: now, DryRun: dry,
 				Reason: fmt.Sprintf("failing again within the block period (failed over at %s), users not moved until nodectl ack: %s", r.LastFailover.Format(time.DateTime), c.reason)})
 			continue
 		}
 		out = append(out,
-			command{Op: opSetNode, Node: c.n.Name, State: Failed, Reason: c.reason, At: now},
-			command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailover, Node: c.n.Name, Host: c.n.ProxyHost, Reason: c.reason}, At: now})
+			command{Op: opSetNode, Node: c.n.Name, State: Failed, Reason: c.reason, At: now, DryRun: dry},
+			command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailover, Node: c.n.Name, Host: c.n.ProxyHost, Reason: c.reason, DryRun: dry}, At: now})
 	}
 
 	if p.Failback != "auto" {
@@ -252,16 +291,29 @@ func Decide(view []NodeView, s State, now time.Time, p Policy) []command {
 	}
 	for _, n := range view {
 		r := s.Node(n.Name)
-		if !n.Mail || r.State != Failed || n.HealthySince.IsZero() || now.Sub(n.HealthySince) < p.FailbackHoldDown {
+		if !n.Mail || r.State != Failed || n.HealthySince.IsZero() || now.Sub(n.HealthySince) < p.FailbackHoldDown || r.DryRun && !p.DryRun(ActionFailover) {
 			continue
 		}
 		if _, ok := s.Running(n.Name); ok {
 			continue // its failover is still moving users off
 		}
 		why := fmt.Sprintf("healthy for %s", now.Sub(n.HealthySince).Round(time.Second))
+		// A failback after a dry-run failover is a dry run too: nobody
+		// left, so nobody comes home.
+		dry := p.DryRun(ActionFailback) || r.DryRun
+		if dry && !r.DryRun {
+			// Its users really are away: it stays failed, and the dry run
+			// says once what the failback would move (nodectl failback
+			// moves them).
+			if lp, ok := s.lastPlan(n.Name); ok && lp.Kind == PlanFailback && lp.DryRun && !lp.Created.Before(r.Since) {
+				continue
+			}
+			out = append(out, command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailback, Node: n.Name, Host: n.ProxyHost, Reason: why, Rate: p.FailbackRate, DryRun: true}, At: now})
+			continue
+		}
 		out = append(out,
-			command{Op: opSetNode, Node: n.Name, State: Recovering, Reason: why, At: now},
-			command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailback, Node: n.Name, Host: n.ProxyHost, Reason: why, Rate: p.FailbackRate}, At: now})
+			command{Op: opSetNode, Node: n.Name, State: Recovering, Reason: why, At: now, DryRun: dry},
+			command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailback, Node: n.Name, Host: n.ProxyHost, Reason: why, Rate: p.FailbackRate, DryRun: dry}, At: now})
 	}
 	return out
 }

@@ -67,9 +67,9 @@ func summary(cs []command) string {
 	for _, c := range cs {
 		switch c.Op {
 		case opSetNode:
-			out = append(out, fmt.Sprintf("set-node %s %s", c.Node, c.State))
+			out = append(out, fmt.Sprintf("set-node %s %s%s", c.Node, c.State, dry(c.DryRun)))
 		case opPlanStart:
-			out = append(out, fmt.Sprintf("plan-start %s %s", c.Plan.Node, c.Plan.Kind))
+			out = append(out, fmt.Sprintf("plan-start %s %s%s", c.Plan.Node, c.Plan.Kind, dry(c.Plan.DryRun)))
 		case opPlanEnd:
 			out = append(out, fmt.Sprintf("plan-end %s %s", c.PlanID, c.Status))
 		default:
@@ -79,8 +79,21 @@ func summary(cs []command) string {
 	return strings.Join(out, "; ")
 }
 
+func dry(on bool) string {
+	if on {
+		return " (dry)"
+	}
+	return ""
+}
+
 func TestDecide(t *testing.T) {
 	p := DefaultPolicy()
+	dryRun := DefaultPolicy()
+	dryRun.Mode = ModeDryRun
+	dryFailback := DefaultPolicy()
+	dryFailback.Actions = map[string]string{ActionFailback: ModeDryRun}
+	enforceFailover := dryRun
+	enforceFailover.Actions = map[string]string{ActionFailover: ModeEnforce}
 	manual := DefaultPolicy()
 	manual.Failback = "manual"
 	settle := DefaultPolicy()
@@ -94,6 +107,27 @@ func TestDecide(t *testing.T) {
 		want   string
 	}{
 		{"all healthy: nothing", three, state(nil), p, ""},
+		{"a dry run fails a node over in name only", with(three, "b", critical("dovecot down", false)), state(nil), dryRun,
+			"set-node b failed (dry); plan-start b failover (dry)"},
+		{"failover enforced over a dry-run mode", with(three, "b", critical("dovecot down", false)), state(nil), enforceFailover,
+			"set-node b failed; plan-start b failover"},
+		{"a dry-run failover is followed by a dry-run failback", with(three, "b", func(n *NodeView) { n.HealthySince = t0.Add(-11 * time.Minute) }),
+			state(func(s *State) { node(s, "b", NodeRecord{State: Failed, DryRun: true}) }), dryRun,
+			"set-node b recovering (dry); plan-start b failback (dry)"},
+		{"a dry-run failback after a real failover leaves the node failed", with(three, "b", func(n *NodeView) { n.HealthySince = t0.Add(-11 * time.Minute) }),
+			state(func(s *State) { node(s, "b", NodeRecord{State: Failed, Since: t0.Add(-time.Hour)}) }), dryFailback,
+			"plan-start b failback (dry)"},
+		{"a dry-run failback says so once per failure", with(three, "b", func(n *NodeView) { n.HealthySince = t0.Add(-11 * time.Minute) }),
+			state(func(s *State) {
+				node(s, "b", NodeRecord{State: Failed, Since: t0.Add(-time.Hour)})
+				s.Plans = map[string]Plan{"000002-failback": {ID: "000002-failback", Kind: PlanFailback, Node: "b", DryRun: true, Status: PlanDone, Created: t0.Add(-time.Minute)}}
+			}), dryFailback, ""},
+		{"failover enforced now: a node failed in a dry run is decided again", with(three, "b", critical("dovecot down", false)),
+			state(func(s *State) { node(s, "b", NodeRecord{State: Failed, DryRun: true}) }), p, "set-node b active"},
+		{"failover enforced now: a healthy node failed in a dry run is active, not failed back", with(three, "b", func(n *NodeView) { n.HealthySince = t0.Add(-11 * time.Minute) }),
+			state(func(s *State) { node(s, "b", NodeRecord{State: Failed, DryRun: true}) }), p, "set-node b active"},
+		{"a node failed in a dry run counts towards the freeze", with(with(three, "a", critical("dovecot down", false)), "b", critical("dovecot down", false)),
+			state(func(s *State) { node(s, "a", NodeRecord{State: Failed, DryRun: true}) }), dryRun, "freeze"},
 		{"a pause holds a failover", with(three, "b", critical("dovecot down", false)),
 			state(func(s *State) { s.Paused = &Pause{Reason: "network work", Since: t0} }), p, ""},
 		{"a pause holds the freeze too", with(with(three, "a", critical("dovecot down", false)), "b", critical("dovecot down", false)),

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -152,6 +154,9 @@ var errNoTarget = errors.New("no healthy node to move users to")
 // or the database fences it.
 func (e *Executor) run(ctx context.Context, id string, l leaderOps) error {
 	defer e.endKicks(id)
+	if p, ok := l.state().Plans[id]; ok && p.Status == PlanRunning && p.DryRun {
+		return e.dryRun(ctx, p, l)
+	}
 	if vetoed, err := e.preMove(ctx, id, l); vetoed || err != nil {
 		return err
 	}
@@ -329,6 +334,61 @@ func (e *Executor) step(ctx context.Context, p Plan, l leaderOps) (int, error) {
 		return 0, err
 	}
 	return moved, nil
+}
+
+// dryRun carries out a dry-run plan: it counts the users the plan would
+// move, and where to, and ends it saying so; it writes nothing to the
+// users table, kicks nobody and runs no hook. A failback after a dry-run
+// failover leaves its node active, where its users have been all along.
+func (e *Executor) dryRun(ctx context.Context, p Plan, l leaderOps) error {
+	view, st := l.view(), l.state()
+	hosts := map[string]string{}
+	for _, n := range view {
+		hosts[n.Name] = n.ProxyHost
+	}
+	if p.Host != "" {
+		hosts[p.Node] = p.Host
+	}
+	would, to := 0, map[string]int{}
+	var err error
+	switch p.Kind {
+	case PlanFailover, PlanDrain:
+		targets := e.targets(view, st, p.Node)
+		err = e.Router.UsersOn(ctx, hosts[p.Node], func(u string) error {
+			would++
+			if t, ok := e.Choose(u, targets); ok {
+				to[t.Node]++
+			}
+			return nil
+		})
+	case PlanFailback:
+		err = e.Router.HomedOn(ctx, hosts[p.Node], func(u, now string) error {
+			would++
+			to[p.Node]++
+			return nil
+		})
+	}
+	if err != nil {
+		return err // the leader's next round runs it again
+	}
+	where := make([]string, 0, len(to))
+	for n, k := range to {
+		where = append(where, fmt.Sprintf("%d to %s", k, n))
+	}
+	sort.Strings(where)
+	cmds := []command{{Op: opPlanEnd, PlanID: p.ID, Status: PlanDone, Would: would, At: l.now()}}
+	if r := st.Node(p.Node); p.Kind == PlanFailback && r.State == Recovering && r.DryRun {
+		cmds = append(cmds, command{Op: opSetNode, Node: p.Node, State: Active, Reason: "healthy again (its failover and failback were dry runs)", At: l.now()})
+	}
+	if err := l.apply(batch(cmds)); err != nil {
+		return err
+	}
+	e.Log.Warn("plan_dry_run", "plan", p.ID, "kind", p.Kind, "node", p.Node, "would_move", would, "to", strings.Join(where, ", "), "reason", p.Reason)
+	if e.metrics != nil {
+		e.metrics.dryRun.WithLabelValues(string(p.Kind)).Inc()
+		e.metrics.wouldMove.WithLabelValues(string(p.Kind)).Add(float64(would))
+	}
+	return nil
 }
 
 // cancel ends a plan that can no longer do what it was asked, saying why.

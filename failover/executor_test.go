@@ -529,3 +529,38 @@ func TestExecutorMoveRacingADrainLeavesNobody(t *testing.T) {
 		t.Fatalf("the move asked after c left active: %s, moved %d (%q); want canceled, saying why", p.Status, p.Moved, p.Error)
 	}
 }
+
+// A dry-run plan counts and ends: nobody moved, nobody kicked, no block
+// period; a dry failback after a dry failover leaves its node active.
+func TestExecutorDryRunMovesNobody(t *testing.T) {
+	r := newMemRouter(300, "10.0.0.1", "10.0.0.2", "10.0.0.3")
+	k := &memKicker{}
+	m := &memLeader{view: with(cluster3(), "b", critical("dovecot down", false)), fence: placement.Fence{Term: 3, Leader: "a"}}
+	m.s.apply(command{Op: opSetNode, Node: "b", State: Failed, DryRun: true, At: t0})
+	id := m.start(t, Plan{Kind: PlanFailover, Node: "b", Reason: "dovecot down", DryRun: true})
+	if err := newExecutor(r, k).run(context.Background(), id, m.ops()); err != nil {
+		t.Fatal(err)
+	}
+	if on := len(r.sorted(func(_, h string) bool { return h == "10.0.0.2" })); on != 100 || len(r.moves) != 0 || r.calls != 0 {
+		t.Fatalf("%d users on b, %d moved, %d batches written: a dry run changes nothing", on, len(r.moves), r.calls)
+	}
+	if k.calls != 0 || len(k.down) != 0 {
+		t.Fatalf("a dry run kicked: %d kicks, host kicks %v", k.calls, k.down)
+	}
+	p, rec := m.s.Plans[id], m.s.Node("b")
+	if p.Status != PlanDone || p.Moved != 0 || p.Would != 100 {
+		t.Fatalf("plan %+v: want done, 0 moved, would 100", p)
+	}
+	if !rec.LastFailover.IsZero() || rec.State != Failed || !rec.DryRun || rec.LBSignal() != "up" {
+		t.Fatalf("b %+v (LB %s): want failed in a dry run, LB up, no block period", rec, rec.LBSignal())
+	}
+	m.view = cluster3()
+	m.s.apply(command{Op: opSetNode, Node: "b", State: Recovering, DryRun: true, At: t0})
+	id = m.start(t, Plan{Kind: PlanFailback, Node: "b", Reason: "healthy", DryRun: true})
+	if err := newExecutor(r, k).run(context.Background(), id, m.ops()); err != nil {
+		t.Fatal(err)
+	}
+	if p, rec := m.s.Plans[id], m.s.Node("b"); p.Status != PlanDone || p.Would != 0 || rec.State != Active || rec.DryRun || len(r.moves) != 0 {
+		t.Fatalf("failback %+v, b %+v: want done, would 0, b active", p, rec)
+	}
+}

@@ -35,6 +35,9 @@ func (w *Leading) policy() Policy {
 	return w.Policy
 }
 
+// InForce is the policy in force.
+func (w *Leading) InForce() Policy { return w.policy() }
+
 // SetPolicy changes the policy in force (a configuration reload); the
 // leader's next round follows it.
 func (w *Leading) SetPolicy(p Policy) { w.reloaded.Store(&p) }
@@ -99,7 +102,7 @@ func (c *Cluster) lead(ctx context.Context, w *Leading) {
 				if !ok {
 					prev = NodeRecord{State: Active} // never acted on
 				}
-				if prev.State != r.State {
+				if prev.State != r.State && !prev.DryRun && !r.DryRun { // a dry run runs no hook
 					wg.Go(func() { w.Executor.Hooks.NodeState(ctx, name, prev, r) })
 				}
 			}

@@ -9,16 +9,20 @@ import (
 // metrics are failover's Prometheus metrics: the replicated state, read
 // at scrape time, and what this node's executor did while it led.
 type metrics struct {
-	state    func() State
-	moved    *prometheus.CounterVec
-	batch    *prometheus.HistogramVec
-	kicks    *prometheus.CounterVec
-	decided  *prometheus.CounterVec
-	nodeDesc *prometheus.Desc
-	planDesc *prometheus.Desc
-	frozen   *prometheus.Desc
-	paused   *prometheus.Desc
-	cordoned *prometheus.Desc
+	state   func() State
+	moved   *prometheus.CounterVec
+	batch   *prometheus.HistogramVec
+	kicks   *prometheus.CounterVec
+	decided *prometheus.CounterVec
+	// dryRun and wouldMove count the dry-run plans and the users they
+	// would have moved (failover.mode).
+	dryRun    *prometheus.CounterVec
+	wouldMove *prometheus.CounterVec
+	nodeDesc  *prometheus.Desc
+	planDesc  *prometheus.Desc
+	frozen    *prometheus.Desc
+	paused    *prometheus.Desc
+	cordoned  *prometheus.Desc
 }
 
 func newMetrics(state func() State) *metrics {
@@ -37,6 +41,12 @@ func newMetrics(state func() State) *metrics {
 		decided: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roost_failover_decisions_total", Help: "Commands the leader decided on its own (failover, failback, freeze), by command.",
 		}, []string{"op"}),
+		dryRun: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roost_failover_dry_run_plans_total", Help: "Plans this node ran as a dry run while it led (failover.mode dryrun): decided, nobody moved, by plan kind.",
+		}, []string{"kind"}),
+		wouldMove: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roost_failover_users_would_move_total", Help: "Users the dry-run plans would have moved, by plan kind.",
+		}, []string{"kind"}),
 		nodeDesc: prometheus.NewDesc("roost_failover_node_state", "1 for each mail node's failover state (active, draining, maintenance, failed, recovering).", []string{"node", "state"}, nil),
 		planDesc: prometheus.NewDesc("roost_failover_plans_running", "Running plans by kind.", []string{"kind"}, nil),
 		frozen:   prometheus.NewDesc("roost_failover_frozen", "1 while mass failure holds every automatic move (until nodectl ack).", nil, nil),
@@ -46,7 +56,7 @@ func newMetrics(state func() State) *metrics {
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m, m.moved, m.batch, m.kicks, m.decided} {
+	for _, c := range []prometheus.Collector{m, m.moved, m.batch, m.kicks, m.decided, m.dryRun, m.wouldMove} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

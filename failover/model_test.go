@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -257,9 +258,20 @@ func (w *world) step(t *testing.T) {
 				delete(w.alerts[n], alert)
 			}
 		}
-	case k < 94:
+	case k < 92:
 		w.veto = !w.veto
 		w.logf("veto=%v", w.veto)
+	case k < 94: // a reload changes the mode
+		w.pol.Mode, w.pol.Actions = ModeEnforce, nil
+		switch w.rng.IntN(4) {
+		case 0:
+			w.pol.Mode = ModeDryRun
+		case 1:
+			w.pol.Actions = map[string]string{ActionFailback: ModeDryRun}
+		case 2:
+			w.pol.Actions = map[string]string{ActionFailover: ModeDryRun, ActionAlerts: ModeDryRun}
+		}
+		w.logf("mode %s %v", w.pol.Mode, w.pol.Actions)
 	case k < 97:
 		w.r.failFor = 1 + w.rng.IntN(3)
 		w.logf("the database fails %d writes", w.r.failFor)
@@ -342,6 +354,15 @@ func (w *world) advance(ctx context.Context, p Plan) {
 			before[host(i)] = w.onHost(host(i))
 		}
 	}
+	if p.DryRun {
+		was := maps.Clone(w.r.hosts)
+		err := w.ex.dryRun(ctx, p, w.ops())
+		w.logf("dry run %s %s %s: %v", p.ID, p.Kind, p.Node, err)
+		if !maps.Equal(was, w.r.hosts) {
+			w.broken = fmt.Errorf("dry-run plan %s (%s of %s) moved users", p.ID, p.Kind, p.Node)
+		}
+		return
+	}
 	n, err := w.ex.step(ctx, p, w.ops())
 	w.logf("stepped %s %s %s: %d %v", p.ID, p.Kind, p.Node, n, err)
 	// No plan places users on a cordoned node, but its own failback.
@@ -391,6 +412,9 @@ func (w *world) check() error {
 		if p.Status == PlanRunning && p.Reason == "" {
 			return fmt.Errorf("plan %s (%s of %s) runs without a reason", p.ID, p.Kind, p.Node)
 		}
+		if p.DryRun && p.Moved > 0 {
+			return fmt.Errorf("dry-run plan %s (%s of %s) moved %d users", p.ID, p.Kind, p.Node, p.Moved)
+		}
 	}
 	for i, r := range modelNodes {
 		n := string(r)
@@ -411,7 +435,7 @@ func (w *world) check() error {
 		}
 		// Invariant 2: once a node's plan is done, nobody is routed to a
 		// failed, draining or maintenance node.
-		if p, ok := latest[n]; ok && !running && p.Status == PlanDone && (p.Kind == PlanFailover || p.Kind == PlanDrain) &&
+		if p, ok := latest[n]; ok && !running && p.Status == PlanDone && !p.DryRun && (p.Kind == PlanFailover || p.Kind == PlanDrain) &&
 			(rec.State == Failed || rec.State == Draining || rec.State == Maintenance) && onHost[host(i)] > 0 {
 			return fmt.Errorf("%s is %s, its %s plan %s done, yet %d users are routed to it", n, rec.State, p.Kind, p.ID, onHost[host(i)])
 		}
@@ -420,7 +444,7 @@ func (w *world) check() error {
 			return fmt.Errorf("%s is %s with %d users, no plan and no reason", n, rec.State, onHost[host(i)])
 		}
 		// A failed node with users and no plan says why.
-		if rec.State == Failed && !running && onHost[host(i)] > 0 && w.s.Frozen == nil && !strings.Contains(rec.Reason, "nodectl ") {
+		if rec.State == Failed && !rec.DryRun && !running && onHost[host(i)] > 0 && w.s.Frozen == nil && !strings.Contains(rec.Reason, "nodectl ") {
 			return fmt.Errorf("%s is failed with %d users, no plan, and its reason (%q) does not name the command that moves on", n, onHost[host(i)], rec.Reason)
 		}
 	}
@@ -432,6 +456,7 @@ func (w *world) check() error {
 func (w *world) converge(t *testing.T) error {
 	ctx := context.Background()
 	w.veto, w.r.failFor = false, 0
+	w.pol.Mode, w.pol.Actions = ModeEnforce, nil // the dry run is over
 	for n := range w.sick {
 		if w.sick[n] {
 			w.sick[n], w.since[n] = false, w.now

@@ -409,6 +409,11 @@ func request(ctx context.Context, r Request, st State, view []NodeView, now time
 	}
 	rec := st.Node(r.Node)
 	running, hasPlan := st.Running(r.Node)
+	if r.Alert != "" && pol.DryRun(ActionAlerts) && (r.Op == OpDrain || r.Op == OpMaintenanceOn) {
+		// An alert's drain in a dry run (failover.mode) only says what it
+		// would do; a resolved alert still undoes what it held before.
+		r.DryRun = true
+	}
 	var cmds []command
 	if r.At.After(now) {
 		if r.At.After(now.Add(maxSchedule)) {
@@ -489,7 +494,7 @@ op:
 		}
 		// Draining or in maintenance with no plan (the last was vetoed or
 		// canceled): this starts it again, as below.
-		if rec.State == Failed {
+		if rec.State == Failed && !rec.DryRun {
 			return reply, nil, opError(ErrConflict, "%s is failed over already: its users live elsewhere (nodectl failback brings them back)", r.Node)
 		}
 		targets := ex.targets(view, st, r.Node)
@@ -512,6 +517,9 @@ op:
 		if r.DryRun {
 			reply.Targets = counts
 			reply.Message = fmt.Sprintf("would move %d users off %s at %d/s to %s", total, r.Node, rate, describeCounts(counts))
+			if r.Alert != "" {
+				reply.Message = fmt.Sprintf("dry run: alert %s %s", r.Alert, reply.Message)
+			}
 			return reply, nil, nil
 		}
 		if hasPlan && running.Kind == PlanFailback {

@@ -51,6 +51,18 @@ type NodeRecord struct {
 	// places users on it (CordonReason says why).
 	Cordoned     bool   `json:"cordoned,omitempty"`
 	CordonReason string `json:"cordon_reason,omitempty"`
+	// DryRun: the state was reached in a dry run (failover.mode): nobody
+	// was moved, and the load balancer still sends the node connections.
+	DryRun bool `json:"dry_run,omitempty"`
+}
+
+// LBSignal is what the load balancer should do with the node: as its
+// state says, but up when that state is only a dry run's.
+func (r NodeRecord) LBSignal() string {
+	if r.DryRun {
+		return "up"
+	}
+	return r.State.LBSignal()
 }
 
 // PlanKind says why a plan moves users.
@@ -96,6 +108,10 @@ type Plan struct {
 	Moved    int        `json:"moved"`
 	Finished time.Time  `json:"finished,omitzero"`
 	Error    string     `json:"error,omitempty"`
+	// DryRun: the plan only counts what it would move (failover.mode),
+	// Would users, and changes nothing.
+	DryRun bool `json:"dry_run,omitempty"`
+	Would  int  `json:"would,omitempty"`
 }
 
 // Freeze stops every automatic move until an operator acknowledges.
@@ -181,6 +197,17 @@ func (s State) Running(node string) (Plan, bool) {
 	return Plan{}, false
 }
 
+// lastPlan returns the newest plan that concerns node, if any.
+func (s State) lastPlan(node string) (Plan, bool) {
+	plans := s.sortedPlans()
+	for i := len(plans) - 1; i >= 0; i-- {
+		if plans[i].Node == node {
+			return plans[i], true
+		}
+	}
+	return Plan{}, false
+}
+
 // RunningPlans returns the running plans, oldest first.
 func (s State) RunningPlans() []Plan {
 	var out []Plan
@@ -249,15 +276,19 @@ type command struct {
 	By    string    `json:"by,omitempty"`
 	Until time.Time `json:"until,omitzero"`
 	On    bool      `json:"on,omitempty"`
+	// DryRun marks a node state reached only in a dry run (opSetNode);
+	// Would is what a dry-run plan would have moved (opPlanEnd).
+	DryRun bool `json:"dry_run,omitempty"`
+	Would  int  `json:"would,omitempty"`
 }
 
 // Commands.
 const (
 	opInit       = "init"       // ClusterID
-	opSetNode    = "set-node"   // Node, State, Reason, Holds, Until, At
+	opSetNode    = "set-node"   // Node, State, Reason, Holds, Until, DryRun, At
 	opPlanStart  = "plan-start" // Plan (ID assigned here), At
 	opPlanBatch  = "plan-batch" // PlanID, Moved
-	opPlanEnd    = "plan-end"   // PlanID, Status, Reason (error), At
+	opPlanEnd    = "plan-end"   // PlanID, Status, Reason (error), Would, At
 	opFreeze     = "freeze"     // Reason, At
 	opAck        = "ack"        // Node ("" for the cluster's freeze), At
 	opBatch      = "batch"      // Batch: every command applies, or none does
@@ -300,7 +331,7 @@ func (s *State) apply(c command) error {
 		if r.State != c.State {
 			r.Since = c.At
 		}
-		r.State, r.Reason, r.Holds, r.Until = c.State, c.Reason, c.Holds, c.Until
+		r.State, r.Reason, r.Holds, r.Until, r.DryRun = c.State, c.Reason, c.Holds, c.Until, c.DryRun
 		if s.Nodes == nil {
 			s.Nodes = map[string]NodeRecord{}
 		}
@@ -320,7 +351,7 @@ func (s *State) apply(c command) error {
 			s.Plans = map[string]Plan{}
 		}
 		s.Plans[p.ID] = p
-		if p.Kind == PlanFailover {
+		if p.Kind == PlanFailover && !p.DryRun { // a dry run starts no block period
 			r := s.Node(p.Node)
 			r.LastFailover = c.At
 			if s.Nodes == nil {
@@ -341,7 +372,7 @@ func (s *State) apply(c command) error {
 		if !ok || p.Status != PlanRunning {
 			return fmt.Errorf("plan-end: plan %q is not running", c.PlanID)
 		}
-		p.Status, p.Finished, p.Error = c.Status, c.At, c.Reason
+		p.Status, p.Finished, p.Error, p.Would = c.Status, c.At, c.Reason, c.Would
 		s.Plans[c.PlanID] = p
 		s.prunePlans()
 	case opFreeze:

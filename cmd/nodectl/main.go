@@ -193,6 +193,9 @@ func printStatus(w io.Writer, st api.Status) {
 		if m.Cordoned {
 			state += ",cordoned"
 		}
+		if m.DryRun {
+			state += ",dry-run"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, m.Role, dash(m.ProxyHost), state, dash(m.LB), users,
 			dash(m.Health), peers, m.Gossip, m.Raft, m.Addr, m.Version)
 	}
@@ -212,6 +215,9 @@ func printStatus(w io.Writer, st api.Status) {
 		}
 		fmt.Fprintf(w, "\nPAUSED since %s%s: %s\n  no automatic failover or failback %s\n", p.Since.Format(time.DateTime), by, p.Reason, until)
 	}
+	if len(st.DryRun) > 0 {
+		fmt.Fprintf(w, "\nDRY RUN (failover.mode): %s decided and reported, nobody moved or kicked\n", strings.Join(st.DryRun, ", "))
+	}
 	for _, s := range st.Scheduled {
 		end := ""
 		if s.For != "" {
@@ -227,7 +233,11 @@ func printStatus(w io.Writer, st api.Status) {
 	}
 	for _, m := range st.Members {
 		if m.State != "" && m.State != "active" {
-			fmt.Fprintf(w, "%s is %s since %s: %s\n", m.Name, m.State, m.StateSince.Format(time.DateTime), m.StateReason)
+			dry := ""
+			if m.DryRun {
+				dry = " in a dry run (nobody moved, LB up)"
+			}
+			fmt.Fprintf(w, "%s is %s%s since %s: %s\n", m.Name, m.State, dry, m.StateSince.Format(time.DateTime), m.StateReason)
 			if !m.StateUntil.IsZero() {
 				fmt.Fprintf(w, "  until %s, then its users come back\n", m.StateUntil.Format(time.DateTime))
 			}
@@ -249,7 +259,7 @@ func printStatus(w io.Writer, st api.Status) {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "PLAN\tSTATUS\tNODE\tMOVED\tRATE\tCREATED\tREASON")
 		for _, p := range st.Plans {
-			node, moved, rate := p.Node, fmt.Sprint(p.Moved), "-"
+			status, node, moved, rate := p.Status, p.Node, fmt.Sprint(p.Moved), "-"
 			if p.Kind == "move" {
 				node = fmt.Sprintf("%q→%s", p.User, p.To)
 			}
@@ -259,11 +269,14 @@ func printStatus(w io.Writer, st api.Status) {
 			if p.Rate > 0 {
 				rate = fmt.Sprintf("%d/s", p.Rate)
 			}
+			if p.DryRun {
+				status, moved = "dry-run", fmt.Sprintf("0 (would %d)", p.Would)
+			}
 			reason := p.Reason
 			if p.Error != "" {
 				reason += " (" + p.Error + ")"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, p.Status, node, moved, rate, p.Created.Format(time.DateTime), reason)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, status, node, moved, rate, p.Created.Format(time.DateTime), reason)
 		}
 		tw.Flush()
 	}
