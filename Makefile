@@ -18,10 +18,11 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/roostd ./cmd/nodectl ./cmd/faultfs
 
 # Everything CI checks: the real services the tests need are installed and
-# started by scripts/test-deps.sh (as root, Debian packages), then lint and
-# every test with the race detector, then every fuzz target for a few
-# seconds.
-test: test-deps lint unit fuzz
+# started by scripts/test-deps.sh (as root, Debian packages), then lint,
+# then (scripts/check.sh) every package's tests with the race detector and
+# every fuzz target for a few seconds, beside the cross-package tests.
+test: test-deps lint
+	@GO=$(GO) scripts/check.sh $(FUZZTIME)
 
 test-deps:
 	@scripts/test-deps.sh
@@ -34,8 +35,10 @@ lint:
 	  if ! cmp -s go.mod "$$tmp"/go.mod || ! cmp -s go.sum "$$tmp"/go.sum; then \
 	    cp "$$tmp"/go.mod "$$tmp"/go.sum .; echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; fi
 
+# Every test, the cross-package ones too, with the race detector (slower
+# than make test: tests/ alone takes over 20 minutes so).
 unit:
-	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	$(GO) test -race -count=1 -timeout 40m $(PKGS)
 
 # Every fuzz target for FUZZTIME (a crasher lands in the package's
 # testdata/fuzz/ and fails the run).

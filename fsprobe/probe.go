@@ -472,7 +472,7 @@ func fuseWaiting(dev uint64) (int, error) {
 func parseWaiting(b []byte) (int, error) {
 	n, err := strconv.Atoi(strings.TrimSpace(string(b[:min(len(b), 32)])))
 	if err != nil || n < 0 || len(b) > 32 {
-		return -1, fmt.Errorf("fusectl waiting: want a count, got %.32q", b)
+		return -1, fmt.Errorf("fusectl waiting: not a count: %q", b[:min(len(b), 16)]) // a short prefix, at most 66 bytes quoted
 	}
 	return n, nil
 }

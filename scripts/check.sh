@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The tests of make test, in two lanes at once, so that it stays under 20
+# minutes on 2 cores:
+#   - every package's own tests with the race detector, then every fuzz
+#     target for FUZZTIME (scripts/fuzz.sh);
+#   - beside them, the cross-package tests (tests/: the mail cluster, real
+#     Dovecot, HAProxy, databases, packages), without the race detector:
+#     it would add over five minutes there, and the code they run is raced
+#     in its own package's tests. The roostd they start is a plain build.
+# The first lane's output follows the second's; either failing fails.
+#
+#   scripts/check.sh 3s
+set -uo pipefail
+cd "$(dirname "$0")/.."
+fuzztime=${1:-3s}
+go=${GO:-go}
+lane=$(mktemp)
+trap 'rm -f "$lane"' EXIT
+pkgs=$($go list ./... | grep -v '/tests$') || exit 1
+(
+	$go test -race -count=1 -timeout 20m $pkgs && scripts/fuzz.sh "$fuzztime"
+) >"$lane" 2>&1 &
+first=$!
+$go test -count=1 -timeout 20m ./tests/
+rc=$?
+wait "$first"
+rc1=$?
+cat "$lane"
+if [ $rc -ne 0 ] || [ $rc1 -ne 0 ]; then
+	echo "check: tests/ exited $rc; the packages' tests and fuzzing exited $rc1"
+	exit 1
+fi
