@@ -132,6 +132,12 @@ func failing(n NodeView, view []NodeView) (bool, string) {
 	return bad, why
 }
 
+// failingNowOf is failing's verdict alone.
+func failingNowOf(n NodeView, view []NodeView) bool {
+	bad, _ := failing(n, view)
+	return bad
+}
+
 // failingBy is failing, and whether the evidence needs no lease wait: the
 // node said so itself, or a quorum of peers had their connections refused
 // by its host (a host that answers is not cut off: its roostd, if it
@@ -242,10 +248,11 @@ func Decide(view []NodeView, s State, now time.Time, p Policy) []command {
 			command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailback, Node: n.Name, Host: n.ProxyHost, Reason: why, Rate: p.FailbackRate}, At: now})
 	}
 
-	// A node failed in a dry run once failover is enforced: nobody was
-	// moved, so it is decided again, for real.
+	// A node failed in a dry run that still fails once failover is
+	// enforced: nobody was moved for it, so it is decided again, for real
+	// (one healthy again comes back by the usual failback).
 	for _, n := range view {
-		if r := s.Node(n.Name); r.DryRun && r.State == Failed && !p.DryRun(ActionFailover) {
+		if r := s.Node(n.Name); r.DryRun && r.State == Failed && !p.DryRun(ActionFailover) && n.Mail && failingNowOf(n, view) {
 			out = append(out, command{Op: opSetNode, Node: n.Name, State: Active, At: now,
 				Reason: "failover is enforced now and its failover was a dry run: decided again"})
 		}
@@ -272,18 +279,24 @@ func Decide(view []NodeView, s State, now time.Time, p Policy) []command {
 			// Failing while its users come home: stop that.
 			out = append(out, command{Op: opPlanEnd, PlanID: pl.ID, Status: PlanCanceled, Reason: "node failing again: " + c.reason, At: now})
 		}
+		// In a dry run the node is failed in name only, unless its users
+		// really are away: one whose real failback this failure ends.
 		dry := p.DryRun(ActionFailover)
+		nodeDry, reason := dry && (r.State != Recovering || r.DryRun), c.reason
+		if dry && !nodeDry {
+			reason += "; its failback ended and, in a dry run, the users back on it stay (nodectl ack " + c.n.Name + " moves them)"
+		}
 		if !r.LastFailover.IsZero() && now.Sub(r.LastFailover) < p.BlockPeriod {
 			// Failed over within the block period: its LB signal goes down,
 			// but the users on it stay until an operator acks (nodectl ack
 			// NODE moves them).
-			out = append(out, command{Op: opSetNode, Node: c.n.Name, State: Failed, At: now, DryRun: dry,
+			out = append(out, command{Op: opSetNode, Node: c.n.Name, State: Failed, At: now, DryRun: nodeDry,
 				Reason: fmt.Sprintf("failing again within the block period (failed over at %s), users not moved until nodectl ack: %s", r.LastFailover.Format(time.DateTime), c.reason)})
 			continue
 		}
 		out = append(out,
-			command{Op: opSetNode, Node: c.n.Name, State: Failed, Reason: c.reason, At: now, DryRun: dry},
-			command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailover, Node: c.n.Name, Host: c.n.ProxyHost, Reason: c.reason, DryRun: dry}, At: now})
+			command{Op: opSetNode, Node: c.n.Name, State: Failed, Reason: reason, At: now, DryRun: nodeDry},
+			command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailover, Node: c.n.Name, Host: c.n.ProxyHost, Reason: reason, DryRun: dry}, At: now})
 	}
 
 	if p.Failback != "auto" {
@@ -291,21 +304,19 @@ func Decide(view []NodeView, s State, now time.Time, p Policy) []command {
 	}
 	for _, n := range view {
 		r := s.Node(n.Name)
-		if !n.Mail || r.State != Failed || n.HealthySince.IsZero() || now.Sub(n.HealthySince) < p.FailbackHoldDown || r.DryRun && !p.DryRun(ActionFailover) {
+		if !n.Mail || r.State != Failed || n.HealthySince.IsZero() || now.Sub(n.HealthySince) < p.FailbackHoldDown {
 			continue
 		}
 		if _, ok := s.Running(n.Name); ok {
 			continue // its failover is still moving users off
 		}
 		why := fmt.Sprintf("healthy for %s", now.Sub(n.HealthySince).Round(time.Second))
-		// A failback after a dry-run failover is a dry run too: nobody
-		// left, so nobody comes home.
-		dry := p.DryRun(ActionFailback) || r.DryRun
+		dry := p.DryRun(ActionFailback)
 		if dry && !r.DryRun {
 			// Its users really are away: it stays failed, and the dry run
 			// says once what the failback would move (nodectl failback
 			// moves them).
-			if lp, ok := s.lastPlan(n.Name); ok && lp.Kind == PlanFailback && lp.DryRun && !lp.Created.Before(r.Since) {
+			if lp, ok := s.lastPlan(n.Name); ok && lp.Kind == PlanFailback && lp.DryRun && !lp.Finished.Before(r.Since) {
 				continue
 			}
 			out = append(out, command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailback, Node: n.Name, Host: n.ProxyHost, Reason: why, Rate: p.FailbackRate, DryRun: true}, At: now})

@@ -109,6 +109,11 @@ func TestDecide(t *testing.T) {
 		{"all healthy: nothing", three, state(nil), p, ""},
 		{"a dry run fails a node over in name only", with(three, "b", critical("dovecot down", false)), state(nil), dryRun,
 			"set-node b failed (dry); plan-start b failover (dry)"},
+		{"a node failing again during its real failback is failed for real in a dry run", with(three, "b", critical("dovecot down", false)),
+			state(func(s *State) {
+				node(s, "b", NodeRecord{State: Recovering})
+				plan(s, Plan{ID: "000003-failback", Kind: PlanFailback, Node: "b"})
+			}), dryRun, "plan-end 000003-failback canceled; set-node b failed; plan-start b failover (dry)"},
 		{"failover enforced over a dry-run mode", with(three, "b", critical("dovecot down", false)), state(nil), enforceFailover,
 			"set-node b failed; plan-start b failover"},
 		{"a dry-run failover is followed by a dry-run failback", with(three, "b", func(n *NodeView) { n.HealthySince = t0.Add(-11 * time.Minute) }),
@@ -120,12 +125,12 @@ func TestDecide(t *testing.T) {
 		{"a dry-run failback says so once per failure", with(three, "b", func(n *NodeView) { n.HealthySince = t0.Add(-11 * time.Minute) }),
 			state(func(s *State) {
 				node(s, "b", NodeRecord{State: Failed, Since: t0.Add(-time.Hour)})
-				s.Plans = map[string]Plan{"000002-failback": {ID: "000002-failback", Kind: PlanFailback, Node: "b", DryRun: true, Status: PlanDone, Created: t0.Add(-time.Minute)}}
+				s.Plans = map[string]Plan{"000002-failback": {ID: "000002-failback", Kind: PlanFailback, Node: "b", DryRun: true, Status: PlanDone, Created: t0.Add(-time.Minute), Finished: t0.Add(-time.Minute)}}
 			}), dryFailback, ""},
 		{"failover enforced now: a node failed in a dry run is decided again", with(three, "b", critical("dovecot down", false)),
 			state(func(s *State) { node(s, "b", NodeRecord{State: Failed, DryRun: true}) }), p, "set-node b active"},
-		{"failover enforced now: a healthy node failed in a dry run is active, not failed back", with(three, "b", func(n *NodeView) { n.HealthySince = t0.Add(-11 * time.Minute) }),
-			state(func(s *State) { node(s, "b", NodeRecord{State: Failed, DryRun: true}) }), p, "set-node b active"},
+		{"failover enforced now: a healthy node failed in a dry run comes back by the failback", with(three, "b", func(n *NodeView) { n.HealthySince = t0.Add(-11 * time.Minute) }),
+			state(func(s *State) { node(s, "b", NodeRecord{State: Failed, DryRun: true}) }), p, "set-node b recovering; plan-start b failback"},
 		{"a node failed in a dry run counts towards the freeze", with(with(three, "a", critical("dovecot down", false)), "b", critical("dovecot down", false)),
 			state(func(s *State) { node(s, "a", NodeRecord{State: Failed, DryRun: true}) }), dryRun, "freeze"},
 		{"a pause holds a failover", with(three, "b", critical("dovecot down", false)),

@@ -338,8 +338,9 @@ func (e *Executor) step(ctx context.Context, p Plan, l leaderOps) (int, error) {
 
 // dryRun carries out a dry-run plan: it counts the users the plan would
 // move, and where to, and ends it saying so; it writes nothing to the
-// users table, kicks nobody and runs no hook. A failback after a dry-run
-// failover leaves its node active, where its users have been all along.
+// users table, kicks nobody and runs no hook. A dry-run failback after a
+// dry-run failover leaves its node active when none of its users is away
+// (the usual case), and failed, saying so, when some are.
 func (e *Executor) dryRun(ctx context.Context, p Plan, l leaderOps) error {
 	view, st := l.view(), l.state()
 	hosts := map[string]string{}
@@ -376,9 +377,17 @@ func (e *Executor) dryRun(ctx context.Context, p Plan, l leaderOps) error {
 		where = append(where, fmt.Sprintf("%d to %s", k, n))
 	}
 	sort.Strings(where)
-	cmds := []command{{Op: opPlanEnd, PlanID: p.ID, Status: PlanDone, Would: would, At: l.now()}}
+	now := l.now()
+	cmds := []command{{Op: opPlanEnd, PlanID: p.ID, Status: PlanDone, Would: would, At: now}}
 	if r := st.Node(p.Node); p.Kind == PlanFailback && r.State == Recovering && r.DryRun {
-		cmds = append(cmds, command{Op: opSetNode, Node: p.Node, State: Active, Reason: "healthy again (its failover and failback were dry runs)", At: l.now()})
+		if would == 0 {
+			cmds = append(cmds, command{Op: opSetNode, Node: p.Node, State: Active, Reason: "healthy again (its failover and failback were dry runs)", At: now})
+		} else {
+			// Some of its users really are away (moved before it failed in
+			// the dry run): it stays failed until they come home.
+			cmds = append(cmds, command{Op: opSetNode, Node: p.Node, State: Failed, At: now,
+				Reason: fmt.Sprintf("failback dry run: %d of its users are on other nodes and would come home (nodectl failback %s moves them)", would, p.Node)})
+		}
 	}
 	if err := l.apply(batch(cmds)); err != nil {
 		return err

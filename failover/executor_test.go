@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -562,5 +563,38 @@ func TestExecutorDryRunMovesNobody(t *testing.T) {
 	}
 	if p, rec := m.s.Plans[id], m.s.Node("b"); p.Status != PlanDone || p.Would != 0 || rec.State != Active || rec.DryRun || len(r.moves) != 0 {
 		t.Fatalf("failback %+v, b %+v: want done, would 0, b active", p, rec)
+	}
+	// Users of b really away (a drain before it failed in the dry run): the
+	// dry failback says so and leaves b failed, naming what brings them home.
+	r.hosts["u00001"], r.home["u00001"] = "10.0.0.1", "10.0.0.2"
+	m.s.apply(command{Op: opSetNode, Node: "b", State: Recovering, DryRun: true, At: t0})
+	id = m.start(t, Plan{Kind: PlanFailback, Node: "b", Reason: "healthy", DryRun: true})
+	if err := newExecutor(r, k).run(context.Background(), id, m.ops()); err != nil {
+		t.Fatal(err)
+	}
+	if p, rec := m.s.Plans[id], m.s.Node("b"); p.Would != 1 || rec.State != Failed || rec.DryRun || !strings.Contains(rec.Reason, "nodectl failback b") || r.hosts["u00001"] != "10.0.0.1" {
+		t.Fatalf("failback %+v, b %+v: want would 1, b failed for real, saying nodectl failback b, the user left where it is", p, rec)
+	}
+}
+
+// An operator's ack of a node failed in a dry run moves its users for
+// real: the plan acts, and the node's state is no longer a dry run's (its
+// LB signal goes down).
+func TestAckOfADryRunFailureActs(t *testing.T) {
+	var s State
+	if err := s.apply(command{Op: opSetNode, Node: "b", State: Failed, DryRun: true, Reason: "dovecot down", At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	view := with(cluster3(), "b", critical("dovecot down", false))
+	_, cmds, err := request(context.Background(), Request{Op: OpAck, Node: "b"}, s, view, t0, DefaultPolicy(), newExecutor(newMemRouter(3, "10.0.0.2"), &memKicker{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.apply(batch(cmds)); err != nil {
+		t.Fatal(err)
+	}
+	p, ok := s.Running("b")
+	if r := s.Node("b"); !ok || p.DryRun || r.DryRun || r.LBSignal() != "down" || r.LastFailover.IsZero() {
+		t.Fatalf("after the ack: plan %+v (running %v), b %+v: want a real failover, b failed for real", p, ok, r)
 	}
 }

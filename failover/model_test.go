@@ -31,6 +31,8 @@ import (
 
 const modelNodes = "abcde"
 
+var modelTail = 25
+
 // world is the leader's surroundings: the committed state, the routing
 // table, the nodes' health, and the clock.
 type world struct {
@@ -543,7 +545,7 @@ func TestModelStateMachine(t *testing.T) {
 			fail := func(err error) {
 				t.Helper()
 				t.Fatalf("seed %d (replay: ROOST_MODEL_SEED=%d go test -run TestModelStateMachine ./failover/): %v\nlast events:\n  %s",
-					seed, seed, err, strings.Join(w.events[max(0, len(w.events)-25):], "\n  "))
+					seed, seed, err, strings.Join(w.events[max(0, len(w.events)-modelTail):], "\n  "))
 			}
 			for range steps {
 				w.step(t)

@@ -351,9 +351,15 @@ func (s *State) apply(c command) error {
 			s.Plans = map[string]Plan{}
 		}
 		s.Plans[p.ID] = p
-		if p.Kind == PlanFailover && !p.DryRun { // a dry run starts no block period
+		if p.Kind != PlanMove && !p.DryRun {
+			// A plan that acts makes its node's state real (an operator's
+			// ack of a node failed in a dry run moves its users); a dry run
+			// starts no block period.
 			r := s.Node(p.Node)
-			r.LastFailover = c.At
+			r.DryRun = false
+			if p.Kind == PlanFailover {
+				r.LastFailover = c.At
+			}
 			if s.Nodes == nil {
 				s.Nodes = map[string]NodeRecord{}
 			}

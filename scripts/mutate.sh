@@ -49,12 +49,15 @@ mutations=(
 	'a move lands only on an active node|if r := l.state().Node(p.To); r.State != Active {|if r := l.state().Node(p.To); false {|executor.go'
 	'a drain looks last once no move is in flight|e.moving.Lock()\n\t\tmoves, err = e.nextBatch(ctx, p, view, l.state(), hosts)|e.moving.Lock()|executor.go'
 	'a move holds off the last look until written|e.moving.RLock()\n\t\tdefer e.moving.RUnlock()\n|\n|executor.go'
-	'a dry-run failover is marked so|State: Failed, Reason: c.reason, At: now, DryRun: dry}|State: Failed, Reason: c.reason, At: now}'
+	'a dry-run failover is marked so|State: Failed, Reason: reason, At: now, DryRun: nodeDry}|State: Failed, Reason: reason, At: now}'
+	'a real failback ended by a dry-run failover leaves its node failed for real|nodeDry, reason := dry \&\& (r.State != Recovering|nodeDry, reason := dry \&\& (true'
 	'a dry-run plan moves nobody|ok \&\& p.Status == PlanRunning \&\& p.DryRun {|ok \&\& false {|executor.go'
-	'a dry run starts no block period|p.Kind == PlanFailover \&\& !p.DryRun {|p.Kind == PlanFailover {|state.go'
+	'a dry run starts no block period|p.Kind != PlanMove \&\& !p.DryRun {|p.Kind != PlanMove {|state.go'
+	'a plan that acts makes its node real|r.DryRun = false\n|\n|state.go'
 	'a dry-run failback after a real failover keeps the node failed|if dry \&\& !r.DryRun {|if false {'
-	'a dry-run failback says so once|!lp.Created.Before(r.Since) {\n\t\t\t\tcontinue|false {\n\t\t\t\tcontinue'
-	'enforcing decides a dry-run failure again|r.DryRun \&\& r.State == Failed \&\& !p.DryRun(ActionFailover) {|false {'
+	'a dry-run failback says so once|!lp.Finished.Before(r.Since) {\n\t\t\t\tcontinue|false {\n\t\t\t\tcontinue'
+	'enforcing decides a dry-run failure again|r.DryRun \&\& r.State == Failed \&\& !p.DryRun(ActionFailover) \&\& n.Mail|false \&\& n.Mail'
+	'only a still failing dry-run failure is decided again|\&\& n.Mail \&\& failingNowOf(n, view) {|\&\& n.Mail {'
 )
 
 survived=0

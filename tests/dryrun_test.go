@@ -21,8 +21,9 @@ import (
 // and the plan only says what it would move. The users table, the journal
 // and the sessions that a failover would end (node2's users', proxied by
 // the other nodes) stay as they are; status, the metrics and the plan name
-// what would have run. Switched to enforce by a reload, the same failure is
-// decided again and failed over for real.
+// what would have run. Switched to enforce by a reload while an operator
+// has paused Roost, node2 still fails and nobody moves; resumed, the same
+// failure is decided again and failed over for real.
 func TestE2EDryRunThenEnforce(t *testing.T) {
 	c, held := startMailClusterWith(t, mailcluster.Options{Agent: func(int) string { return "failover:\n  mode: dryrun\n" }})
 	b := c.Nodes[1]
@@ -82,6 +83,9 @@ func TestE2EDryRunThenEnforce(t *testing.T) {
 		t.Errorf("a dry run kicked or moved:\n%s", grepLines(metrics, "roost_kicks_total", "roost_failover_users_moved_total"))
 	}
 
+	if out, err := c.Ctl(c.Nodes[2], "pause", "--reason", "switching over from poolmon"); err != nil {
+		t.Fatalf("nodectl pause: %v\n%s", err, out)
+	}
 	for _, n := range c.Nodes {
 		cfg, err := os.ReadFile(n.Config)
 		if err != nil {
@@ -91,6 +95,25 @@ func TestE2EDryRunThenEnforce(t *testing.T) {
 			t.Fatal(err)
 		}
 		n.Agent.Signal(syscall.SIGHUP)
+	}
+	c.WaitFor(10*time.Second, "every agent to enforce failover", func() bool {
+		for _, n := range c.Nodes {
+			if st, err := c.Status(n); err != nil || len(st.DryRun) > 0 {
+				return false
+			}
+		}
+		return true
+	})
+	time.Sleep(3 * time.Second) // paused: three decision rounds, none may act
+	if on := c.UsersOn(b.Host); on != len(affected) {
+		t.Fatalf("paused, yet %d of node2's %d users moved", len(affected)-on, len(affected))
+	}
+	out, err = c.Ctl(c.Nodes[0], "status")
+	if err != nil || !strings.Contains(out, "PAUSED") || !strings.Contains(out, "switching over from poolmon") || strings.Contains(out, "DRY RUN") {
+		t.Fatalf("nodectl status while paused:\n%s (%v)", out, err)
+	}
+	if out, err := c.Ctl(c.Nodes[0], "resume"); err != nil {
+		t.Fatalf("nodectl resume: %v\n%s", err, out)
 	}
 	c.WaitFor(30*time.Second, "node2's users moved once failover is enforced", func() bool { return c.UsersOn(b.Host) == 0 })
 	for i, s := range held {
