@@ -5,13 +5,14 @@
 # seed with the fix.
 #
 #   scripts/fuzz.sh 2s
+#   FUZZ_PARALLEL=1 scripts/fuzz.sh 2s   (one fuzz worker; default GOMAXPROCS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 time=${1:-2s}
 fail=0
 while IFS=: read -r file name; do
 	pkg=./$(dirname "$file")
-	if ! out=$(go test -run '^$' -fuzz "^${name}\$" -fuzztime "$time" "$pkg" 2>&1); then
+	if ! out=$(go test -run '^$' -fuzz "^${name}\$" -fuzztime "$time" ${FUZZ_PARALLEL:+-parallel "$FUZZ_PARALLEL"} "$pkg" 2>&1); then
 		echo "FAIL $pkg $name"
 		echo "$out" | tail -20
 		fail=1

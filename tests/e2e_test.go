@@ -93,7 +93,7 @@ func failOverIn(t *testing.T, c *mailcluster.Cluster, held []*mailcluster.Sessio
 	})
 	again, err := c.LoginAll(affected)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\n%s", err, c.DovecotLinesOf(failedLogins(err)))
 	}
 	served := map[string]int{}
 	for _, s := range again {
@@ -619,4 +619,15 @@ func TestE2ENoFalseAlarmWhenOnlyRoostdDies(t *testing.T) {
 	}
 	c.WaitFor(30*time.Second, "a new leader", func() bool { l := leaderName(others[0]); return l != "" && l != leader.Name })
 	calm("the leader's roostd killed", others)
+}
+
+// failedLogins names the users of LoginAll's error ("login USER: ...").
+func failedLogins(err error) []string {
+	var users []string
+	for _, l := range strings.Split(err.Error(), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[0] == "login" {
+			users = append(users, strings.TrimSuffix(f[1], ":"))
+		}
+	}
+	return users
 }

@@ -581,6 +581,25 @@ func (c *Cluster) WaitFor(timeout time.Duration, what string, cond func() bool) 
 	c.t.Fatalf("waited %s for %s\n%s", timeout, what, c.AgentLogs(40))
 }
 
+// DovecotLinesOf is every node's Dovecot log lines that name one of
+// users (at most 20 a node), for a failure.
+func (c *Cluster) DovecotLinesOf(users []string) string {
+	var b strings.Builder
+	for _, n := range c.Nodes {
+		var keep []string
+		for _, l := range strings.Split(n.Dovecot.Log(), "\n") {
+			for _, u := range users {
+				if strings.Contains(l, u) {
+					keep = append(keep, l)
+					break
+				}
+			}
+		}
+		fmt.Fprintf(&b, "--- %s's dovecot.log on %s:\n%s\n", n.Name, strings.Join(users, ", "), strings.Join(keep[max(0, len(keep)-20):], "\n"))
+	}
+	return b.String()
+}
+
 // AgentLogs is the last lines of every agent's log, for a failure.
 func (c *Cluster) AgentLogs(lines int) string {
 	var b strings.Builder
