@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -248,15 +246,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // users it moved, or -1 when the plan is done (and recorded so).
 func (e *Executor) step(ctx context.Context, p Plan, l leaderOps) (int, error) {
 	view := l.view()
-	hosts := map[string]string{}
-	for _, n := range view {
-		hosts[n.Name] = n.ProxyHost
-	}
-	if p.Host != "" {
-		// A dead node drops out of gossip after a while; the plan
-		// remembers its host.
-		hosts[p.Node] = p.Host
-	}
+	hosts := planHosts(view, p)
 	if p.Kind == PlanFailover && p.Batches == 0 && hosts[p.Node] != "" {
 		e.hostDown(ctx, p, hosts[p.Node]) // at once: a hung backend's sessions wait on nothing
 	}
@@ -336,13 +326,9 @@ func (e *Executor) step(ctx context.Context, p Plan, l leaderOps) (int, error) {
 	return moved, nil
 }
 
-// dryRun carries out a dry-run plan: it counts the users the plan would
-// move, and where to, and ends it saying so; it writes nothing to the
-// users table, kicks nobody and runs no hook. A dry-run failback after a
-// dry-run failover leaves its node active when none of its users is away
-// (the usual case), and failed, saying so, when some are.
-func (e *Executor) dryRun(ctx context.Context, p Plan, l leaderOps) error {
-	view, st := l.view(), l.state()
+// planHosts maps each node in view to its proxy_host, and p's node to the
+// host p remembers: a dead node drops out of gossip after a while.
+func planHosts(view []NodeView, p Plan) map[string]string {
 	hosts := map[string]string{}
 	for _, n := range view {
 		hosts[n.Name] = n.ProxyHost
@@ -350,20 +336,25 @@ func (e *Executor) dryRun(ctx context.Context, p Plan, l leaderOps) error {
 	if p.Host != "" {
 		hosts[p.Node] = p.Host
 	}
+	return hosts
+}
+
+// dryRun carries out a dry-run plan: it counts the users the plan would
+// move, and where to, and ends it saying so; it writes nothing to the
+// users table, kicks nobody and runs no hook. A dry-run failback after a
+// dry-run failover leaves its node active when none of its users is away
+// (the usual case), and failed, saying so, when some are.
+func (e *Executor) dryRun(ctx context.Context, p Plan, l leaderOps) error {
+	view, st := l.view(), l.state()
+	host := planHosts(view, p)[p.Node]
 	would, to := 0, map[string]int{}
 	var err error
 	switch p.Kind {
 	case PlanFailover, PlanDrain:
-		targets := e.targets(view, st, p.Node)
-		err = e.Router.UsersOn(ctx, hosts[p.Node], func(u string) error {
-			would++
-			if t, ok := e.Choose(u, targets); ok {
-				to[t.Node]++
-			}
-			return nil
-		})
+		to, would, err = e.spread(ctx, host, e.targets(view, st, p.Node))
+		delete(to, "") // no target now
 	case PlanFailback:
-		err = e.Router.HomedOn(ctx, hosts[p.Node], func(u, now string) error {
+		err = e.Router.HomedOn(ctx, host, func(u, now string) error {
 			would++
 			to[p.Node]++
 			return nil
@@ -372,11 +363,6 @@ func (e *Executor) dryRun(ctx context.Context, p Plan, l leaderOps) error {
 	if err != nil {
 		return err // the leader's next round runs it again
 	}
-	where := make([]string, 0, len(to))
-	for n, k := range to {
-		where = append(where, fmt.Sprintf("%d to %s", k, n))
-	}
-	sort.Strings(where)
 	now := l.now()
 	cmds := []command{{Op: opPlanEnd, PlanID: p.ID, Status: PlanDone, Would: would, At: now}}
 	if r := st.Node(p.Node); p.Kind == PlanFailback && r.State == Recovering && r.DryRun {
@@ -392,7 +378,7 @@ func (e *Executor) dryRun(ctx context.Context, p Plan, l leaderOps) error {
 	if err := l.apply(batch(cmds)); err != nil {
 		return err
 	}
-	e.Log.Warn("plan_dry_run", "plan", p.ID, "kind", p.Kind, "node", p.Node, "would_move", would, "to", strings.Join(where, ", "), "reason", p.Reason)
+	e.Log.Warn("plan_dry_run", "plan", p.ID, "kind", p.Kind, "node", p.Node, "would_move", would, "to", describeCounts(to), "reason", p.Reason)
 	if e.metrics != nil {
 		e.metrics.dryRun.WithLabelValues(string(p.Kind)).Inc()
 		e.metrics.wouldMove.WithLabelValues(string(p.Kind)).Add(float64(would))
