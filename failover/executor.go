@@ -462,13 +462,17 @@ func (e *Executor) nextBatch(ctx context.Context, p Plan, view []NodeView, s Sta
 	return moves, nil
 }
 
-// targets are the mail nodes that may take users: alive, passing, active,
-// not cordoned and not the source.
+// targets are the mail nodes that may take users: alive, passing or only
+// warning, active, not cordoned and not the source.
 func (e *Executor) targets(view []NodeView, s State, source string) []placement.Target {
 	var out []placement.Target
 	for _, n := range view {
 		r := s.Node(n.Name)
-		if n.Name == source || !n.Mail || n.Gossip != "alive" || n.Health != "passing" || n.ProxyHost == "" || r.State != Active || r.Cordoned {
+		// A node that only warns (a slow doveadm API or mount) serves
+		// mail and takes users: under an incident's load every node may
+		// warn, and a failover with no target moves nobody.
+		serving := n.Health == "passing" || n.Health == "warning"
+		if n.Name == source || !n.Mail || n.Gossip != "alive" || !serving || n.ProxyHost == "" || r.State != Active || r.Cordoned {
 			continue
 		}
 		out = append(out, placement.Target{Node: n.Name, Host: n.ProxyHost, Weight: 1})

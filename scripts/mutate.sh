@@ -46,6 +46,7 @@ mutations=(
 	'a drain ends only once its time has come|now.Before(r.Until) {|false {'
 	'a drain that ends on a failing node leaves it failed|if bad, fail := failing(n, view); bad {|if _, fail := failing(n, view); false {'
 	'no plan places users on a cordoned node| r.Cordoned {\n\t\t\tcontinue| false {\n\t\t\tcontinue|executor.go'
+	'a node that only warns takes users|n.Health == "warning"|n.Health == "none"|executor.go'
 	'a move lands only on an active node|if r := l.state().Node(p.To); r.State != Active {|if r := l.state().Node(p.To); false {|executor.go'
 	'a drain looks last once no move is in flight|e.moving.Lock()\n\t\tmoves, err = e.nextBatch(ctx, p, view, l.state(), hosts)|e.moving.Lock()|executor.go'
 	'a move holds off the last look until written|e.moving.RLock()\n\t\tdefer e.moving.RUnlock()\n|\n|executor.go'
