@@ -138,6 +138,7 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 	meta := gossip.Meta{
 		Role:      cfg.Node.Role,
 		ProxyHost: cfg.Node.ProxyHost,
+		Weight:    cfg.Node.Weight,
 		Raft:      a.cluster.Addr(),
 		Leads:     a.leading != nil,
 		API:       a.api.tcpAddr(),
@@ -331,6 +332,10 @@ func (a *Agent) Status() api.Status {
 			mb.HeldBy, mb.Cordoned, mb.CordonReason, mb.StateUntil, mb.DryRun = r.Holds, r.Cordoned, r.CordonReason, r.Until, r.DryRun
 			if counts != nil {
 				mb.Users = counts[m.Meta.ProxyHost]
+			}
+			mb.Weight = m.Meta.Weight
+			if mb.Weight == 0 {
+				mb.Weight = 1 // an agent from before node.weight
 			}
 		}
 		// What the alive peers see of m's Dovecot.

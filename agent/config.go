@@ -58,6 +58,10 @@ type NodeConfig struct {
 	// ProxyHost is the value the SQL passdb's proxy_host column holds for
 	// users served by this node (usually its IP). Required for mail nodes.
 	ProxyHost string `yaml:"proxy_host"`
+	// Weight is this mail node's share of users beside the others': a
+	// node of weight 2 is given twice the users of one of weight 1 by
+	// failovers, drains and nodectl rebalance.
+	Weight float64 `yaml:"weight"`
 	// DataDir holds raft's log and snapshots.
 	DataDir string `yaml:"data_dir"`
 	// LeaveOnStop announces a graceful leave when the agent stops, so peers
@@ -90,7 +94,7 @@ type APIConfig struct {
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		Node:         NodeConfig{Name: host, Role: RoleMail, DataDir: "/var/lib/roost"},
+		Node:         NodeConfig{Name: host, Role: RoleMail, Weight: 1, DataDir: "/var/lib/roost"},
 		Log:          LogConfig{Level: "info", Format: "text"},
 		Gossip:       gossip.DefaultConfig(),
 		Raft:         failover.DefaultRaftConfig(),
@@ -127,6 +131,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node.proxy_host %q: a witness serves no users, leave it empty", n.ProxyHost)
 	case n.DataDir == "":
 		return errors.New("node.data_dir is empty")
+	case !(n.Weight > 0 && n.Weight <= 1000):
+		return fmt.Errorf("node.weight %v: want a share of users above 0, up to 1000 (1: like the others)", n.Weight)
 	}
 	if _, err := logLevel(c.Log.Level); err != nil {
 		return err

@@ -86,6 +86,14 @@ func (r *routingDB) HomedOn(ctx context.Context, host string, fn func(user, now 
 	return s.HomedOn(ctx, host, fn)
 }
 
+func (r *routingDB) Counts(ctx context.Context) (map[string]int, error) {
+	s, err := r.store()
+	if err != nil {
+		return nil, err
+	}
+	return s.Counts(ctx)
+}
+
 func (r *routingDB) Lookup(ctx context.Context, user string) (string, error) {
 	s, err := r.store()
 	if err != nil {
@@ -260,7 +268,7 @@ func nodeViews(self string, members []gossip.Member, lastContact func(string) ti
 	out := make([]failover.NodeView, 0, len(members))
 	for _, m := range members {
 		v := failover.NodeView{
-			Name: m.Name, ProxyHost: m.Meta.ProxyHost, Mail: m.Meta.Role == RoleMail, Gossip: string(m.State),
+			Name: m.Name, ProxyHost: m.Meta.ProxyHost, Mail: m.Meta.Role == RoleMail, Weight: m.Meta.Weight, Gossip: string(m.State),
 			Health: m.Meta.Health, Reason: m.Meta.HealthReason, FSTrouble: m.Meta.FS,
 		}
 		for _, p := range members {

@@ -44,6 +44,9 @@ func routes(mux *http.ServeMux, b backend) {
 				return
 			}
 			req, err := build(r, body)
+			if err == nil && body.Max != 0 && name != "rebalance" {
+				err = fmt.Errorf("%s takes no max", name)
+			}
 			if err != nil {
 				writeError(w, http.StatusBadRequest, err)
 				return
@@ -115,6 +118,12 @@ func routes(mux *http.ServeMux, b backend) {
 			return failover.Request{}, err
 		}
 		return failover.Request{Op: kind, Node: r.PathValue("node"), Reason: body.Reason, DryRun: body.DryRun, By: body.By, For: d, At: body.At}, nil
+	}))
+	mux.HandleFunc("POST /v1/rebalance", op("rebalance", func(r *http.Request, body api.OpRequest) (failover.Request, error) {
+		if body.User != "" || body.Node != "" || body.On != nil || body.For != "" || !body.At.IsZero() {
+			return failover.Request{}, errors.New("rebalance takes only rate, max, dry_run, reason and by")
+		}
+		return failover.Request{Op: failover.OpRebalance, Rate: body.Rate, Max: body.Max, DryRun: body.DryRun, Reason: body.Reason, By: body.By}, nil
 	}))
 	mux.HandleFunc("POST /v1/move", op("move", func(r *http.Request, body api.OpRequest) (failover.Request, error) {
 		if body.Rate != 0 || body.DryRun || body.On != nil || body.For != "" || !body.At.IsZero() {

@@ -106,10 +106,14 @@ type Plan struct {
 // it documents.
 type OpRequest struct {
 	Reason string `json:"reason,omitempty"`
-	// Rate is a drain's users per second (0: the configured drain_rate).
+	// Rate is a drain's or rebalance's users per second (0: the
+	// configured drain_rate).
 	Rate int `json:"rate,omitempty"`
-	// DryRun: say what a drain would move, change nothing.
+	// DryRun: say what a drain or rebalance would move, change nothing.
 	DryRun bool `json:"dry_run,omitempty"`
+	// Max bounds the users POST /v1/rebalance moves (0: as many as it
+	// takes).
+	Max int `json:"max,omitempty"`
 	// On switches maintenance on or off.
 	On *bool `json:"on,omitempty"`
 	// User and Node: POST /v1/move's user and target node.
@@ -229,8 +233,10 @@ type Member struct {
 	// moved, and LB stays up.
 	DryRun bool `json:"dry_run,omitempty"`
 	// Users is how many users the routing table has on its proxy_host
-	// (-1: unknown).
-	Users int `json:"users"`
+	// (-1: unknown), and Weight its share beside the others' (node.weight;
+	// mail nodes only).
+	Users  int     `json:"users"`
+	Weight float64 `json:"weight,omitempty"`
 }
 
 // Error is the body of every non-2xx answer.

@@ -15,6 +15,9 @@ type NodeView struct {
 	ProxyHost string
 	// Mail: the node serves users (a witness only votes).
 	Mail bool
+	// Weight is the node's share of users beside the others' (node.weight
+	// in its config; 0 counts as 1): plans place users in proportion.
+	Weight float64
 	// Gossip is memberlist's view: alive, suspect, dead or left.
 	Gossip string
 	// Health is the node's own report: passing, warning or critical (after

@@ -18,6 +18,8 @@ type Router interface {
 	UsersOn(ctx context.Context, host string, fn func(user string) error) error
 	HomedOn(ctx context.Context, host string, fn func(user, now string) error) error
 	Lookup(ctx context.Context, user string) (string, error)
+	// Counts is how many users each host has.
+	Counts(ctx context.Context) (map[string]int, error)
 	MoveBatch(ctx context.Context, f placement.Fence, plan, reason string, moves []placement.Move) (int, error)
 }
 
@@ -213,7 +215,7 @@ func (e *Executor) preMove(ctx context.Context, id string, l leaderOps) (vetoed 
 	// The node is left where the next step is clear, saying why nobody
 	// moved and what retries.
 	switch r := l.state().Node(p.Node); {
-	case p.Kind == PlanMove: // a move owns no node
+	case !p.Kind.ownsNode(): // a move or rebalance owns no node
 	case r.State == Draining || r.State == Maintenance:
 		// As the operator (or alert) asked.
 		cmds = append(cmds, command{Op: opSetNode, Node: p.Node, State: r.State, Reason: why + "; nodectl drain retries", Holds: r.Holds, At: l.now()})
@@ -249,6 +251,11 @@ func (e *Executor) step(ctx context.Context, p Plan, l leaderOps) (int, error) {
 	hosts := planHosts(view, p)
 	if p.Kind == PlanFailover && p.Batches == 0 && hosts[p.Node] != "" {
 		e.hostDown(ctx, p, hosts[p.Node]) // at once: a hung backend's sessions wait on nothing
+	}
+	if p.Kind == PlanRebalance {
+		// As a move: its targets are active when its batch is written.
+		e.moving.RLock()
+		defer e.moving.RUnlock()
 	}
 	if p.Kind == PlanMove && p.Moved == 0 {
 		e.moving.RLock()
@@ -426,7 +433,7 @@ func (e *Executor) nextBatch(ctx context.Context, p Plan, view []NodeView, s Sta
 		return nil
 	}
 	node := hosts[p.Node]
-	if node == "" && p.Kind != PlanMove {
+	if node == "" && p.Kind.ownsNode() {
 		return nil, fmt.Errorf("node %s has no proxy_host in the cluster's view", p.Node)
 	}
 	var err error
@@ -442,6 +449,13 @@ func (e *Executor) nextBatch(ctx context.Context, p Plan, view []NodeView, s Sta
 		})
 	case PlanFailback:
 		err = e.Router.HomedOn(ctx, node, func(u, now string) error { return add(placement.Move{User: u, From: now, To: node}) })
+	case PlanRebalance:
+		if p.Max > 0 {
+			size = min(size, p.Max-p.Moved)
+		}
+		if size > 0 {
+			moves, err = e.rebalanceBatch(ctx, e.targets(view, s, ""), size)
+		}
 	case PlanMove:
 		if p.Moved > 0 {
 			return nil, nil
@@ -475,7 +489,11 @@ func (e *Executor) targets(view []NodeView, s State, source string) []placement.
 		if n.Name == source || !n.Mail || n.Gossip != "alive" || !serving || n.ProxyHost == "" || r.State != Active || r.Cordoned {
 			continue
 		}
-		out = append(out, placement.Target{Node: n.Name, Host: n.ProxyHost, Weight: 1})
+		w := n.Weight
+		if w <= 0 {
+			w = 1
+		}
+		out = append(out, placement.Target{Node: n.Name, Host: n.ProxyHost, Weight: w})
 	}
 	return out
 }

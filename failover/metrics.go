@@ -89,7 +89,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(m.cordoned, prometheus.GaugeValue, c, name)
 	}
-	running := map[PlanKind]float64{PlanFailover: 0, PlanDrain: 0, PlanFailback: 0, PlanMove: 0}
+	running := map[PlanKind]float64{PlanFailover: 0, PlanDrain: 0, PlanFailback: 0, PlanMove: 0, PlanRebalance: 0}
 	for _, p := range s.RunningPlans() {
 		running[p.Kind]++
 	}

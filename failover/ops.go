@@ -34,6 +34,7 @@ const (
 	OpResume         = "resume"
 	OpCordon         = "cordon"
 	OpUncordon       = "uncordon"
+	OpRebalance      = "rebalance"
 )
 
 // maxPause bounds a pause's, a drain's or a maintenance's --for, and
@@ -53,8 +54,11 @@ type Request struct {
 	Reason string `json:"reason,omitempty"`
 	// Rate is users per second for a drain (0: failover.drain_rate).
 	Rate int `json:"rate,omitempty"`
-	// DryRun: say what a drain would move, and change nothing.
+	// DryRun: say what a drain or rebalance would move, and change
+	// nothing.
 	DryRun bool `json:"dry_run,omitempty"`
+	// Max bounds the users a rebalance moves (0: as many as it takes).
+	Max int `json:"max,omitempty"`
 	// Alert is set when an Alertmanager alert asks ("alertname/
 	// fingerprint"); empty, an operator asks. Who asked owns what it
 	// did: a resolved alert undoes only what it holds, never an
@@ -137,6 +141,10 @@ func (r Request) Validate() error {
 		}
 
 	case OpResume:
+	case OpRebalance:
+		if r.Node != "" {
+			return opError(ErrInvalid, "rebalance: balances every active node, takes none (%q)", r.Node)
+		}
 	case OpMove:
 		if _, err := placement.ParseUser(r.User); err != nil {
 			return opError(ErrInvalid, "%s", err)
@@ -151,7 +159,10 @@ func (r Request) Validate() error {
 	if r.Rate < 0 {
 		return opError(ErrInvalid, "rate %d: want users per second, > 0 (or 0 for the default)", r.Rate)
 	}
-	if r.DryRun && r.Op != OpDrain && r.Op != OpMaintenanceOn {
+	if r.Max < 0 || (r.Max != 0 && r.Op != OpRebalance) {
+		return opError(ErrInvalid, "%s max %d: only a rebalance takes a most users to move, > 0", r.Op, r.Max)
+	}
+	if r.DryRun && r.Op != OpDrain && r.Op != OpMaintenanceOn && r.Op != OpRebalance {
 		return opError(ErrInvalid, "%s has no dry run", r.Op)
 	}
 	for what, s := range map[string]string{"node": r.Node, "user": r.User, "reason": r.Reason} {
@@ -600,6 +611,47 @@ op:
 		}
 		cmds = append(cmds, command{Op: opPlanStart, Plan: &Plan{Kind: PlanMove, To: r.Node, User: user, Reason: reason, Users: 1}, At: now})
 		reply.Message = fmt.Sprintf("moving %s from %s to %s", user, from, r.Node)
+	case OpRebalance:
+		if p, ok := st.runningRebalance(); ok {
+			reply.Plan, reply.Users = p.ID, p.Users
+			reply.Message = fmt.Sprintf("rebalance %s is running already: %d of %d users moved", p.ID, p.Moved, p.Users)
+			break
+		}
+		targets := ex.targets(view, st, "")
+		if len(targets) < 2 {
+			return reply, nil, opError(ErrConflict, "%d active, healthy, uncordoned mail nodes: nothing to balance between", len(targets))
+		}
+		moves, err := ex.rebalanceBatch(ctx, targets, r.Max)
+		if err != nil {
+			return reply, nil, fmt.Errorf("counting users: %w", err)
+		}
+		to := map[string]int{}
+		names := map[string]string{}
+		for _, t := range targets {
+			names[t.Host] = t.Node
+		}
+		for _, m := range moves {
+			to[names[m.To]]++
+		}
+		reply.Users, reply.Targets = len(moves), to
+		rate := r.Rate
+		if rate == 0 {
+			rate = pol.DrainRate
+		}
+		switch {
+		case len(moves) == 0:
+			reply.Message = "every active node holds its share already: nobody to move"
+			return reply, nil, nil
+		case r.DryRun:
+			reply.Message = fmt.Sprintf("would move %d users at %d/s to %s", len(moves), rate, describeCounts(to))
+			return reply, nil, nil
+		}
+		reason := r.Reason
+		if reason == "" {
+			reason = "rebalanced by an operator"
+		}
+		cmds = append(cmds, command{Op: opPlanStart, Plan: &Plan{Kind: PlanRebalance, Reason: reason, Rate: rate, Users: len(moves), Max: r.Max}, At: now})
+		reply.Message = fmt.Sprintf("rebalancing: moving %d users at %d/s to %s", len(moves), rate, describeCounts(to))
 	case OpPause:
 		var until time.Time
 		how := "until nodectl resume"

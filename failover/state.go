@@ -74,7 +74,14 @@ const (
 	PlanDrain    PlanKind = "drain"    // every user off a node, at a rate
 	PlanFailback PlanKind = "failback" // a node's own users back home, at a rate
 	PlanMove     PlanKind = "move"     // one user to one node
+	// PlanRebalance moves the fewest users that bring every active node
+	// to its weighted share, at a rate.
+	PlanRebalance PlanKind = "rebalance"
 )
+
+// ownsNode: the plan concerns one node (its source or home), whose state
+// it changes; a move or a rebalance concerns users, not a node.
+func (k PlanKind) ownsNode() bool { return k != PlanMove && k != PlanRebalance }
 
 // PlanStatus is where a plan is.
 type PlanStatus string
@@ -100,7 +107,9 @@ type Plan struct {
 	Rate int `json:"rate,omitempty"`
 	// Users is how many users the plan was to move when it began, where
 	// known (a drain's): for progress only.
-	Users    int        `json:"users,omitempty"`
+	Users int `json:"users,omitempty"`
+	// Max bounds the users a rebalance moves (0: as many as it takes).
+	Max      int        `json:"max,omitempty"`
 	Term     uint64     `json:"term"`
 	Created  time.Time  `json:"created"`
 	Status   PlanStatus `json:"status"`
@@ -191,6 +200,16 @@ func (s State) SortedSchedule() []Scheduled {
 func (s State) Running(node string) (Plan, bool) {
 	for _, p := range s.sortedPlans() {
 		if p.Status == PlanRunning && p.Node == node {
+			return p, true
+		}
+	}
+	return Plan{}, false
+}
+
+// runningRebalance returns the running rebalance, if any.
+func (s State) runningRebalance() (Plan, bool) {
+	for _, p := range s.RunningPlans() {
+		if p.Kind == PlanRebalance {
 			return p, true
 		}
 	}
@@ -340,8 +359,11 @@ func (s *State) apply(c command) error {
 		if c.Plan == nil {
 			return fmt.Errorf("plan-start without a plan")
 		}
-		if p, ok := s.Running(c.Plan.Node); ok && c.Plan.Kind != PlanMove {
+		if p, ok := s.Running(c.Plan.Node); ok && c.Plan.Kind.ownsNode() {
 			return fmt.Errorf("node %s already has plan %s (%s) running", c.Plan.Node, p.ID, p.Kind)
+		}
+		if p, ok := s.runningRebalance(); ok && c.Plan.Kind == PlanRebalance {
+			return fmt.Errorf("rebalance %s is running already", p.ID)
 		}
 		s.PlanSeq++
 		p := *c.Plan
@@ -351,7 +373,7 @@ func (s *State) apply(c command) error {
 			s.Plans = map[string]Plan{}
 		}
 		s.Plans[p.ID] = p
-		if p.Kind != PlanMove && !p.DryRun {
+		if p.Kind.ownsNode() && !p.DryRun {
 			// A plan that acts makes its node's state real (an operator's
 			// ack of a node failed in a dry run moves its users); a dry run
 			// starts no block period.

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -175,7 +176,7 @@ func (g globals) client() (*api.Client, error) {
 
 func printStatus(w io.Writer, st api.Status) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tROLE\tPROXY_HOST\tSTATE\tLB\tUSERS\tHEALTH\tPEERS_REACH\tGOSSIP\tRAFT\tADDRESS\tVERSION")
+	fmt.Fprintln(tw, "NODE\tROLE\tPROXY_HOST\tSTATE\tLB\tUSERS\tWEIGHT\tHEALTH\tPEERS_REACH\tGOSSIP\tRAFT\tADDRESS\tVERSION")
 	for _, m := range st.Members {
 		name := m.Name
 		if m.Self {
@@ -196,7 +197,11 @@ func printStatus(w io.Writer, st api.Status) {
 		if m.DryRun {
 			state += ",dry-run"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, m.Role, dash(m.ProxyHost), state, dash(m.LB), users,
+		weight := "-"
+		if m.Weight > 0 {
+			weight = strconv.FormatFloat(m.Weight, 'g', -1, 64)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, m.Role, dash(m.ProxyHost), state, dash(m.LB), users, weight,
 			dash(m.Health), peers, m.Gossip, m.Raft, m.Addr, m.Version)
 	}
 	tw.Flush()
@@ -260,8 +265,11 @@ func printStatus(w io.Writer, st api.Status) {
 		fmt.Fprintln(tw, "PLAN\tSTATUS\tNODE\tMOVED\tRATE\tCREATED\tREASON")
 		for _, p := range st.Plans {
 			status, node, moved, rate := p.Status, p.Node, fmt.Sprint(p.Moved), "-"
-			if p.Kind == "move" {
+			switch p.Kind {
+			case "move":
 				node = fmt.Sprintf("%q→%s", p.User, p.To)
+			case "rebalance":
+				node = "(all)"
 			}
 			if p.Users > 0 {
 				moved += fmt.Sprintf("/%d", p.Users)

@@ -130,9 +130,16 @@ func operatorCommands(g *globals, code *int) []*cobra.Command {
 	var wait, dryRun, yes bool
 	var waitTimeout, lasts time.Duration
 	var until, at string
+	// planWith posts a request that may start a plan (a drain, maintenance
+	// or rebalance), after asking what, and shows a dry run's targets or,
+	// with --wait, the plan's progress (and node's sessions, if any).
+	var planWith func(cmd *cobra.Command, node, path string, req api.OpRequest, what string) error
 	drainWith := func(cmd *cobra.Command, node string, req api.OpRequest, verb string) error {
+		return planWith(cmd, node, nodePath(node, verb), req, fmt.Sprintf("%s %s: its users move to the other nodes and their sessions are kicked", verb, node))
+	}
+	planWith = func(cmd *cobra.Command, node, path string, req api.OpRequest, what string) error {
 		if !req.DryRun && (req.On == nil || *req.On) {
-			if err := confirm(cmd, fmt.Sprintf("%s %s: its users move to the other nodes and their sessions are kicked", verb, node), yes, reason); err != nil {
+			if err := confirm(cmd, what, yes, reason); err != nil {
 				*code = exitUsage
 				return err
 			}
@@ -145,7 +152,7 @@ func operatorCommands(g *globals, code *int) []*cobra.Command {
 		defer cancel()
 		out := cmd.OutOrStdout()
 		warn = cmd.ErrOrStderr()
-		r, err := post(ctx, c, out, nodePath(node, verb), req)
+		r, err := post(ctx, c, out, path, req)
 		if err != nil {
 			*code = failCode(err)
 			return err
@@ -292,6 +299,38 @@ or frozen; a node still failing then stays failed over until healthy).` + exitSt
 		},
 	}
 	addDrainFlags(maintenance)
+
+	var most int
+	rebalance := &cobra.Command{
+		Use:   "rebalance",
+		Short: "Move the fewest users that give every active node its weighted share",
+		Long: `rebalance moves users off the active nodes that hold more than their share
+(node.weight: 1 for nodes alike) onto those that hold less, at --rate users
+per second (default: failover.drain_rate), and kicks their sessions so they
+reconnect there: after a node was added, or after a manual failback left
+users away. It moves the fewest users it takes, chosen by the rendezvous
+hashing a failover uses, so a second rebalance moves nobody. Draining,
+failed, cordoned or unhealthy nodes neither give nor take users. --max
+bounds how many move; --dry-run says how many would go to which node. It
+asks before it acts, unless --yes or --reason says so.` + exitStatusHelp,
+		Example: "  nodectl rebalance --dry-run\n  nodectl rebalance --reason 'node4 added' --rate 100 --wait\n  nodectl rebalance --yes --max 500",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if most < 0 {
+				*code = exitUsage
+				return fmt.Errorf("--max %d: want a number of users, or 0 for all it takes", most)
+			}
+			return planWith(cmd, "", "/v1/rebalance", api.OpRequest{Reason: reason, Rate: rate, Max: most, DryRun: dryRun, By: whoAsks()},
+				"rebalance: users move between the active nodes and their sessions are kicked")
+		},
+	}
+	rebalance.Flags().IntVar(&rate, "rate", 0, "users per second (0: the cluster's failover.drain_rate)")
+	rebalance.Flags().IntVar(&most, "max", 0, "move at most this many users (0: all it takes)")
+	rebalance.Flags().StringVar(&reason, "reason", "", "why, for the log, the journal and status (confirms, as --yes does)")
+	rebalance.Flags().BoolVar(&wait, "wait", false, "wait until the rebalance is done")
+	rebalance.Flags().DurationVar(&waitTimeout, "wait-timeout", 30*time.Minute, "give up waiting after this long (the rebalance goes on)")
+	rebalance.Flags().BoolVar(&dryRun, "dry-run", false, "say how many users would go to which node, and change nothing")
+	rebalance.Flags().BoolVarP(&yes, "yes", "y", false, "do it without asking (or give --reason)")
 
 	simple := func(use, short, long, example, verb, what string) *cobra.Command {
 		cmd := &cobra.Command{
@@ -511,10 +550,10 @@ no move places users on it. nodectl uncordon ends it.` + exitStatusHelp,
 		},
 	}
 
-	for _, cmd := range []*cobra.Command{drain, undrain, maintenance, failback, move, ack, pause, resume, cordon, uncordon} {
+	for _, cmd := range []*cobra.Command{drain, undrain, maintenance, failback, rebalance, move, ack, pause, resume, cordon, uncordon} {
 		cmd.Flags().BoolVar(&writeJSON, "json", false, "print roostd's answer as JSON")
 	}
-	return []*cobra.Command{drain, undrain, maintenance, failback, move, where, history, ack, pause, resume, cordon, uncordon}
+	return []*cobra.Command{drain, undrain, maintenance, failback, rebalance, move, where, history, ack, pause, resume, cordon, uncordon}
 }
 
 // parseUntil reads --until and --at: RFC 3339, or "2006-01-02 15:04" in local
@@ -545,8 +584,8 @@ func whoAsks() string {
 	return name + "@" + host
 }
 
-// waitEmpty follows a drain's plan to its end, then the node's sessions
-// until there are none. On a terminal one line shows progress (users
+// waitEmpty follows a drain's or rebalance's plan to its end, then (for
+// a drain) the node's sessions until there are none. On a terminal one line shows progress (users
 // moved of all, rate, time left, sessions); otherwise a line per change.
 func waitEmpty(ctx context.Context, c *api.Client, out io.Writer, node, plan string) error {
 	tick := time.NewTicker(time.Second)
@@ -554,7 +593,7 @@ func waitEmpty(ctx context.Context, c *api.Client, out io.Writer, node, plan str
 	pause := func() error {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("gave up waiting (--wait-timeout); the drain goes on: %w", ctx.Err())
+			return fmt.Errorf("gave up waiting (--wait-timeout); the plan goes on: %w", ctx.Err())
 		case <-tick.C:
 			return nil
 		}
@@ -604,6 +643,9 @@ func waitEmpty(ctx context.Context, c *api.Client, out io.Writer, node, plan str
 		}
 	}
 	p.end()
+	if node == "" {
+		return nil // a rebalance: no one node to watch empty
+	}
 	lastN := -1
 	for {
 		var s api.Sessions

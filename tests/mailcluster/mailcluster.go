@@ -201,6 +201,9 @@ type Options struct {
 	// allows, where its block turns it off: a moved user then reaches
 	// their new node only if Roost flushes the cache on every node.
 	AuthCache bool
+	// Spare adds a fourth node, node4 on 127.0.1.4, that starts with no
+	// users: a node just added to the cluster.
+	Spare bool
 }
 
 // Password is every mail user's password.
@@ -287,7 +290,7 @@ func Start(t testing.TB, o Options) *Cluster {
 	start := time.Now()
 	c.startDB()
 	c.mount()
-	o.Logf("users table on %s with %d users, shared filesystem mounted 3 times", o.DB, len(c.Users))
+	o.Logf("users table on %s with %d users, shared filesystem mounted %d times", o.DB, len(c.Users), len(c.Nodes))
 	ports := dovecotlab.FreePorts(t)
 	guide := c.guide(ports)
 	for i, n := range c.Nodes {
@@ -306,16 +309,20 @@ func Start(t testing.TB, o Options) *Cluster {
 			}
 		}
 	})
-	o.Logf("three Dovecot %s nodes up on 127.0.1.1-3 (imap %d, lmtp %d)", o.Dovecot, ports["imap"], ports["lmtp"])
+	o.Logf("%d Dovecot %s nodes up on 127.0.1.1-%d (imap %d, lmtp %d)", len(c.Nodes), o.Dovecot, len(c.Nodes), ports["imap"], ports["lmtp"])
 	c.startAgents()
 	c.startHAProxy()
-	c.WaitFor(60*time.Second, "three nodes passing with their users, HAProxy seeing them up", func() bool {
+	c.WaitFor(60*time.Second, "every node passing with its users, HAProxy seeing them up", func() bool {
 		st, err := c.Status(c.Nodes[0])
-		if err != nil || st.Leader == "" || len(st.Members) != 3 {
+		if err != nil || st.Leader == "" || len(st.Members) != len(c.Nodes) {
 			return false
 		}
 		for _, m := range st.Members {
-			if m.Health != "passing" || m.Users != o.Users || m.LB != "up" {
+			users := o.Users
+			if m.Name == "node4" {
+				users = 0
+			}
+			if m.Health != "passing" || m.Users != users || m.LB != "up" {
 				return false
 			}
 		}
@@ -340,7 +347,11 @@ func Start(t testing.TB, o Options) *Cluster {
 // startDB creates the users table: user k on 127.0.1.(k mod 3 + 1).
 func (c *Cluster) startDB() {
 	t := c.t
-	for i := range 3 {
+	nodes := 3
+	if c.opts.Spare {
+		nodes = 4
+	}
+	for i := range nodes {
 		c.Nodes = append(c.Nodes, &Node{Name: fmt.Sprintf("node%d", i+1), Host: fmt.Sprintf("127.0.1.%d", i+1), Short: string(rune('a' + i))})
 	}
 	var driver string
@@ -405,7 +416,7 @@ func (c *Cluster) mount() {
 
 // startAgents writes keys, certificates and a config per node the way an
 // operator does (roostd keygen, tls ca, tls cert, check-config) and starts
-// the three roostd processes.
+// the roostd processes.
 func (c *Cluster) startAgents() {
 	t := c.t
 	roostd := filepath.Join(c.opts.Bin, "roostd")
@@ -462,7 +473,7 @@ lb:
 		}
 		n.Agent = StartProc(t, filepath.Join(c.Dir, n.Name+".log"), roostd, "--config", n.Config)
 	}
-	c.opts.Logf("three roostd agents started (configs and logs in %s)", c.Dir)
+	c.opts.Logf("%d roostd agents started (configs and logs in %s)", len(c.Nodes), c.Dir)
 }
 
 // AgentBase is the node, log, gossip, raft and api sections of a test
