@@ -139,6 +139,7 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 		Role:      cfg.Node.Role,
 		ProxyHost: cfg.Node.ProxyHost,
 		Weight:    cfg.Node.Weight,
+		MaxUsers:  cfg.Node.MaxUsers,
 		Raft:      a.cluster.Addr(),
 		Leads:     a.leading != nil,
 		API:       a.api.tcpAddr(),
@@ -333,7 +334,7 @@ func (a *Agent) Status() api.Status {
 			if counts != nil {
 				mb.Users = counts[m.Meta.ProxyHost]
 			}
-			mb.Weight = m.Meta.Weight
+			mb.Weight, mb.MaxUsers = m.Meta.Weight, m.Meta.MaxUsers
 			if mb.Weight == 0 {
 				mb.Weight = 1 // an agent from before node.weight
 			}

@@ -344,8 +344,8 @@ const (
 )
 
 // roostAlerts are Roost's own alerts that hold in state s now: a node
-// failed over, the cluster frozen or paused, a plan stuck, a dry-run plan
-// that would have moved users. A node in maintenance is
+// failed over, users left on a node for want of room, the cluster frozen
+// or paused, a plan stuck, a dry-run plan that would have moved users. A node in maintenance is
 // expected down and alerts nobody.
 func roostAlerts(s failover.State, now time.Time) []amAlert {
 	var out []amAlert
@@ -366,8 +366,14 @@ func roostAlerts(s failover.State, now time.Time) []amAlert {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		if r := s.Nodes[n]; r.State == failover.Failed && !r.DryRun {
+		r := s.Nodes[n]
+		if r.State == failover.Failed && !r.DryRun {
 			add("RoostNodeFailedOver", "critical", fmt.Sprintf("%s was failed over: %s", n, r.Reason), r.Since, "node", n)
+		}
+		// Users left on a node that should be empty, for want of room,
+		// until a plan of the node runs again.
+		if p, ok := s.LastPlan(n); ok && p.Stranded > 0 && p.Status == failover.PlanCanceled && r.State != failover.Active && r.State != failover.Recovering {
+			add("RoostUsersStranded", "critical", fmt.Sprintf("plan %s (%s of %s) stopped with %d users left on %s: %s", p.ID, p.Kind, n, p.Stranded, n, p.Error), p.Finished, "node", n, "plan", p.ID)
 		}
 	}
 	if s.Frozen != nil {
@@ -391,7 +397,11 @@ func roostAlerts(s failover.State, now time.Time) []amAlert {
 	}
 	for _, p := range s.RunningPlans() {
 		if now.Sub(p.Created) > stuckAfter {
-			add("RoostPlanStuck", "warning", fmt.Sprintf("plan %s (%s of %s) has run for %s, %d users moved", p.ID, p.Kind, p.Node, now.Sub(p.Created).Round(time.Minute), p.Moved), p.Created, "plan", p.ID, "node", p.Node)
+			what := fmt.Sprintf("%s of %s", p.Kind, p.Node)
+			if p.Node == "" {
+				what = string(p.Kind) // a move or rebalance
+			}
+			add("RoostPlanStuck", "warning", fmt.Sprintf("plan %s (%s) has run for %s, %d users moved", p.ID, what, now.Sub(p.Created).Round(time.Minute), p.Moved), p.Created, "plan", p.ID, "node", p.Node)
 		}
 	}
 	return out

@@ -119,10 +119,14 @@ func TestWebhookActsOncePerAlertState(t *testing.T) {
 func TestRoostAlerts(t *testing.T) {
 	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 	s := failover.State{ClusterID: "c1",
-		Nodes:  map[string]failover.NodeRecord{"a": {State: failover.Failed, Reason: "mount hung", Since: now.Add(-time.Minute)}, "b": {State: failover.Maintenance}, "c": {State: failover.Active}},
+		Nodes: map[string]failover.NodeRecord{"a": {State: failover.Failed, Reason: "mount hung", Since: now.Add(-time.Minute)}, "b": {State: failover.Maintenance},
+			"c": {State: failover.Active}, "d": {State: failover.Draining}},
 		Frozen: &failover.Freeze{Reason: "2 of 3 failed", Since: now},
 		Paused: &failover.Pause{Reason: "switch firmware", By: "ops@mail1", Since: now, Until: now.Add(time.Hour)},
-		Plans:  map[string]failover.Plan{"000001-failover": {ID: "000001-failover", Kind: failover.PlanFailover, Node: "a", Status: failover.PlanRunning, Created: now.Add(-20 * time.Minute)}},
+		Plans: map[string]failover.Plan{"000001-failover": {ID: "000001-failover", Kind: failover.PlanFailover, Node: "a", Status: failover.PlanRunning, Created: now.Add(-20 * time.Minute)},
+			// c's drain ran out of room, then c was undrained: over.
+			"000002-drain": {ID: "000002-drain", Kind: failover.PlanDrain, Node: "c", Status: failover.PlanCanceled, Stranded: 5},
+			"000003-drain": {ID: "000003-drain", Kind: failover.PlanDrain, Node: "d", Status: failover.PlanCanceled, Stranded: 7, Error: "no room"}},
 	}
 	var got []string
 	var paused string
@@ -132,7 +136,7 @@ func TestRoostAlerts(t *testing.T) {
 			paused = a.Annotations["summary"]
 		}
 	}
-	if strings.Join(got, " ") != "RoostNodeFailedOver/a RoostClusterFrozen/ RoostPaused/ RoostPlanStuck/a" {
+	if strings.Join(got, " ") != "RoostNodeFailedOver/a RoostUsersStranded/d RoostClusterFrozen/ RoostPaused/ RoostPlanStuck/a" {
 		t.Fatalf("alerts: %v", got)
 	}
 	if want := "automatic failover and failback are paused by ops@mail1 until 2026-11-28 13:00:00 UTC: switch firmware"; paused != want {

@@ -62,6 +62,10 @@ type NodeConfig struct {
 	// node of weight 2 is given twice the users of one of weight 1 by
 	// failovers, drains and nodectl rebalance.
 	Weight float64 `yaml:"weight"`
+	// MaxUsers is the most users any plan places on this mail node (0: no
+	// bound): a failover or drain that finds every node full stops, saying
+	// so, and leaves the rest where they are.
+	MaxUsers int `yaml:"max_users"`
 	// DataDir holds raft's log and snapshots.
 	DataDir string `yaml:"data_dir"`
 	// LeaveOnStop announces a graceful leave when the agent stops, so peers
@@ -133,6 +137,8 @@ func (c Config) Validate() error {
 		return errors.New("node.data_dir is empty")
 	case !(n.Weight > 0 && n.Weight <= 1000):
 		return fmt.Errorf("node.weight %v: want a share of users above 0, up to 1000 (1: like the others)", n.Weight)
+	case n.MaxUsers < 0:
+		return fmt.Errorf("node.max_users %d: want the most users this node may hold, or 0 for no bound", n.MaxUsers)
 	}
 	if _, err := logLevel(c.Log.Level); err != nil {
 		return err

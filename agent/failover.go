@@ -268,7 +268,7 @@ func nodeViews(self string, members []gossip.Member, lastContact func(string) ti
 	out := make([]failover.NodeView, 0, len(members))
 	for _, m := range members {
 		v := failover.NodeView{
-			Name: m.Name, ProxyHost: m.Meta.ProxyHost, Mail: m.Meta.Role == RoleMail, Weight: m.Meta.Weight, Gossip: string(m.State),
+			Name: m.Name, ProxyHost: m.Meta.ProxyHost, Mail: m.Meta.Role == RoleMail, Weight: m.Meta.Weight, MaxUsers: m.Meta.MaxUsers, Gossip: string(m.State),
 			Health: m.Meta.Health, Reason: m.Meta.HealthReason, FSTrouble: m.Meta.FS,
 		}
 		for _, p := range members {

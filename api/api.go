@@ -233,10 +233,12 @@ type Member struct {
 	// moved, and LB stays up.
 	DryRun bool `json:"dry_run,omitempty"`
 	// Users is how many users the routing table has on its proxy_host
-	// (-1: unknown), and Weight its share beside the others' (node.weight;
-	// mail nodes only).
-	Users  int     `json:"users"`
-	Weight float64 `json:"weight,omitempty"`
+	// (-1: unknown), Weight its share beside the others' (node.weight)
+	// and MaxUsers the most users plans place on it (node.max_users; 0: no
+	// bound); mail nodes only.
+	Users    int     `json:"users"`
+	Weight   float64 `json:"weight,omitempty"`
+	MaxUsers int     `json:"max_users,omitempty"`
 }
 
 // Error is the body of every non-2xx answer.

@@ -17,7 +17,10 @@ type NodeView struct {
 	Mail bool
 	// Weight is the node's share of users beside the others' (node.weight
 	// in its config; 0 counts as 1): plans place users in proportion.
-	Weight float64
+	// MaxUsers is the most users a plan may place there (node.max_users;
+	// 0: no bound).
+	Weight   float64
+	MaxUsers int
 	// Gossip is memberlist's view: alive, suspect, dead or left.
 	Gossip string
 	// Health is the node's own report: passing, warning or critical (after

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"strings"
 	"sync"
 	"time"
 
@@ -150,6 +152,45 @@ type leaderOps struct {
 // errNoTarget: no healthy node can take the users yet; retried.
 var errNoTarget = errors.New("no healthy node to move users to")
 
+// errFull ends a listing when no target has room left.
+var errFull = errors.New("no room")
+
+// roomError: every target holds node.max_users; the plan stops, and
+// its users stay where they are.
+type roomError struct{ msg string }
+
+func (e *roomError) Error() string { return e.msg }
+
+// noRoom says how full the targets are.
+func noRoom(targets []placement.Target, room map[string]int) error {
+	var full []string
+	for _, t := range targets {
+		full = append(full, fmt.Sprintf("%s holds %d of %d", t.Node, t.Max-room[t.Node], t.Max))
+	}
+	return &roomError{"no room: every node that could take users is at its node.max_users (" + strings.Join(full, ", ") + ")"}
+}
+
+// roomOf is how many more users each target may take: node.max_users
+// less the users it has, or room for everyone where there is no bound.
+func (e *Executor) roomOf(ctx context.Context, targets []placement.Target) (map[string]int, error) {
+	room := map[string]int{}
+	var counts map[string]int
+	for _, t := range targets {
+		room[t.Node] = math.MaxInt
+		if t.Max == 0 {
+			continue
+		}
+		if counts == nil {
+			var err error
+			if counts, err = e.Router.Counts(ctx); err != nil {
+				return nil, err
+			}
+		}
+		room[t.Node] = max(t.Max-counts[t.Host], 0)
+	}
+	return room, nil
+}
+
 // run carries out one plan until it ends, this node stops leading (ctx),
 // or the database fences it.
 func (e *Executor) run(ctx context.Context, id string, l leaderOps) error {
@@ -171,10 +212,13 @@ func (e *Executor) run(ctx context.Context, id string, l leaderOps) error {
 		}
 		start := l.now()
 		n, err := e.step(ctx, p, l)
+		var full *roomError
 		switch {
 		case errors.Is(err, placement.ErrFenced):
 			e.Log.Warn("plan_fenced", "plan", id, "err", err)
 			return err
+		case errors.As(err, &full):
+			return e.stopFull(ctx, p, l, full)
 		case err != nil:
 			e.Log.Warn("plan_batch_failed", "plan", id, "err", err, "retry_in", backoff)
 			if !sleep(ctx, backoff) {
@@ -193,6 +237,32 @@ func (e *Executor) run(ctx context.Context, id string, l leaderOps) error {
 			}
 		}
 	}
+}
+
+// stopFull ends a plan that found no room for the users it has left
+// (node.max_users): they stay where they are, and the plan says how
+// many, and what moves them once there is room.
+func (e *Executor) stopFull(ctx context.Context, p Plan, l leaderOps, full *roomError) error {
+	left := 0
+	if counts, err := e.Router.Counts(ctx); err == nil {
+		left = counts[planHosts(l.view(), p)[p.Node]]
+	}
+	retry := "nodectl ack " + p.Node
+	switch r := l.state().Node(p.Node); {
+	case r.State == Maintenance:
+		retry = "nodectl maintenance " + p.Node + " on"
+	case r.State == Draining:
+		retry = "nodectl drain " + p.Node
+	}
+	why := fmt.Sprintf("%s; %d users stay on %s (raise node.max_users or add a node, then %s)", full.msg, left, p.Node, retry)
+	e.Log.Error("plan_no_room", "plan", p.ID, "kind", p.Kind, "node", p.Node, "stranded", left, "err", full.msg)
+	if err := l.apply(command{Op: opPlanEnd, PlanID: p.ID, Status: PlanCanceled, Reason: why, Stranded: left, At: l.now()}); err != nil {
+		return err
+	}
+	if e.Hooks != nil {
+		e.Hooks.PostMove(ctx, l.state().Plans[p.ID])
+	}
+	return nil
 }
 
 // preMove asks the pre_move hook before a plan's first batch; a veto ends
@@ -443,10 +513,24 @@ func (e *Executor) nextBatch(ctx context.Context, p Plan, view []NodeView, s Sta
 		if len(targets) == 0 {
 			return nil, errNoTarget
 		}
+		var room map[string]int
+		if room, err = e.roomOf(ctx, targets); err != nil {
+			return nil, err
+		}
+		open := withRoom(targets, room)
 		err = e.Router.UsersOn(ctx, node, func(u string) error {
-			t, _ := e.Choose(u, targets)
+			if len(open) == 0 {
+				return errFull // a user is left, and no room
+			}
+			t, _ := e.Choose(u, open)
+			if room[t.Node]--; room[t.Node] == 0 {
+				open = withRoom(open, room)
+			}
 			return add(placement.Move{User: u, From: node, To: t.Host})
 		})
+		if errors.Is(err, errFull) && len(moves) == 0 {
+			return nil, noRoom(targets, room)
+		}
 	case PlanFailback:
 		err = e.Router.HomedOn(ctx, node, func(u, now string) error { return add(placement.Move{User: u, From: now, To: node}) })
 	case PlanRebalance:
@@ -470,7 +554,7 @@ func (e *Executor) nextBatch(ctx context.Context, p Plan, view []NodeView, s Sta
 			}
 		}
 	}
-	if err != nil && !errors.Is(err, errStop) {
+	if err != nil && !errors.Is(err, errStop) && !errors.Is(err, errFull) {
 		return nil, err
 	}
 	return moves, nil
@@ -493,7 +577,7 @@ func (e *Executor) targets(view []NodeView, s State, source string) []placement.
 		if w <= 0 {
 			w = 1
 		}
-		out = append(out, placement.Target{Node: n.Name, Host: n.ProxyHost, Weight: w})
+		out = append(out, placement.Target{Node: n.Name, Host: n.ProxyHost, Weight: w, Max: n.MaxUsers})
 	}
 	return out
 }

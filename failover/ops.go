@@ -605,6 +605,15 @@ op:
 			reply.Message = fmt.Sprintf("%s is on %s already", user, r.Node)
 			return reply, nil, nil
 		}
+		if node.MaxUsers > 0 {
+			counts, err := ex.Router.Counts(ctx)
+			if err != nil {
+				return reply, nil, fmt.Errorf("counting users: %w", err)
+			}
+			if k := counts[node.ProxyHost]; k >= node.MaxUsers {
+				return reply, nil, opError(ErrConflict, "%s holds %d users, its node.max_users is %d: no room for %s", r.Node, k, node.MaxUsers, user)
+			}
+		}
 		reason := r.Reason
 		if reason == "" {
 			reason = "moved by an operator"

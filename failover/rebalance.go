@@ -62,7 +62,7 @@ func (e *Executor) rebalanceBatch(ctx context.Context, targets []placement.Targe
 	for _, t := range targets {
 		total += counts[t.Host]
 	}
-	want := shares(total, targets)
+	want := capped(total, targets)
 	over, room := map[string]int{}, map[string]int{}
 	for _, t := range targets {
 		if d := counts[t.Host] - want[t.Node]; d > 0 {
@@ -87,7 +87,10 @@ func (e *Executor) rebalanceBatch(ctx context.Context, targets []placement.Targe
 					among = withRoom(targets, room)
 				}
 				t, ok := e.Choose(u, among)
-				if !ok || room[t.Node] == 0 {
+				if !ok {
+					return errStop // no room anywhere
+				}
+				if room[t.Node] == 0 {
 					return nil
 				}
 				picked[u] = true
@@ -105,6 +108,34 @@ func (e *Executor) rebalanceBatch(ctx context.Context, targets []placement.Targe
 		}
 	}
 	return moves, nil
+}
+
+// capped is shares with node.max_users: a node's share is at most its
+// bound, and what it cannot hold is shared among the others (when every
+// node is at its bound, the users left over stay where they are).
+func capped(total int, targets []placement.Target) map[string]int {
+	want := map[string]int{}
+	free := targets
+	for len(free) > 0 {
+		s := shares(total, free)
+		var next []placement.Target
+		for _, t := range free {
+			if t.Max > 0 && s[t.Node] > t.Max {
+				want[t.Node] = t.Max
+				total -= t.Max
+			} else {
+				next = append(next, t)
+			}
+		}
+		if len(next) == len(free) {
+			for _, t := range free {
+				want[t.Node] = s[t.Node]
+			}
+			break
+		}
+		free = next
+	}
+	return want
 }
 
 func sortedTargets(ts []placement.Target) []placement.Target {

@@ -218,3 +218,53 @@ func TestSharesSumToTheTotal(t *testing.T) {
 		}
 	}
 }
+
+// No plan places users past a node's max_users: a failover that runs out
+// of room stops, canceled, saying how many users stay and what moves
+// them; a rebalance fills a bounded node only to its bound; a move to a
+// full node is refused.
+func TestMaxUsersIsNeverExceeded(t *testing.T) {
+	r := newMemRouter(30, "10.0.0.1", "10.0.0.2", "10.0.0.3")
+	ex := newExecutor(r, &memKicker{})
+	ex.BatchSize = 4
+	view := with(with(cluster3(), "a", func(n *NodeView) { n.MaxUsers = 12 }), "c", func(n *NodeView) { n.MaxUsers = 15 })
+	m := &memLeader{view: view, fence: placement.Fence{Term: 1, Leader: "a"}}
+	id := m.start(t, Plan{Kind: PlanFailover, Node: "b", Host: "10.0.0.2"})
+	if err := m.s.apply(command{Op: opSetNode, Node: "b", State: Failed, At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ex.run(ctx, id, m.ops()); err != nil {
+		t.Fatal(err)
+	}
+	counts, _ := r.Counts(ctx)
+	if counts["10.0.0.1"] != 12 || counts["10.0.0.3"] != 15 || counts["10.0.0.2"] != 3 {
+		t.Fatalf("counts %v: want a at its 12, c at its 15, 3 left on b", counts)
+	}
+	p := m.s.Plans[id]
+	if p.Status != PlanCanceled || p.Stranded != 3 || p.Moved != 7 || !strings.Contains(p.Error, "no room") ||
+		!strings.Contains(p.Error, "a holds 12 of 12") || !strings.Contains(p.Error, "3 users stay on b") || !strings.Contains(p.Error, "nodectl ack b") {
+		t.Fatalf("plan %+v: want canceled, 7 moved, 3 stranded, saying why and what retries", p)
+	}
+
+	pol := DefaultPolicyConfig().Policy
+	left := r.sorted(func(_, h string) bool { return h == "10.0.0.2" })[0]
+	_, _, err := request(ctx, Request{Op: OpMove, User: left, Node: "a"}, m.s, m.view, t0, pol, ex)
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "no room for") {
+		t.Fatalf("a move to full a: %v, want refused", err)
+	}
+
+	want := capped(3000, []placement.Target{{Node: "a", Weight: 1}, {Node: "b", Weight: 1}, {Node: "c", Weight: 1}, {Node: "d", Weight: 1, Max: 500}})
+	if want["d"] != 500 || want["a"]+want["b"]+want["c"] != 2500 || want["a"] < 833 || want["c"] > 834 {
+		t.Fatalf("capped shares %v: want d at its 500, the rest shared", want)
+	}
+	r = newMemRouter(3000, "10.0.0.1", "10.0.0.2", "10.0.0.3")
+	ex = newExecutor(r, &memKicker{})
+	ex.Choose = whrw
+	m = &memLeader{view: with(cluster4(), "d", func(n *NodeView) { n.MaxUsers = 500 }), fence: placement.Fence{Term: 1, Leader: "a"}}
+	rebalance(t, m, ex, Request{Rate: 100000})
+	if counts, _ := r.Counts(ctx); counts["10.0.0.4"] != 500 {
+		t.Fatalf("rebalance onto d of max_users 500: %v", counts)
+	}
+}

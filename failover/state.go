@@ -121,6 +121,9 @@ type Plan struct {
 	// Would users, and changes nothing.
 	DryRun bool `json:"dry_run,omitempty"`
 	Would  int  `json:"would,omitempty"`
+	// Stranded: the plan stopped, canceled, because no target had room
+	// (node.max_users) for these many users, who stay where they were.
+	Stranded int `json:"stranded,omitempty"`
 }
 
 // Freeze stops every automatic move until an operator acknowledges.
@@ -216,6 +219,9 @@ func (s State) runningRebalance() (Plan, bool) {
 	return Plan{}, false
 }
 
+// LastPlan returns the newest plan that concerns node, if any.
+func (s State) LastPlan(node string) (Plan, bool) { return s.lastPlan(node) }
+
 // lastPlan returns the newest plan that concerns node, if any.
 func (s State) lastPlan(node string) (Plan, bool) {
 	plans := s.sortedPlans()
@@ -299,6 +305,9 @@ type command struct {
 	// Would is what a dry-run plan would have moved (opPlanEnd).
 	DryRun bool `json:"dry_run,omitempty"`
 	Would  int  `json:"would,omitempty"`
+	// Stranded is how many users a plan that found no room left where
+	// they were (opPlanEnd).
+	Stranded int `json:"stranded,omitempty"`
 }
 
 // Commands.
@@ -307,7 +316,7 @@ const (
 	opSetNode    = "set-node"   // Node, State, Reason, Holds, Until, DryRun, At
 	opPlanStart  = "plan-start" // Plan (ID assigned here), At
 	opPlanBatch  = "plan-batch" // PlanID, Moved
-	opPlanEnd    = "plan-end"   // PlanID, Status, Reason (error), Would, At
+	opPlanEnd    = "plan-end"   // PlanID, Status, Reason (error), Would, Stranded, At
 	opFreeze     = "freeze"     // Reason, At
 	opAck        = "ack"        // Node ("" for the cluster's freeze), At
 	opBatch      = "batch"      // Batch: every command applies, or none does
@@ -400,7 +409,7 @@ func (s *State) apply(c command) error {
 		if !ok || p.Status != PlanRunning {
 			return fmt.Errorf("plan-end: plan %q is not running", c.PlanID)
 		}
-		p.Status, p.Finished, p.Error, p.Would = c.Status, c.At, c.Reason, c.Would
+		p.Status, p.Finished, p.Error, p.Would, p.Stranded = c.Status, c.At, c.Reason, c.Would, c.Stranded
 		s.Plans[c.PlanID] = p
 		s.prunePlans()
 	case opFreeze:

@@ -26,8 +26,10 @@ type Meta struct {
 	// ProxyHost is the value Dovecot's passdb uses as proxy_host for users
 	// served by this node. Empty for a witness.
 	ProxyHost string `json:"ph,omitempty"`
-	// Weight is the node's share of users beside the others' (0: 1).
-	Weight float64 `json:"w,omitempty"`
+	// Weight is the node's share of users beside the others' (0: 1), and
+	// MaxUsers the most users plans place on it (0: no bound).
+	Weight   float64 `json:"w,omitempty"`
+	MaxUsers int     `json:"mx,omitempty"`
 	// Raft is the host:port of the node's cluster (raft) port.
 	Raft string `json:"raft"`
 	// Leads is true when the node has the routing database, so it can do

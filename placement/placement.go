@@ -32,4 +32,6 @@ type Target struct {
 	Host string
 	// Weight is its share of the users (1 when all are alike).
 	Weight float64
+	// Max is the most users it may hold (0: no bound).
+	Max int
 }

@@ -15,9 +15,11 @@ import (
 // moves them at the rate asked, only onto node4 and only off the three
 // others, and a moved user logs in on node4 through HAProxy. A second
 // rebalance moves nobody. Then node4's Dovecot crashes while Roost is
-// paused for 15 s: nobody moves until the pause runs out by itself.
+// paused for 15 s: nobody moves until the pause runs out by itself, and
+// the failover then fills the others to their node.max_users (900) and
+// stops, leaving the rest on node4 and saying why.
 func TestE2ERebalanceOntoANewNode(t *testing.T) {
-	c := mailcluster.Start(t, mailcluster.Options{Bin: buildBinaries(t), Users: 1000, Spare: true})
+	c := mailcluster.Start(t, mailcluster.Options{Bin: buildBinaries(t), Users: 1000, Spare: true, MaxUsers: 900})
 	d := c.Nodes[3]
 	out, err := c.Ctl(c.Nodes[0], "rebalance", "--dry-run", "--json")
 	if err != nil {
@@ -53,22 +55,27 @@ func TestE2ERebalanceOntoANewNode(t *testing.T) {
 	if total != on[d.Name] || wrong != 0 {
 		t.Fatalf("the journal has %d moves, %d of them not from the three onto node4; node4 holds %d", total, wrong, on[d.Name])
 	}
-	st, err := c.Status(c.Nodes[2])
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range st.Plans {
-		if p.ID != plan {
-			continue
+	// node3 applies the plan's end a moment after the leader.
+	var p api.Plan
+	c.WaitFor(10*time.Second, "the rebalance done in node3's status", func() bool {
+		st, err := c.Status(c.Nodes[2])
+		if err != nil {
+			return false
 		}
-		// At 500 users a second, 750 take at least 1.5 s (a plan
-		// writes a batch, then waits out the batch's share of the rate).
-		took := p.Finished.Sub(p.Created)
-		if p.Kind != "rebalance" || p.Rate != rate || p.Status != "done" || p.Moved != 750 || took < time.Second {
-			t.Fatalf("plan %+v took %v: want a rebalance at %d/s that moved 750 in over a second", p, took, rate)
+		for _, q := range st.Plans {
+			if q.ID == plan {
+				p = q
+			}
 		}
-		t.Logf("rebalance %s moved %d users onto node4 in %v at %d/s asked", p.ID, p.Moved, took.Round(time.Millisecond), rate)
+		return p.Status == "done"
+	})
+	// At 500 users a second, 750 take at least 1.5 s (a plan writes a
+	// batch, then waits out the batch's share of the rate).
+	took := p.Finished.Sub(p.Created)
+	if p.Kind != "rebalance" || p.Rate != rate || p.Moved != 750 || took < time.Second {
+		t.Fatalf("plan %+v took %v: want a rebalance at %d/s that moved 750 in over a second", p, took, rate)
 	}
+	t.Logf("rebalance %s moved %d users onto node4 in %v at %d/s asked", p.ID, p.Moved, took.Round(time.Millisecond), rate)
 	var moved string
 	if err := c.DB.QueryRow(`SELECT username FROM roost_journal ORDER BY id LIMIT 1`).Scan(&moved); err != nil {
 		t.Fatal(err)
@@ -96,7 +103,7 @@ func TestE2ERebalanceOntoANewNode(t *testing.T) {
 	if out, err := c.Ctl(c.Nodes[2], "pause", "--reason", "core switch firmware", "--for", "15s"); err != nil {
 		t.Fatalf("nodectl pause: %v\n%s", err, out)
 	}
-	st, err = c.Status(c.Nodes[0])
+	st, err := c.Status(c.Nodes[0])
 	if err != nil || st.Paused == nil || st.Paused.Until.IsZero() {
 		t.Fatalf("status after nodectl pause --for 15s: %+v %v", st.Paused, err)
 	}
@@ -110,7 +117,33 @@ func TestE2ERebalanceOntoANewNode(t *testing.T) {
 	}
 	d.Dovecot.Kill9()
 	crashed := time.Now()
-	c.WaitFor(45*time.Second, "the pause to end by itself and node4's users to move", func() bool { return c.UsersOn(d.Host) == 0 })
+	// Every node's max_users is 900: the three others take 150 each, and
+	// the failover stops with 300 users left on node4, saying why.
+	var stopped api.Plan
+	c.WaitFor(45*time.Second, "the pause to end by itself and node4's failover to stop for want of room", func() bool {
+		st, err := c.Status(c.Nodes[0])
+		if err != nil {
+			return false
+		}
+		for _, p := range st.Plans {
+			if p.Kind == "failover" && p.Node == d.Name && p.Status != "running" {
+				stopped = p
+				return true
+			}
+		}
+		return false
+	})
+	if stopped.Status != "canceled" || stopped.Moved != 450 || !strings.Contains(stopped.Error, "300 users stay on node4") || !strings.Contains(stopped.Error, "max_users") {
+		t.Fatalf("node4's failover: %+v; want canceled after 450 moved, 300 left for want of room", stopped)
+	}
+	for _, n := range c.Nodes[:3] {
+		if k := c.UsersOn(n.Host); k != 900 {
+			t.Fatalf("%s holds %d users, want its max_users, 900", n.Name, k)
+		}
+	}
+	if out, err := c.Ctl(c.Nodes[0], "status"); err != nil || !strings.Contains(out, "900/900") || !strings.Contains(out, "no room") {
+		t.Fatalf("nodectl status after the stopped failover:\n%s (%v)", out, err)
+	}
 	var first time.Time
 	if err := c.DB.QueryRow(`SELECT MIN(at) FROM roost_journal WHERE from_host = $1`, d.Host).Scan(&first); err != nil {
 		t.Fatal(err)

@@ -190,6 +190,9 @@ func printStatus(w io.Writer, st api.Status) {
 		if m.Users >= 0 {
 			users = fmt.Sprint(m.Users)
 		}
+		if m.MaxUsers > 0 {
+			users += fmt.Sprintf("/%d", m.MaxUsers) // of node.max_users
+		}
 		state := dash(m.State)
 		if m.Cordoned {
 			state += ",cordoned"

@@ -204,6 +204,8 @@ type Options struct {
 	// Spare adds a fourth node, node4 on 127.0.1.4, that starts with no
 	// users: a node just added to the cluster.
 	Spare bool
+	// MaxUsers is every node's node.max_users (0: no bound).
+	MaxUsers int
 }
 
 // Password is every mail user's password.
@@ -436,7 +438,7 @@ func (c *Cluster) startAgents() {
 		n.Socket = filepath.Join(c.Dir, n.Name+".sock")
 		n.LBAgent = fmt.Sprintf("%s:%d", n.Host, ports[2])
 		cfg := AgentBase{Name: n.Name, ProxyHost: n.Host, IP: n.Host, Dir: c.Dir, Socket: n.Socket,
-			GossipPort: ports[0], RaftPort: ports[1], Join: join}.YAML() + fmt.Sprintf(`fsprobe:
+			GossipPort: ports[0], RaftPort: ports[1], Join: join, MaxUsers: c.opts.MaxUsers}.YAML() + fmt.Sprintf(`fsprobe:
   mounts:
     - path: %[1]s
       fstype: fuse.faultfs
@@ -483,6 +485,7 @@ type AgentBase struct {
 	Name, ProxyHost, IP, Dir, Socket string
 	GossipPort, RaftPort             int
 	Join                             []string
+	MaxUsers                         int
 }
 
 // YAML renders the sections, debug logging and fast joins included.
@@ -491,6 +494,7 @@ func (a AgentBase) YAML() string {
   name: %[1]s
   proxy_host: %[2]s
   data_dir: %[3]s/%[1]s
+  max_users: %[9]d
 log:
   level: debug
 gossip:
@@ -508,7 +512,7 @@ raft:
     key_file: %[3]s/%[1]s-key.pem
 api:
   socket: %[8]s
-`, a.Name, a.ProxyHost, a.Dir, a.IP, a.GossipPort, strings.Join(a.Join, ", "), a.RaftPort, a.Socket)
+`, a.Name, a.ProxyHost, a.Dir, a.IP, a.GossipPort, strings.Join(a.Join, ", "), a.RaftPort, a.Socket, a.MaxUsers)
 }
 
 // RestartAgent starts node n's roostd again after it ended.
