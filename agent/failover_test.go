@@ -79,7 +79,10 @@ func sqliteCluster(t *testing.T, extra []string, tune func(i int, cfg *agent.Con
 	c = agenttest.New(t)
 	c.Tune = func(i int, cfg *agent.Config) {
 		cfg.Routing.DSNFile = dsn
-		cfg.Health.Checks = []health.CheckConfig{{Name: "site", Protocol: "command", Command: "test ! -e " + flag(i), Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond}}
+		// The flag fails the check at once; the timeout only has to
+		// outlast a shell started on a loaded machine (make test runs
+		// these raced, beside mail clusters).
+		cfg.Health.Checks = []health.CheckConfig{{Name: "site", Protocol: "command", Command: "test ! -e " + flag(i), Interval: 500 * time.Millisecond, Timeout: 500 * time.Millisecond}}
 		cfg.Failover.Interval = 100 * time.Millisecond
 		if tune != nil {
 			tune(i, cfg)
