@@ -34,8 +34,11 @@ func round(t *testing.T, m *Mount) Result {
 	t.Helper()
 	start := time.Now()
 	r := m.Round()
-	if d := time.Since(start); d > testTimeout+150*time.Millisecond {
-		t.Fatalf("a round took %v, over the %v timeout", d, testTimeout)
+	// A round on a hung mount must return at its timeout, not hang; a
+	// loaded machine (the race detector beside mail clusters) may add a
+	// few hundred milliseconds.
+	if d := time.Since(start); d > 2*testTimeout {
+		t.Fatalf("a round took %v, over twice the %v timeout", d, testTimeout)
 	}
 	return r
 }

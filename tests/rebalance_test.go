@@ -103,11 +103,19 @@ func TestE2ERebalanceOntoANewNode(t *testing.T) {
 	if out, err := c.Ctl(c.Nodes[2], "pause", "--reason", "core switch firmware", "--for", "15s"); err != nil {
 		t.Fatalf("nodectl pause: %v\n%s", err, out)
 	}
-	st, err := c.Status(c.Nodes[0])
-	if err != nil || st.Paused == nil || st.Paused.Until.IsZero() {
-		t.Fatalf("status after nodectl pause --for 15s: %+v %v", st.Paused, err)
+	// node1 applies the pause a moment after the leader.
+	var until time.Time
+	c.WaitFor(10*time.Second, "the pause in node1's status", func() bool {
+		st, err := c.Status(c.Nodes[0])
+		if err != nil || st.Paused == nil {
+			return false
+		}
+		until = st.Paused.Until
+		return true
+	})
+	if until.IsZero() {
+		t.Fatal("nodectl pause --for 15s paused with no end")
 	}
-	until := st.Paused.Until
 	out, err = c.Ctl(c.Nodes[0], "status")
 	if err != nil || !strings.Contains(out, "PAUSED") || !strings.Contains(out, "core switch firmware") {
 		t.Fatalf("nodectl status while paused:\n%s (%v)", out, err)
