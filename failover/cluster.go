@@ -434,6 +434,38 @@ func (c *Cluster) reconcileMembers() {
 	}
 }
 
+// maxReplans bounds how often applyPlanned plans again because entries
+// were applied while it planned (a running plan applies one per batch).
+const maxReplans = 10
+
+// applyPlanned plans commands on a copy of the replicated state without
+// holding decideMu (planning may read the routing database), then applies
+// them as one raft entry under decideMu if no entry was applied since the
+// copy; else it plans again. It returns what it applied (none when plan
+// returned none) and the state right after, read under decideMu.
+func (c *Cluster) applyPlanned(plan func(State) []command) ([]command, State, error) {
+	for range maxReplans {
+		st, seen := c.fsm.readAt()
+		cmds := plan(st)
+		if len(cmds) == 0 {
+			return nil, st, nil
+		}
+		c.decideMu.Lock()
+		if c.fsm.appliedCount() != seen {
+			c.decideMu.Unlock()
+			continue
+		}
+		err := c.apply(batch(cmds))
+		after := c.fsm.read()
+		c.decideMu.Unlock()
+		if err != nil {
+			return nil, after, err
+		}
+		return cmds, after, nil
+	}
+	return nil, State{}, opError(ErrConflict, "the cluster's state changed %d times while the request was planned: try again", maxReplans)
+}
+
 func (c *Cluster) apply(cmd command) error {
 	b, err := json.Marshal(cmd)
 	if err != nil {

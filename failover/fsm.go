@@ -12,6 +12,9 @@ import (
 type fsm struct {
 	mu    sync.RWMutex
 	state State
+	// applied counts the entries and snapshots applied, so a request
+	// planned on a copy of the state knows whether it is still current.
+	applied uint64
 }
 
 func (f *fsm) Apply(l *raft.Log) any {
@@ -21,6 +24,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.applied++
 	if err := f.state.apply(c); err != nil {
 		return fmt.Errorf("raft entry %d: %w", l.Index, err)
 	}
@@ -31,6 +35,19 @@ func (f *fsm) read() State {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.state.clone()
+}
+
+// readAt is read, with the count of entries applied to that state.
+func (f *fsm) readAt() (State, uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state.clone(), f.applied
+}
+
+func (f *fsm) appliedCount() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.applied
 }
 
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
@@ -49,6 +66,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	f.state = s
+	f.applied++
 	f.mu.Unlock()
 	return nil
 }

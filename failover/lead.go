@@ -155,18 +155,19 @@ func (c *Cluster) runDue(ctx context.Context, w *Leading, now time.Time) {
 		if sc.At.After(now) {
 			return
 		}
-		c.decideMu.Lock()
-		reply, cmds, err := due(ctx, sc, c.fsm.read(), w.View(), now, w.policy(), w.Executor)
-		if cmds == nil {
-			c.decideMu.Unlock()
-			c.log.Warn("scheduled_request_failed", "schedule", sc.ID, "err", err, "retry", "next round")
-			return
-		}
-		aerr := c.apply(batch(cmds))
-		c.decideMu.Unlock()
+		var reply Reply
+		var err error
+		cmds, _, aerr := c.applyPlanned(func(st State) []command {
+			var cmds []command
+			reply, cmds, err = due(ctx, sc, st, w.View(), now, w.policy(), w.Executor)
+			return cmds
+		})
 		switch {
 		case aerr != nil:
 			c.log.Warn("scheduled_request_failed", "schedule", sc.ID, "err", aerr)
+			return
+		case cmds == nil:
+			c.log.Warn("scheduled_request_failed", "schedule", sc.ID, "err", err, "retry", "next round")
 			return
 		case err != nil:
 			c.log.Warn("scheduled_request_dropped", "schedule", sc.ID, "err", err)

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -360,32 +359,33 @@ func (c *Cluster) serveOp(conn net.Conn) {
 	_ = json.NewEncoder(conn).Encode(w)
 }
 
-// operate carries out a request on the leader. It holds decideMu, so the
-// leader's own decisions see its effect.
+// operate carries out a request on the leader, planned and applied by
+// applyPlanned: the leader's own decisions see its effect, and never wait
+// on the routing database for it.
 func (c *Cluster) operate(ctx context.Context, r Request) (Reply, error) {
 	w := c.leading
 	if w == nil {
 		return Reply{}, opError(ErrConflict, "the leader %s has no routing database (routing.dsn_file is empty): it cannot move users", c.id)
 	}
-	c.decideMu.Lock()
-	defer c.decideMu.Unlock()
-	reply, cmds, err := request(ctx, r, c.fsm.read(), w.View(), time.Now(), w.policy(), w.Executor)
+	var reply Reply
+	var err error
+	cmds, after, aerr := c.applyPlanned(func(st State) []command {
+		var cmds []command
+		reply, cmds, err = request(ctx, r, st, w.View(), time.Now(), w.policy(), w.Executor)
+		return cmds
+	})
 	reply.Leader = c.id
-	if err != nil {
+	switch {
+	case err != nil:
 		return reply, err
+	case errors.Is(aerr, ErrNoLeader):
+		return reply, aerr
+	case aerr != nil:
+		return reply, opError(ErrConflict, "%v", aerr)
 	}
-	if len(cmds) > 0 {
-		// One entry: the request's changes apply all together, or none.
-		if err := c.apply(batch(cmds)); err != nil {
-			if errors.Is(err, ErrNoLeader) {
-				return reply, err
-			}
-			return reply, opError(ErrConflict, "%v", err)
-		}
-		for _, cmd := range cmds {
-			if cmd.Op == opPlanStart { // the entry's last plan got the newest number
-				reply.Plan = fmt.Sprintf("%06d-%s", c.fsm.read().PlanSeq, cmd.Plan.Kind)
-			}
+	for _, cmd := range cmds {
+		if cmd.Op == opPlanStart { // the entry's last plan got the newest number
+			reply.Plan = fmt.Sprintf("%06d-%s", after.PlanSeq, cmd.Plan.Kind)
 		}
 	}
 	// An operator's own action is news, not a warning.
@@ -398,333 +398,6 @@ func (c *Cluster) operate(ctx context.Context, r Request) (Reply, error) {
 	c.log.Info("operator_request", attrs...)
 	c.wake()
 	return reply, nil
-}
-
-// request is what an operator's (or an alert's) request r does, the
-// state being st and the cluster's view view: the reply, and the commands
-// that carry it out, applied as one raft entry. It only reads (the
-// routing table, through ex), so the model-based test drives it as the
-// leader does.
-func request(ctx context.Context, r Request, st State, view []NodeView, now time.Time, pol Policy, ex *Executor) (Reply, []command, error) {
-	var reply Reply
-	var node NodeView
-	if r.Node != "" {
-		i := indexOf(view, r.Node)
-		if i < 0 {
-			return reply, nil, opError(ErrNotFound, "no node %q in the cluster", r.Node)
-		}
-		node = view[i]
-		if !node.Mail {
-			return reply, nil, opError(ErrInvalid, "%s is a witness: it serves no users", r.Node)
-		}
-	}
-	rec := st.Node(r.Node)
-	running, hasPlan := st.Running(r.Node)
-	if r.Alert != "" && pol.DryRun(ActionAlerts) && (r.Op == OpDrain || r.Op == OpMaintenanceOn) {
-		// An alert's drain in a dry run (failover.mode) only says what it
-		// would do; a resolved alert still undoes what it held before.
-		r.DryRun = true
-	}
-	var cmds []command
-	if r.At.After(now) {
-		if r.At.After(now.Add(maxSchedule)) {
-			return reply, nil, opError(ErrInvalid, "%s at %s: want a time within %v", r.Op, r.At.UTC().Format(time.DateTime), maxSchedule)
-		}
-		later := r
-		later.At = time.Time{}
-		reply.Message = fmt.Sprintf("%s of %s scheduled for %s UTC (nodectl %s cancels it)", r.Op, r.Node, r.At.UTC().Format(time.DateTime),
-			map[string]string{OpDrain: "undrain " + r.Node, OpMaintenanceOn: "maintenance " + r.Node + " off"}[r.Op])
-		return reply, []command{{Op: opSchedule, Schedule: &Scheduled{Request: later, At: r.At}, At: now}}, nil
-	}
-	// An undrain or maintenance off cancels what is scheduled for the node.
-	var canceled []string
-	if (r.Op == OpUndrain || r.Op == OpMaintenanceOff) && r.Alert == "" {
-		for _, sc := range st.ScheduledFor(r.Node) {
-			cmds = append(cmds, command{Op: opUnschedule, ScheduleID: sc.ID})
-			canceled = append(canceled, sc.ID)
-		}
-		if len(canceled) > 0 && rec.State != Draining && rec.State != Maintenance {
-			reply.Message = fmt.Sprintf("canceled what was scheduled for %s: %s", r.Node, strings.Join(canceled, ", "))
-			return reply, cmds, nil
-		}
-	}
-op:
-	switch r.Op {
-	case OpDrain, OpMaintenanceOn:
-		state, kind := Draining, "drained"
-		if r.Op == OpMaintenanceOn {
-			state, kind = Maintenance, "in maintenance"
-		}
-		reason := r.Reason
-		if reason == "" {
-			reason = kind + " by an operator"
-		}
-		rate := r.Rate
-		if rate == 0 {
-			rate = pol.DrainRate
-		}
-		held := rec.State == Draining || rec.State == Maintenance
-		// until is when an operator's drain or maintenance ends by itself.
-		var until time.Time
-		if r.For > 0 {
-			until = now.Add(r.For)
-		}
-		// holds is what the node's record keeps: the alerts that hold it,
-		// this one added; an operator's request takes it over (none).
-		var holds []string
-		if r.Alert != "" {
-			if held && len(rec.Holds) == 0 {
-				reply.Message = fmt.Sprintf("%s is %s by an operator: alert %s changes nothing (only an operator undoes it)", r.Node, rec.State, r.Alert)
-				return reply, nil, nil
-			}
-			holds = rec.Holds
-			if !slices.Contains(holds, r.Alert) {
-				holds = append(slices.Clone(holds), r.Alert)
-			}
-			if held {
-				state = rec.State // the first alert's action stands
-			}
-		}
-		takeover := ""
-		if r.Alert == "" && len(rec.Holds) > 0 {
-			takeover = fmt.Sprintf(" (it was held by alert %s: an operator owns it now)", strings.Join(rec.Holds, ", "))
-		}
-		if held && hasPlan {
-			reply.Message, reply.Plan = fmt.Sprintf("%s is already %s%s", r.Node, rec.State, takeover), running.ID
-			if rec.State != state || !slices.Equal(rec.Holds, holds) || !rec.Until.Equal(until) {
-				if !r.DryRun {
-					cmds = append(cmds, command{Op: opSetNode, Node: r.Node, State: state, Reason: reason, Holds: holds, Until: until, At: now})
-				}
-				if rec.State != state {
-					reply.Message = fmt.Sprintf("%s was %s and is %s now; its plan %s goes on%s", r.Node, rec.State, state, running.ID, takeover)
-				} else if r.Alert != "" {
-					reply.Message = fmt.Sprintf("%s is already %s; held by %d alerts now", r.Node, rec.State, len(holds))
-				}
-			}
-			break
-		}
-		// Draining or in maintenance with no plan (the last was vetoed or
-		// canceled): this starts it again, as below.
-		if rec.State == Failed && !rec.DryRun {
-			return reply, nil, opError(ErrConflict, "%s is failed over already: its users live elsewhere (nodectl failback brings them back)", r.Node)
-		}
-		targets := ex.targets(view, st, r.Node)
-		if len(targets) == 0 {
-			return reply, nil, opError(ErrConflict, "no other healthy active mail node could take %s's users", r.Node)
-		}
-		counts, total, err := ex.spread(ctx, node.ProxyHost, targets)
-		if err != nil {
-			return reply, nil, fmt.Errorf("listing %s's users: %w", r.Node, err)
-		}
-		reply.Users = total
-		if rec.State == state && total == 0 {
-			reply.Message = fmt.Sprintf("%s is already %s: no user is left on it%s", r.Node, rec.State, takeover)
-			if !r.DryRun && (!slices.Equal(rec.Holds, holds) || !rec.Until.Equal(until)) {
-				cmds = append(cmds, command{Op: opSetNode, Node: r.Node, State: state, Reason: reason, Holds: holds, Until: until, At: now})
-				break
-			}
-			return reply, nil, nil
-		}
-		if r.DryRun {
-			reply.Targets = counts
-			reply.Message = fmt.Sprintf("would move %d users off %s at %d/s to %s", total, r.Node, rate, describeCounts(counts))
-			if r.Alert != "" {
-				reply.Message = fmt.Sprintf("dry run: alert %s %s", r.Alert, reply.Message)
-			}
-			return reply, nil, nil
-		}
-		if hasPlan && running.Kind == PlanFailback {
-			cmds = append(cmds, command{Op: opPlanEnd, PlanID: running.ID, Status: PlanCanceled, Reason: "node " + kind, At: now})
-		}
-		cmds = append(cmds,
-			command{Op: opSetNode, Node: r.Node, State: state, Reason: reason, Holds: holds, Until: until, At: now},
-			command{Op: opPlanStart, Plan: &Plan{Kind: PlanDrain, Node: r.Node, Host: node.ProxyHost, Reason: reason, Rate: rate, Users: total}, At: now})
-		reply.Message = fmt.Sprintf("%s is %s: moving its %d users at %d/s%s", r.Node, state, total, rate, takeover)
-		if !until.IsZero() {
-			reply.Message += fmt.Sprintf("; it ends by itself at %s UTC (its users come back)", until.UTC().Format(time.DateTime))
-		}
-	case OpUndrain, OpMaintenanceOff, OpFailback:
-		if r.Op == OpFailback {
-			if rec.State != Failed && rec.State != Recovering {
-				return reply, nil, opError(ErrConflict, "%s is %s, not failed over: nothing to fail back", r.Node, rec.State)
-			}
-			if hasPlan && running.Kind == PlanFailback {
-				reply.Plan, reply.Message = running.ID, fmt.Sprintf("%s is failing back already", r.Node)
-				break
-			}
-		} else if rec.State != Draining && rec.State != Maintenance {
-			if r.Alert != "" {
-				reply.Message = fmt.Sprintf("%s is %s: nothing alert %s holds", r.Node, rec.State, r.Alert)
-				return reply, nil, nil
-			}
-			return reply, nil, opError(ErrConflict, "%s is %s, not drained or in maintenance", r.Node, rec.State)
-		}
-		if r.Alert != "" {
-			switch {
-			case len(rec.Holds) == 0:
-				reply.Message = fmt.Sprintf("%s is %s by an operator: alert %s does not undo it", r.Node, rec.State, r.Alert)
-				return reply, nil, nil
-			case !slices.Contains(rec.Holds, r.Alert):
-				reply.Message = fmt.Sprintf("%s is %s, held by alert %s, not by alert %s: it stays", r.Node, rec.State, strings.Join(rec.Holds, ", "), r.Alert)
-				return reply, nil, nil
-			case len(rec.Holds) > 1:
-				rest := slices.DeleteFunc(slices.Clone(rec.Holds), func(h string) bool { return h == r.Alert })
-				cmds = append(cmds, command{Op: opSetNode, Node: r.Node, State: rec.State, Reason: rec.Reason, Holds: rest, At: now})
-				reply.Message = fmt.Sprintf("%s stays %s: still held by alert %s", r.Node, rec.State, strings.Join(rest, ", "))
-				break op
-			}
-		}
-		if err := unhealthy(node, view); err != nil {
-			return reply, nil, err
-		}
-		if hasPlan {
-			cmds = append(cmds, command{Op: opPlanEnd, PlanID: running.ID, Status: PlanCanceled, Reason: "operator: " + r.Op, At: now})
-		}
-		reason := r.Reason
-		if reason == "" {
-			reason = "operator: " + r.Op
-		}
-		cmds = append(cmds,
-			command{Op: opSetNode, Node: r.Node, State: Recovering, Reason: reason, At: now},
-			command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailback, Node: r.Node, Host: node.ProxyHost, Reason: reason, Rate: pol.FailbackRate}, At: now})
-		reply.Message = fmt.Sprintf("%s is recovering: its users come back at %d/s", r.Node, pol.FailbackRate)
-	case OpMove:
-		if rec.State != Active || node.Gossip != "alive" || node.Health != "passing" || node.ProxyHost == "" {
-			return reply, nil, opError(ErrConflict, "%s cannot take users now (state %s, gossip %s, health %s)", r.Node, rec.State, node.Gossip, dashIfEmpty(node.Health))
-		}
-		if rec.Cordoned {
-			return reply, nil, opError(ErrConflict, "%s is cordoned (%s): no user is placed on it until nodectl uncordon", r.Node, rec.CordonReason)
-		}
-		name, _ := placement.ParseUser(r.User) // Validate checked it
-		user := placement.ShowUser(name)
-		from, err := ex.Router.Lookup(ctx, name)
-		if err != nil {
-			return reply, nil, lookupError(user, err)
-		}
-		if from == node.ProxyHost {
-			reply.Message = fmt.Sprintf("%s is on %s already", user, r.Node)
-			return reply, nil, nil
-		}
-		if node.MaxUsers > 0 {
-			counts, err := ex.Router.Counts(ctx)
-			if err != nil {
-				return reply, nil, fmt.Errorf("counting users: %w", err)
-			}
-			if k := counts[node.ProxyHost]; k >= node.MaxUsers {
-				return reply, nil, opError(ErrConflict, "%s holds %d users, its node.max_users is %d: no room for %s", r.Node, k, node.MaxUsers, user)
-			}
-		}
-		reason := r.Reason
-		if reason == "" {
-			reason = "moved by an operator"
-		}
-		cmds = append(cmds, command{Op: opPlanStart, Plan: &Plan{Kind: PlanMove, To: r.Node, User: user, Reason: reason, Users: 1}, At: now})
-		reply.Message = fmt.Sprintf("moving %s from %s to %s", user, from, r.Node)
-	case OpRebalance:
-		if p, ok := st.runningRebalance(); ok {
-			reply.Plan, reply.Users = p.ID, p.Users
-			reply.Message = fmt.Sprintf("rebalance %s is running already: %d of %d users moved", p.ID, p.Moved, p.Users)
-			break
-		}
-		targets := ex.targets(view, st, "")
-		if len(targets) < 2 {
-			return reply, nil, opError(ErrConflict, "%d active, healthy, uncordoned mail nodes: nothing to balance between", len(targets))
-		}
-		moves, err := ex.rebalanceBatch(ctx, targets, r.Max)
-		if err != nil {
-			return reply, nil, fmt.Errorf("counting users: %w", err)
-		}
-		to := map[string]int{}
-		names := map[string]string{}
-		for _, t := range targets {
-			names[t.Host] = t.Node
-		}
-		for _, m := range moves {
-			to[names[m.To]]++
-		}
-		reply.Users, reply.Targets = len(moves), to
-		rate := r.Rate
-		if rate == 0 {
-			rate = pol.DrainRate
-		}
-		switch {
-		case len(moves) == 0:
-			reply.Message = "every active node holds its share already: nobody to move"
-			return reply, nil, nil
-		case r.DryRun:
-			reply.Message = fmt.Sprintf("would move %d users at %d/s to %s", len(moves), rate, describeCounts(to))
-			return reply, nil, nil
-		}
-		reason := r.Reason
-		if reason == "" {
-			reason = "rebalanced by an operator"
-		}
-		cmds = append(cmds, command{Op: opPlanStart, Plan: &Plan{Kind: PlanRebalance, Reason: reason, Rate: rate, Users: len(moves), Max: r.Max}, At: now})
-		reply.Message = fmt.Sprintf("rebalancing: moving %d users at %d/s to %s", len(moves), rate, describeCounts(to))
-	case OpPause:
-		var until time.Time
-		how := "until nodectl resume"
-		if r.For > 0 {
-			until = now.Add(r.For)
-			how = "until " + until.UTC().Format(time.DateTime) + " UTC (or nodectl resume)"
-		}
-		reply.Message = "paused: no automatic failover or failback starts " + how + "; operators' drains and moves still work"
-		if st.Paused != nil {
-			reply.Message = "paused again (was: " + st.Paused.Reason + "): no automatic failover or failback starts " + how
-		}
-		var auto []string
-		for _, p := range st.RunningPlans() {
-			if p.Kind == PlanFailover || p.Kind == PlanFailback {
-				auto = append(auto, fmt.Sprintf("%s (%s)", p.ID, p.Node))
-			}
-		}
-		if len(auto) > 0 {
-			reply.Message += "; running plans finish: " + strings.Join(auto, ", ")
-		}
-		cmds = append(cmds, command{Op: opPause, Reason: r.Reason, By: r.By, Until: until, At: now})
-	case OpResume:
-		if st.Paused == nil {
-			reply.Message = "not paused: nothing to resume"
-			return reply, nil, nil
-		}
-		reply.Message = fmt.Sprintf("resumed (paused since %s: %s): automatic failover and failback decide again", st.Paused.Since.UTC().Format(time.DateTime), st.Paused.Reason)
-		cmds = append(cmds, command{Op: opResume, Reason: r.Reason, At: now})
-	case OpCordon, OpUncordon:
-		on := r.Op == OpCordon
-		if rec.Cordoned == on {
-			reply.Message = fmt.Sprintf("%s is %sed already", r.Node, r.Op)
-			return reply, nil, nil
-		}
-		reason := r.Reason
-		if reason == "" {
-			reason = "cordoned by an operator"
-		}
-		reply.Message = fmt.Sprintf("%s is cordoned: it keeps and serves its users, and no plan places users on it", r.Node)
-		if !on {
-			reply.Message = fmt.Sprintf("%s is uncordoned: plans may place users on it again", r.Node)
-		}
-		cmds = append(cmds, command{Op: opCordon, Node: r.Node, On: on, Reason: reason, At: now})
-	case OpAck:
-		if r.Node == "" {
-			if st.Frozen == nil {
-				reply.Message = "the cluster is not frozen: nothing to acknowledge"
-				return reply, nil, nil
-			}
-			reply.Message = "unfrozen (was: " + st.Frozen.Reason + "); automatic moves resume, and freeze again if the trouble persists"
-			cmds = append(cmds, command{Op: opAck, At: now})
-			break
-		}
-		reply.Message = fmt.Sprintf("%s's block period is reset: it may be failed over again", r.Node)
-		cmds = append(cmds, command{Op: opAck, Node: r.Node, At: now})
-		if bad, why := failing(node, view); bad && rec.State == Failed && !hasPlan {
-			// Failed again within the block period: some users came home
-			// before it did. The ack sends them away.
-			reason := "acknowledged by an operator: " + why
-			cmds = append(cmds, command{Op: opPlanStart, Plan: &Plan{Kind: PlanFailover, Node: r.Node, Host: node.ProxyHost, Reason: reason}, At: now})
-			reply.Message += "; moving the users still routed to it"
-		}
-	}
-	return reply, cmds, nil
 }
 
 func lookupError(user string, err error) error {

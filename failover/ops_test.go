@@ -195,3 +195,46 @@ func TestPauseAndCordonRequests(t *testing.T) {
 		t.Fatal("c still cordoned")
 	}
 }
+
+// What a request refuses, or leaves alone, given its node's record and
+// health: each a rule an operator relies on.
+func TestRequestsRespectTheNodesState(t *testing.T) {
+	ctx := context.Background()
+	ex := newExecutor(newMemRouter(30, "10.0.0.1", "10.0.0.2", "10.0.0.3"), &memKicker{})
+	for name, c := range map[string]struct {
+		rec     NodeRecord
+		health  string
+		req     Request
+		wantErr string // else the reply's message, and no command
+		wantMsg string
+	}{
+		"a failed-over node is not drained": {rec: NodeRecord{State: Failed}, req: Request{Op: OpDrain, Node: "b"},
+			wantErr: "b is failed over already"},
+		"an undrain needs a healthy node": {rec: NodeRecord{State: Draining}, health: "critical", req: Request{Op: OpUndrain, Node: "b"},
+			wantErr: "b is not healthy (gossip alive, health critical"},
+		"a failback needs a healthy node": {rec: NodeRecord{State: Failed}, health: "critical", req: Request{Op: OpFailback, Node: "b"},
+			wantErr: "b is not healthy"},
+		"a resolved alert undoes only what it holds": {rec: NodeRecord{State: Draining, Holds: []string{"DiskFull/1"}}, req: Request{Op: OpUndrain, Node: "b", Alert: "Other/2"},
+			wantMsg: "b is draining, held by alert DiskFull/1, not by alert Other/2: it stays"},
+		"a resolved alert leaves an operator's drain": {rec: NodeRecord{State: Draining}, req: Request{Op: OpUndrain, Node: "b", Alert: "DiskFull/1"},
+			wantMsg: "b is draining by an operator: alert DiskFull/1 does not undo it"},
+		"an alert leaves an operator's maintenance": {rec: NodeRecord{State: Maintenance}, req: Request{Op: OpDrain, Node: "b", Alert: "DiskFull/1"},
+			wantMsg: "b is maintenance by an operator: alert DiskFull/1 changes nothing"},
+	} {
+		view := cluster3()
+		for i := range view {
+			view[i].Mail = true
+		}
+		if c.health != "" {
+			view[1].Health = c.health
+		}
+		s := State{Nodes: map[string]NodeRecord{"b": c.rec}}
+		reply, cmds, err := request(ctx, c.req, s, view, t0, DefaultPolicy(), ex)
+		switch {
+		case c.wantErr != "" && (err == nil || !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), c.wantErr)):
+			t.Errorf("%s: %v (commands %+v), want a conflict saying %q", name, err, cmds, c.wantErr)
+		case c.wantErr == "" && (err != nil || len(cmds) > 0 || !strings.Contains(reply.Message, c.wantMsg)):
+			t.Errorf("%s: %q, commands %+v, err %v; want no command and %q", name, reply.Message, cmds, err, c.wantMsg)
+		}
+	}
+}

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Mutation check of the failover decision (failover/decide.go) and the
-# executor's rules (failover/executor.go): each line below breaks one rule;
+# Mutation check of the failover decision (failover/decide.go), the
+# executor's rules (failover/executor.go) and the operators' requests
+# (failover/request.go, and how the leader applies them in cluster.go):
+# each line below breaks one rule;
 # `go test ./failover/` must fail for every one.
 # The tree is never touched: each mutant is handed to the compiler with
 # `go test -overlay`. Prints KILLED or SURVIVED per mutation and exits 1
@@ -67,6 +69,14 @@ mutations=(
 	'a dry-run failback says so once|!lp.Finished.Before(r.Since) {\n\t\t\t\tcontinue|false {\n\t\t\t\tcontinue'
 	'enforcing decides a dry-run failure again|r.DryRun \&\& r.State == Failed \&\& !p.DryRun(ActionFailover) \&\& n.Mail|false \&\& n.Mail'
 	'only a still failing dry-run failure is decided again|\&\& n.Mail \&\& failingNowOf(n, view) {|\&\& n.Mail {'
+	'a request planned on a changed state is planned again|if c.fsm.appliedCount() != seen {|if false {|cluster.go'
+	'a request is planned outside the decision lock|st, seen := c.fsm.readAt()\n\t\tcmds := plan(st)|c.decideMu.Lock()\n\t\tst, seen := c.fsm.readAt()\n\t\tcmds := plan(st)\n\t\tc.decideMu.Unlock()|cluster.go'
+	'an alert leaves an operator drain alone|if held \&\& len(rec.Holds) == 0 {|if false {|request.go'
+	'a resolved alert undoes only what it holds|case !slices.Contains(rec.Holds, q.Alert):|case false:|request.go'
+	'a move refuses a cordoned node|if rec.Cordoned {\n\t\treturn reply, nil, opError|if false {\n\t\treturn reply, nil, opError|request.go'
+	'a failed-over node is not drained|if rec.State == Failed \&\& !rec.DryRun {|if false {|request.go'
+	'an undrain needs a healthy node|if err := unhealthy(q.node, q.view); err != nil {|if err := unhealthy(q.node, q.view); false \&\& err != nil {|request.go'
+	'a dry-run drain changes nothing|case q.DryRun:\n\t\treply.Targets = counts|case false:\n\t\treply.Targets = counts|request.go'
 )
 
 survived=0
