@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,14 +18,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/roost-mail/roost/alerting"
 	"github.com/roost-mail/roost/api"
 	"github.com/roost-mail/roost/dovecot"
 	"github.com/roost-mail/roost/failover"
 	"github.com/roost-mail/roost/fsprobe"
 	"github.com/roost-mail/roost/gossip"
 	"github.com/roost-mail/roost/health"
+	"github.com/roost-mail/roost/hooks"
+	"github.com/roost-mail/roost/lbsignal"
 	"github.com/roost-mail/roost/lease"
 	"github.com/roost-mail/roost/routing"
+	"github.com/roost-mail/roost/sweep"
 	"github.com/roost-mail/roost/version"
 )
 
@@ -44,8 +47,8 @@ type Agent struct {
 	peers   *health.Peers
 	routing *routingDB
 	kicker  *kicker
-	lb      *lbServer
-	hook    *webhookHandler
+	lb      *lbsignal.Server
+	hook    *alerting.Webhook
 	leading *failover.Leading
 	lease   *lease.Lease
 	// fenced is set while this node has taken itself out of service,
@@ -110,7 +113,7 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 				Router: a.routing, Choose: routing.Choose, BatchSize: cfg.Failover.BatchSize,
 				Kicker:   a.kicker,
 				RetryMin: time.Second, RetryMax: 30 * time.Second, Log: a.log,
-				Hooks: &scriptHooks{cfg: cfg.Hooks, log: a.log},
+				Hooks: hooks.New(cfg.Hooks, a.log),
 			},
 			View: a.view, Policy: cfg.Failover.Policy, Interval: cfg.Failover.Interval,
 		}
@@ -120,18 +123,18 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 		a.cluster.Close()
 		return nil, err
 	}
-	hook := &webhookHandler{cfg: cfg.Alertmanager, operate: a.cluster.Operate, logf: a.log.Warn}
-	a.hook = hook
+	var hookToken string
 	if cfg.Alertmanager.WebhookTokenFile != "" {
-		if hook.token, err = readToken(cfg.Alertmanager.WebhookTokenFile); err != nil {
+		if hookToken, err = readToken(cfg.Alertmanager.WebhookTokenFile); err != nil {
 			return fail(fmt.Errorf("alertmanager.webhook_token_file: %w", err))
 		}
 	}
-	a.api, err = newAPIServer(cfg.API, a, hook, a.log, a.reg)
+	a.hook = alerting.NewWebhook(cfg.Alertmanager, hookToken, a.cluster.Operate, a.log.Warn)
+	a.api, err = newAPIServer(cfg.API, a, a.hook, a.log, a.reg)
 	if err != nil {
 		return fail(err)
 	}
-	if a.lb, err = newLBServer(cfg.LB, a.lbSignal, a.log); err != nil {
+	if a.lb, err = lbsignal.New(cfg.LB, a.lbSignal, a.log); err != nil {
 		a.api.close()
 		return fail(err)
 	}
@@ -150,7 +153,7 @@ func New(cfg Config, log *slog.Logger, level slog.Level) (*Agent, error) {
 	a.gossip, err = gossip.New(cfg.Gossip, cfg.Node.Name, meta, a.log, a.reg)
 	if err != nil {
 		a.api.close()
-		a.lb.close()
+		a.lb.Close()
 		return fail(err)
 	}
 	members.g = a.gossip
@@ -184,11 +187,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	part(g, ctx, "gossip", func(ctx context.Context) error { return a.gossip.Run(ctx, a.cfg.Node.LeaveOnStop) })
 	part(g, ctx, "raft", a.cluster.Run)
 	part(g, ctx, "api", a.api.run)
-	part(g, ctx, "lb", a.lb.run)
+	part(g, ctx, "lb", a.lb.Run)
 	if len(a.cfg.Alertmanager.URLs) > 0 {
-		al := &alerter{cfg: a.cfg.Alertmanager, hc: &http.Client{Timeout: 10 * time.Second}, state: a.cluster.State,
-			leader: func() bool { return a.cluster.Status().Leader == a.cfg.Node.Name }, logf: a.log.Warn}
-		part(g, ctx, "alertmanager", loop(al.run))
+		al := alerting.NewAlerter(a.cfg.Alertmanager, a.cluster.State,
+			func() bool { return a.cluster.Status().Leader == a.cfg.Node.Name }, a.log.Warn)
+		part(g, ctx, "alertmanager", loop(al.Run))
 	}
 	part(g, ctx, "fsprobe", a.fsprobe.Run)
 	part(g, ctx, "health", a.health.Run)
@@ -211,7 +214,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.Routing.DSNFile != "" {
 		part(g, ctx, "routing", loop(func(ctx context.Context) { a.routing.run(ctx, a.cfg.Routing, a.log) }))
 		if sweeper != nil {
-			part(g, ctx, "sweep", loop(func(ctx context.Context) { a.sweep(ctx, sweeper, a.cfg.Failover.SweepInterval) }))
+			sw := &sweep.Sweeper{Admin: sweeper, Instance: a.cfg.Dovecot.InstanceName, Self: a.cfg.Node.ProxyHost, Hosts: a.routing.hostsOf, Log: a.log}
+			part(g, ctx, "sweep", loop(func(ctx context.Context) { sw.Run(ctx, a.cfg.Failover.SweepInterval) }))
 		}
 	} else {
 		a.log.Warn("routing_off", "hint", "routing.dsn_file is empty: this node hands raft leadership to a voter that has it, and cannot fail anyone over")
@@ -403,7 +407,7 @@ func (m *membership) SetHasState(b bool) error {
 func (a *Agent) Snapshot() error { return a.cluster.Snapshot() }
 
 // LBAddrs are the LB signal's agent-check and HTTP addresses ("" when off).
-func (a *Agent) LBAddrs() (agentCheck, http string) { return a.lb.addrs() }
+func (a *Agent) LBAddrs() (agentCheck, http string) { return a.lb.Addrs() }
 
 // APIAddr is the TCP API's address, or "" when it is off.
 func (a *Agent) APIAddr() string { return a.api.tcpAddr() }

@@ -2,9 +2,7 @@ package agent
 
 import (
 	"context"
-	"crypto/subtle"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,13 +12,13 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/roost-mail/roost/alerting"
 	"github.com/roost-mail/roost/api"
 )
 
@@ -32,19 +30,19 @@ type apiServer struct {
 	unixLn    net.Listener
 	tcpLn     net.Listener
 	token     string
-	hook      *webhookHandler
+	hook      *alerting.Webhook
 	closeOnce sync.Once
 }
 
-func newAPIServer(cfg APIConfig, src backend, hook *webhookHandler, log *slog.Logger, reg *prometheus.Registry) (*apiServer, error) {
+func newAPIServer(cfg APIConfig, src backend, hook *alerting.Webhook, log *slog.Logger, reg *prometheus.Registry) (*apiServer, error) {
 	s := &apiServer{log: log, hook: hook}
 	mux := http.NewServeMux()
 	mux.Handle("POST /v1/alertmanager", hook)
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, src.Status()) })
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { api.WriteJSON(w, http.StatusOK, src.Status()) })
 	routes(mux, src)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
+		api.WriteJSON(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
 	})
 	s.handler = mux
 
@@ -166,34 +164,19 @@ func (s *apiServer) requireToken(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v1/alertmanager" {
 			// Alertmanager's own token, which can do nothing else.
-			if !s.hook.authorized(r) {
+			if !s.hook.Authorized(r) {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="roostd-webhook"`)
-				writeJSON(w, http.StatusUnauthorized, api.Error{Error: "missing or wrong webhook token (alertmanager.webhook_token_file)"})
+				api.WriteJSON(w, http.StatusUnauthorized, api.Error{Error: "missing or wrong webhook token (alertmanager.webhook_token_file)"})
 				return
 			}
 			next.ServeHTTP(w, r)
 			return
 		}
-		if !bearer(r, s.token) {
+		if !api.Bearer(r, s.token) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="roostd"`)
-			writeJSON(w, http.StatusUnauthorized, api.Error{Error: "missing or wrong API token"})
+			api.WriteJSON(w, http.StatusUnauthorized, api.Error{Error: "missing or wrong API token"})
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
-}
-
-// bearer reports whether the request carries token as its bearer token
-// (compared in constant time); an empty token admits nobody.
-func bearer(r *http.Request, token string) bool {
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && token != "" && subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
 }

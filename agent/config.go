@@ -16,6 +16,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/roost-mail/roost/alerting"
 	"github.com/roost-mail/roost/api"
 	"github.com/roost-mail/roost/certs"
 	"github.com/roost-mail/roost/dovecot"
@@ -23,6 +24,8 @@ import (
 	"github.com/roost-mail/roost/fsprobe"
 	"github.com/roost-mail/roost/gossip"
 	"github.com/roost-mail/roost/health"
+	"github.com/roost-mail/roost/hooks"
+	"github.com/roost-mail/roost/lbsignal"
 	"github.com/roost-mail/roost/routing"
 
 	"github.com/roost-mail/roost/secret"
@@ -40,11 +43,11 @@ type Config struct {
 	Routing  routing.Config        `yaml:"routing"`
 	Dovecot  dovecot.Config        `yaml:"dovecot"`
 	Failover failover.PolicyConfig `yaml:"failover"`
-	LB       LBConfig              `yaml:"lb"`
+	LB       lbsignal.Config       `yaml:"lb"`
 	// Alertmanager is Prometheus' Alertmanager, both ways.
-	Alertmanager AlertmanagerConfig `yaml:"alertmanager"`
+	Alertmanager alerting.Config `yaml:"alertmanager"`
 	// Hooks are the operator's scripts around moves.
-	Hooks HooksConfig `yaml:"hooks"`
+	Hooks hooks.Config `yaml:"hooks"`
 }
 
 // NodeConfig says who this node is.
@@ -108,8 +111,8 @@ func DefaultConfig() Config {
 		Routing:      routing.DefaultConfig(),
 		Dovecot:      dovecot.DefaultConfig(),
 		Failover:     failover.DefaultPolicyConfig(),
-		Alertmanager: AlertmanagerConfig{ResendInterval: 30 * time.Second},
-		Hooks:        HooksConfig{Timeout: 30 * time.Second},
+		Alertmanager: alerting.Config{ResendInterval: 30 * time.Second},
+		Hooks:        hooks.Config{Timeout: 30 * time.Second},
 	}
 }
 

@@ -54,12 +54,11 @@ func etcRoost(t *testing.T) string {
 // `roostd check-config` does, with /etc/roost pointing at real files.
 func checkExample(t *testing.T, name, yaml string) {
 	t.Helper()
-	cfg, err := agent.ParseConfig([]byte(yaml))
-	if err != nil {
+	if _, err := agent.ParseConfig([]byte(yaml)); err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
 	etc := etcRoost(t)
-	cfg, err = agent.ParseConfig([]byte(strings.ReplaceAll(yaml, "/etc/roost/", etc+"/")))
+	cfg, err := agent.ParseConfig([]byte(strings.ReplaceAll(yaml, "/etc/roost/", etc+"/")))
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}

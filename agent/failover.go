@@ -40,6 +40,16 @@ func (r *routingDB) store() (*routing.Store, error) {
 	return r.s, nil
 }
 
+// hostsOf is the users' proxy_hosts, for the sweep; none while the
+// database is not open.
+func (r *routingDB) hostsOf(ctx context.Context, users []string) (map[string]string, error) {
+	s, err := r.store()
+	if err != nil {
+		return nil, nil
+	}
+	return s.HostsOf(ctx, users)
+}
+
 // run connects (retrying with backoff), then holds the store until ctx
 // ends.
 func (r *routingDB) run(ctx context.Context, cfg routing.Config, log *slog.Logger) {
@@ -297,51 +307,6 @@ func (a *Agent) FailoverState() failover.State { return a.cluster.State() }
 
 // doveadmBase is dovecot.url without its fixed path, as gossip carries it.
 func doveadmBase(url string) string { return strings.TrimSuffix(url, doveadmPath) }
-
-// sweep ends, every interval, this node's sessions of users whose
-// proxy_host names another node (DESIGN.md, invariant 8): it covers a
-// kick that failed, a node that was partitioned while the majority moved
-// its users, and users an operator moved by hand. A node whose users
-// nobody moved kicks no one. LMTP deliveries are left to finish.
-func (a *Agent) sweep(ctx context.Context, admin dovecot.Admin, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		s, err := a.routing.store()
-		if err != nil {
-			continue
-		}
-		users, err := localUsers(ctx, admin)
-		if err != nil {
-			a.log.Debug("sweep_who_failed", "err", err)
-			continue
-		}
-		if len(users) == 0 {
-			continue
-		}
-		hosts, err := s.HostsOf(ctx, users)
-		if err != nil {
-			a.log.Warn("sweep_lookup_failed", "err", err)
-			continue
-		}
-		var stray []string
-		for _, u := range users {
-			if h, ok := hosts[u]; ok && h != a.cfg.Node.ProxyHost {
-				stray = append(stray, u)
-			}
-		}
-		if len(stray) == 0 {
-			continue
-		}
-		n, err := dovecot.SignalKick(ctx, admin, a.cfg.Dovecot.InstanceName, stray)
-		a.log.Warn("sweep_kicked", "users", n, "of", len(stray), "first", stray[0], "err", err)
-	}
-}
 
 // reapOrphans ends, every second while this node's users are moved away
 // (failed, draining or in maintenance), the mail processes its Dovecot

@@ -85,7 +85,7 @@ func (a *Agent) fence(ctx context.Context) {
 func (a *Agent) endLocalSessions(ctx context.Context, admin dovecot.Admin) {
 	ctx, cancel := context.WithTimeout(ctx, a.lease.Interval()*4)
 	defer cancel()
-	users, err := localUsers(ctx, admin)
+	users, err := dovecot.UsersWithSessions(ctx, admin)
 	if err != nil {
 		// Dovecot may be down already (nothing to end), or slow to answer.
 		a.log.Warn("fence_who_failed", "err", err)
@@ -106,22 +106,4 @@ func (a *Agent) runFenceCommand(ctx context.Context) {
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "/bin/sh", "-c", a.cfg.Failover.FenceCommand).CombinedOutput()
 	a.log.Warn("fence_command_ran", "command", a.cfg.Failover.FenceCommand, "err", err, "output", string(out))
-}
-
-// localUsers lists, once each, the users with a session on this node's
-// Dovecot; LMTP deliveries are left out, to finish.
-func localUsers(ctx context.Context, admin dovecot.Admin) ([]string, error) {
-	sessions, err := admin.Who(ctx)
-	if err != nil {
-		return nil, err
-	}
-	seen := map[string]bool{}
-	var users []string
-	for _, s := range sessions {
-		if s.Service != "lmtp" && !seen[s.User] {
-			seen[s.User] = true
-			users = append(users, s.User)
-		}
-	}
-	return users, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/roost-mail/roost/agent"
 	"github.com/roost-mail/roost/api"
 	"github.com/roost-mail/roost/failover"
+	"github.com/roost-mail/roost/hooks"
 )
 
 // The operator's scripts: pre_move vetoes node2's failover (nobody moves,
@@ -31,7 +32,7 @@ if [ "$ROOST_NODE" = node2 ]; then echo "checking mailboxes"; echo "node2 belong
 	post := script("post-move", `echo "post $ROOST_KIND $ROOST_NODE $ROOST_STATUS $ROOST_USERS_MOVED" >> `+logFile+"\n")
 	state := script("node-state", `echo "state $ROOST_NODE $ROOST_PREVIOUS_STATE $ROOST_STATE" >> `+logFile+"\n")
 	c, db, flag := sqliteCluster(t, nil, func(i int, cfg *agent.Config) {
-		cfg.Hooks = agent.HooksConfig{PreMove: pre, PostMove: post, NodeState: state, Timeout: 5 * time.Second}
+		cfg.Hooks = hooks.Config{PreMove: pre, PostMove: post, NodeState: state, Timeout: 5 * time.Second}
 	})
 	log := func() string { b, _ := os.ReadFile(logFile); return string(b) }
 
@@ -81,7 +82,7 @@ func TestVetoedDrainStaysDrainingAndRetries(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, db, _ := sqliteCluster(t, nil, func(i int, cfg *agent.Config) {
-		cfg.Hooks = agent.HooksConfig{PreMove: pre, Timeout: 5 * time.Second}
+		cfg.Hooks = hooks.Config{PreMove: pre, Timeout: 5 * time.Second}
 	})
 	drain := func() api.OpReply {
 		t.Helper()

@@ -31,127 +31,174 @@ const maxBody = 64 << 10
 
 // routes adds the operator's endpoints to mux.
 func routes(mux *http.ServeMux, b backend) {
-	op := func(name string, build func(r *http.Request, body api.OpRequest) (failover.Request, error)) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			body, err := decodeBody(w, r)
-			var tooBig *http.MaxBytesError
-			if errors.As(err, &tooBig) {
-				writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("request body over %d bytes", tooBig.Limit))
-				return
-			}
-			if err != nil {
-				writeError(w, http.StatusBadRequest, err)
-				return
-			}
-			req, err := build(r, body)
-			if err == nil && body.Max != 0 && name != "rebalance" {
-				err = fmt.Errorf("%s takes no max", name)
-			}
-			if err != nil {
-				writeError(w, http.StatusBadRequest, err)
-				return
-			}
-			reply, err := b.Operate(r.Context(), req)
-			if err != nil {
-				writeError(w, opStatus(err), err)
-				return
-			}
-			writeJSON(w, http.StatusOK, api.OpReply{Leader: reply.Leader, Message: reply.Message, Plan: reply.Plan, Users: reply.Users, Targets: reply.Targets})
-		}
+	for path, r := range map[string]struct {
+		name  string
+		build requestBuilder
+	}{
+		"/v1/nodes/{node}/drain":       {"drain", nodeRequest(failover.OpDrain)},
+		"/v1/nodes/{node}/undrain":     {"undrain", nodeRequest(failover.OpUndrain)},
+		"/v1/nodes/{node}/failback":    {"failback", nodeRequest(failover.OpFailback)},
+		"/v1/nodes/{node}/ack":         {"ack", nodeRequest(failover.OpAck)},
+		"/v1/nodes/{node}/cordon":      {"cordon", nodeRequest(failover.OpCordon)},
+		"/v1/nodes/{node}/uncordon":    {"uncordon", nodeRequest(failover.OpUncordon)},
+		"/v1/nodes/{node}/maintenance": {"maintenance", maintenanceRequest},
+		"/v1/ack":                      {"ack", ackRequest},
+		"/v1/pause":                    {"pause", pauseRequest},
+		"/v1/resume":                   {"resume", resumeRequest},
+		"/v1/rebalance":                {"rebalance", rebalanceRequest},
+		"/v1/move":                     {"move", moveRequest},
+	} {
+		mux.HandleFunc("POST "+path, operation(b, r.name, r.build))
 	}
-	nodeOp := func(kind string) func(r *http.Request, body api.OpRequest) (failover.Request, error) {
-		return func(r *http.Request, body api.OpRequest) (failover.Request, error) {
-			if body.User != "" || body.Node != "" || body.On != nil || (kind != failover.OpDrain && (body.Rate != 0 || body.DryRun || body.For != "")) {
-				return failover.Request{}, fmt.Errorf("%s takes only reason%s", kind, map[bool]string{true: ", rate, dry_run and for"}[kind == failover.OpDrain])
-			}
-			d, err := forDuration(body.For)
-			if err != nil {
-				return failover.Request{}, err
-			}
-			if !body.At.IsZero() && kind != failover.OpDrain {
-				return failover.Request{}, fmt.Errorf("%s takes no at", kind)
-			}
-			return failover.Request{Op: kind, Node: r.PathValue("node"), Reason: body.Reason, Rate: body.Rate, DryRun: body.DryRun, By: body.By, For: d, At: body.At}, nil
+	mux.HandleFunc("GET /v1/where", whereHandler(b))
+	mux.HandleFunc("GET /v1/history", historyHandler(b))
+	mux.HandleFunc("GET /v1/nodes/{node}/sessions", sessionsHandler(b))
+}
+
+// A requestBuilder reads an operator's request from its path and body,
+// refusing a field the request does not take.
+type requestBuilder func(r *http.Request, body api.OpRequest) (failover.Request, error)
+
+// operation serves one operator request: the body, bounded and strict,
+// built into a request the leader carries out.
+func operation(b backend, name string, build requestBuilder) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, err := decodeBody(w, r)
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			api.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("request body over %d bytes", tooBig.Limit))
+			return
 		}
+		if err != nil {
+			api.WriteError(w, http.StatusBadRequest, err)
+			return
+		}
+		req, err := build(r, body)
+		if err == nil && body.Max != 0 && name != "rebalance" {
+			err = fmt.Errorf("%s takes no max", name)
+		}
+		if err != nil {
+			api.WriteError(w, http.StatusBadRequest, err)
+			return
+		}
+		reply, err := b.Operate(r.Context(), req)
+		if err != nil {
+			api.WriteError(w, opStatus(err), err)
+			return
+		}
+		api.WriteJSON(w, http.StatusOK, api.OpReply{Leader: reply.Leader, Message: reply.Message, Plan: reply.Plan, Users: reply.Users, Targets: reply.Targets})
 	}
-	mux.HandleFunc("POST /v1/nodes/{node}/drain", op("drain", nodeOp(failover.OpDrain)))
-	mux.HandleFunc("POST /v1/nodes/{node}/undrain", op("undrain", nodeOp(failover.OpUndrain)))
-	mux.HandleFunc("POST /v1/nodes/{node}/failback", op("failback", nodeOp(failover.OpFailback)))
-	mux.HandleFunc("POST /v1/nodes/{node}/ack", op("ack", nodeOp(failover.OpAck)))
-	mux.HandleFunc("POST /v1/ack", op("ack", func(r *http.Request, body api.OpRequest) (failover.Request, error) {
-		if body != (api.OpRequest{}) {
-			return failover.Request{}, errors.New("ack takes no fields")
-		}
-		return failover.Request{Op: failover.OpAck}, nil
-	}))
-	mux.HandleFunc("POST /v1/nodes/{node}/cordon", op("cordon", nodeOp(failover.OpCordon)))
-	mux.HandleFunc("POST /v1/nodes/{node}/uncordon", op("uncordon", nodeOp(failover.OpUncordon)))
-	mux.HandleFunc("POST /v1/pause", op("pause", func(r *http.Request, body api.OpRequest) (failover.Request, error) {
-		if body.User != "" || body.Node != "" || body.On != nil || body.Rate != 0 || body.DryRun || !body.At.IsZero() {
-			return failover.Request{}, errors.New("pause takes only reason, for and by")
+}
+
+// nodeRequest builds a request on the path's node that takes a reason
+// (a drain also a rate, a dry run, an end and a start).
+func nodeRequest(kind string) requestBuilder {
+	return func(r *http.Request, body api.OpRequest) (failover.Request, error) {
+		if body.User != "" || body.Node != "" || body.On != nil || (kind != failover.OpDrain && (body.Rate != 0 || body.DryRun || body.For != "")) {
+			return failover.Request{}, fmt.Errorf("%s takes only reason%s", kind, map[bool]string{true: ", rate, dry_run and for"}[kind == failover.OpDrain])
 		}
 		d, err := forDuration(body.For)
 		if err != nil {
 			return failover.Request{}, err
 		}
-		return failover.Request{Op: failover.OpPause, Reason: body.Reason, By: body.By, For: d}, nil
-	}))
-	mux.HandleFunc("POST /v1/resume", op("resume", func(r *http.Request, body api.OpRequest) (failover.Request, error) {
-		if body.User != "" || body.Node != "" || body.On != nil || body.Rate != 0 || body.DryRun || body.For != "" || !body.At.IsZero() {
-			return failover.Request{}, errors.New("resume takes only reason and by")
+		if !body.At.IsZero() && kind != failover.OpDrain {
+			return failover.Request{}, fmt.Errorf("%s takes no at", kind)
 		}
-		return failover.Request{Op: failover.OpResume, Reason: body.Reason, By: body.By}, nil
-	}))
-	mux.HandleFunc("POST /v1/nodes/{node}/maintenance", op("maintenance", func(r *http.Request, body api.OpRequest) (failover.Request, error) {
-		if body.On == nil {
-			return failover.Request{}, errors.New(`maintenance needs "on": true or false`)
-		}
-		if body.User != "" || body.Node != "" || body.Rate != 0 || (!*body.On && (body.For != "" || !body.At.IsZero())) {
-			return failover.Request{}, errors.New("maintenance takes only on, reason, dry_run and (with on) for and at")
-		}
-		kind := failover.OpMaintenanceOff
-		if *body.On {
-			kind = failover.OpMaintenanceOn
-		}
-		d, err := forDuration(body.For)
-		if err != nil {
-			return failover.Request{}, err
-		}
-		return failover.Request{Op: kind, Node: r.PathValue("node"), Reason: body.Reason, DryRun: body.DryRun, By: body.By, For: d, At: body.At}, nil
-	}))
-	mux.HandleFunc("POST /v1/rebalance", op("rebalance", func(r *http.Request, body api.OpRequest) (failover.Request, error) {
-		if body.User != "" || body.Node != "" || body.On != nil || body.For != "" || !body.At.IsZero() {
-			return failover.Request{}, errors.New("rebalance takes only rate, max, dry_run, reason and by")
-		}
-		return failover.Request{Op: failover.OpRebalance, Rate: body.Rate, Max: body.Max, DryRun: body.DryRun, Reason: body.Reason, By: body.By}, nil
-	}))
-	mux.HandleFunc("POST /v1/move", op("move", func(r *http.Request, body api.OpRequest) (failover.Request, error) {
-		if body.Rate != 0 || body.DryRun || body.On != nil || body.For != "" || !body.At.IsZero() {
-			return failover.Request{}, errors.New("move takes only user, node and reason")
-		}
-		return failover.Request{Op: failover.OpMove, User: body.User, Node: body.Node, Reason: body.Reason}, nil
-	}))
-	mux.HandleFunc("GET /v1/where", func(w http.ResponseWriter, r *http.Request) {
+		return failover.Request{Op: kind, Node: r.PathValue("node"), Reason: body.Reason, Rate: body.Rate, DryRun: body.DryRun, By: body.By, For: d, At: body.At}, nil
+	}
+}
+
+// ackRequest builds POST /v1/ack, which takes no field.
+func ackRequest(r *http.Request, body api.OpRequest) (failover.Request, error) {
+	if body != (api.OpRequest{}) {
+		return failover.Request{}, errors.New("ack takes no fields")
+	}
+	return failover.Request{Op: failover.OpAck}, nil
+}
+
+// pauseRequest builds POST /v1/pause: reason, for and by.
+func pauseRequest(r *http.Request, body api.OpRequest) (failover.Request, error) {
+	if body.User != "" || body.Node != "" || body.On != nil || body.Rate != 0 || body.DryRun || !body.At.IsZero() {
+		return failover.Request{}, errors.New("pause takes only reason, for and by")
+	}
+	d, err := forDuration(body.For)
+	if err != nil {
+		return failover.Request{}, err
+	}
+	return failover.Request{Op: failover.OpPause, Reason: body.Reason, By: body.By, For: d}, nil
+}
+
+// resumeRequest builds POST /v1/resume: reason and by.
+func resumeRequest(r *http.Request, body api.OpRequest) (failover.Request, error) {
+	if body.User != "" || body.Node != "" || body.On != nil || body.Rate != 0 || body.DryRun || body.For != "" || !body.At.IsZero() {
+		return failover.Request{}, errors.New("resume takes only reason and by")
+	}
+	return failover.Request{Op: failover.OpResume, Reason: body.Reason, By: body.By}, nil
+}
+
+// maintenanceRequest builds POST /v1/nodes/{node}/maintenance: on,
+// reason, dry_run, and with on for and at.
+func maintenanceRequest(r *http.Request, body api.OpRequest) (failover.Request, error) {
+	if body.On == nil {
+		return failover.Request{}, errors.New(`maintenance needs "on": true or false`)
+	}
+	if body.User != "" || body.Node != "" || body.Rate != 0 || (!*body.On && (body.For != "" || !body.At.IsZero())) {
+		return failover.Request{}, errors.New("maintenance takes only on, reason, dry_run and (with on) for and at")
+	}
+	kind := failover.OpMaintenanceOff
+	if *body.On {
+		kind = failover.OpMaintenanceOn
+	}
+	d, err := forDuration(body.For)
+	if err != nil {
+		return failover.Request{}, err
+	}
+	return failover.Request{Op: kind, Node: r.PathValue("node"), Reason: body.Reason, DryRun: body.DryRun, By: body.By, For: d, At: body.At}, nil
+}
+
+// rebalanceRequest builds POST /v1/rebalance: rate, max, dry_run, reason and by.
+func rebalanceRequest(r *http.Request, body api.OpRequest) (failover.Request, error) {
+	if body.User != "" || body.Node != "" || body.On != nil || body.For != "" || !body.At.IsZero() {
+		return failover.Request{}, errors.New("rebalance takes only rate, max, dry_run, reason and by")
+	}
+	return failover.Request{Op: failover.OpRebalance, Rate: body.Rate, Max: body.Max, DryRun: body.DryRun, Reason: body.Reason, By: body.By}, nil
+}
+
+// moveRequest builds POST /v1/move: user, node and reason.
+func moveRequest(r *http.Request, body api.OpRequest) (failover.Request, error) {
+	if body.Rate != 0 || body.DryRun || body.On != nil || body.For != "" || !body.At.IsZero() {
+		return failover.Request{}, errors.New("move takes only user, node and reason")
+	}
+	return failover.Request{Op: failover.OpMove, User: body.User, Node: body.Node, Reason: body.Reason}, nil
+}
+
+// whereHandler serves GET /v1/where?user=: where a user is routed.
+func whereHandler(b backend) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
 		user, err := placement.ParseUser(r.URL.Query().Get("user"))
 		if err != nil {
-			writeError(w, http.StatusBadRequest, err)
+			api.WriteError(w, http.StatusBadRequest, err)
 			return
 		}
 		wh, err := b.Where(r.Context(), user)
 		if err != nil {
-			writeError(w, opStatus(err), err)
+			api.WriteError(w, opStatus(err), err)
 			return
 		}
-		writeJSON(w, http.StatusOK, wh)
-	})
-	mux.HandleFunc("GET /v1/history", func(w http.ResponseWriter, r *http.Request) {
+		api.WriteJSON(w, http.StatusOK, wh)
+	}
+}
+
+// historyHandler serves GET /v1/history: journaled moves, newest first.
+func historyHandler(b backend) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		var user string
 		if q.Has("user") {
 			// An empty name is no filter: refused, not a list of everyone.
 			var err error
 			if user, err = placement.ParseUser(q.Get("user")); err != nil {
-				writeError(w, http.StatusBadRequest, err)
+				api.WriteError(w, http.StatusBadRequest, err)
 				return
 			}
 		}
@@ -159,7 +206,7 @@ func routes(mux *http.ServeMux, b backend) {
 		if s := q.Get("limit"); s != "" {
 			n, err := strconv.Atoi(s)
 			if err != nil || n < 1 || n > 100000 {
-				writeError(w, http.StatusBadRequest, fmt.Errorf("limit %q: want 1..100000", s))
+				api.WriteError(w, http.StatusBadRequest, fmt.Errorf("limit %q: want 1..100000", s))
 				return
 			}
 			limit = n
@@ -168,25 +215,29 @@ func routes(mux *http.ServeMux, b backend) {
 		if v := q.Get("since"); v != "" {
 			var err error
 			if since, err = parseSince(v, time.Now()); err != nil {
-				writeError(w, http.StatusBadRequest, err)
+				api.WriteError(w, http.StatusBadRequest, err)
 				return
 			}
 		}
 		h, err := b.History(r.Context(), user, q.Get("node"), since, limit)
 		if err != nil {
-			writeError(w, opStatus(err), err)
+			api.WriteError(w, opStatus(err), err)
 			return
 		}
-		writeJSON(w, http.StatusOK, h)
-	})
-	mux.HandleFunc("GET /v1/nodes/{node}/sessions", func(w http.ResponseWriter, r *http.Request) {
+		api.WriteJSON(w, http.StatusOK, h)
+	}
+}
+
+// sessionsHandler serves GET /v1/nodes/{node}/sessions: a node's sessions.
+func sessionsHandler(b backend) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
 		s, err := b.Sessions(r.Context(), r.PathValue("node"))
 		if err != nil {
-			writeError(w, opStatus(err), err)
+			api.WriteError(w, opStatus(err), err)
 			return
 		}
-		writeJSON(w, http.StatusOK, s)
-	})
+		api.WriteJSON(w, http.StatusOK, s)
+	}
 }
 
 // forDuration reads a request's "for": a Go duration, or none.
@@ -228,10 +279,6 @@ func opStatus(err error) int {
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
-}
-
-func writeError(w http.ResponseWriter, code int, err error) {
-	writeJSON(w, code, api.Error{Error: err.Error()})
 }
 
 // Operate carries out an operator's request through the raft leader.

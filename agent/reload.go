@@ -26,7 +26,7 @@ func (a *Agent) Reload(next Config) (applied, restart []string, err error) {
 		applied = append(applied, "failover policy")
 	}
 	if !reflect.DeepEqual(cur.Alertmanager.Rules, next.Alertmanager.Rules) || cur.Alertmanager.DryRun != next.Alertmanager.DryRun {
-		a.hook.setRules(next.Alertmanager)
+		a.hook.SetRules(next.Alertmanager)
 		applied = append(applied, "alertmanager.rules and dry_run")
 	}
 	// Everything else, section by section (the log level aside).

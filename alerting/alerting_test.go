@@ -1,4 +1,4 @@
-package agent
+package alerting
 
 import (
 	"context"
@@ -68,11 +68,11 @@ func (r *recordedOps) operate(_ context.Context, req failover.Request) (failover
 	return failover.Reply{Message: "ok: " + req.Op}, nil
 }
 
-func post(t *testing.T, h http.Handler, body string) (int, []AlertResult) {
+func post(t *testing.T, h http.Handler, body string) (int, []Result) {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/alertmanager", strings.NewReader(body)))
-	var out []AlertResult
+	var out []Result
 	_ = json.Unmarshal(rec.Body.Bytes(), &out)
 	return rec.Code, out
 }
@@ -82,7 +82,7 @@ func post(t *testing.T, h http.Handler, body string) (int, []AlertResult) {
 // gets 400 and changes nothing, and dry run only says what it would do.
 func TestWebhookActsOncePerAlertState(t *testing.T) {
 	ops := &recordedOps{}
-	h := &webhookHandler{cfg: AlertmanagerConfig{Rules: []AlertRule{{Alertname: "MailDiskFailing", Action: "drain", UndoOnResolve: true}}},
+	h := &Webhook{cfg: Config{Rules: []Rule{{Alertname: "MailDiskFailing", Action: "drain", UndoOnResolve: true}}},
 		operate: ops.operate, logf: func(string, ...any) {}}
 	for range 2 {
 		if code, res := post(t, h, goodPayload); code != 200 || len(res) != 1 {
@@ -107,7 +107,7 @@ func TestWebhookActsOncePerAlertState(t *testing.T) {
 		t.Fatalf("requests: %+v", ops.reqs)
 	}
 
-	dry := &webhookHandler{cfg: AlertmanagerConfig{DryRun: true, Rules: h.cfg.Rules}, operate: ops.operate, logf: func(string, ...any) {}}
+	dry := &Webhook{cfg: Config{DryRun: true, Rules: h.cfg.Rules}, operate: ops.operate, logf: func(string, ...any) {}}
 	if _, res := post(t, dry, strings.Replace(goodPayload, "c6eadffa33fcdf37", "0000000000000001", 1)); res[0].Result != "dry run: would drain mail2" {
 		t.Fatalf("dry run: %+v", res)
 	}

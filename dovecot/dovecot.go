@@ -273,3 +273,21 @@ func WaitGone(ctx context.Context, a Admin, users []string, every time.Duration)
 		}
 	}
 }
+
+// UsersWithSessions lists, once each, the users with a session on
+// admin's Dovecot; LMTP deliveries are left out, to finish.
+func UsersWithSessions(ctx context.Context, admin Admin) ([]string, error) {
+	sessions, err := admin.Who(ctx)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var users []string
+	for _, s := range sessions {
+		if s.Service != "lmtp" && !seen[s.User] {
+			seen[s.User] = true
+			users = append(users, s.User)
+		}
+	}
+	return users, nil
+}

@@ -1,4 +1,7 @@
-package agent
+// Package hooks runs the operator's scripts around moves: before a plan
+// moves anyone (it may veto), after a plan ends, and after a node's state
+// changes. It implements failover.Hooks.
+package hooks
 
 import (
 	"bytes"
@@ -15,9 +18,9 @@ import (
 	"github.com/roost-mail/roost/failover"
 )
 
-// HooksConfig names the operator's scripts around moves. Each gets the
+// Config names the operator's scripts around moves. Each gets the
 // facts in ROOST_* environment variables; its output is logged.
-type HooksConfig struct {
+type Config struct {
 	// PreMove runs on the leader before a plan moves anyone; a non-zero
 	// exit (or running past Timeout) vetoes the plan. ROOST_PLAN,
 	// ROOST_KIND, ROOST_NODE, ROOST_HOST, ROOST_USER, ROOST_TO, ROOST_REASON.
@@ -33,7 +36,7 @@ type HooksConfig struct {
 }
 
 // Validate reports the first problem, naming the key.
-func (c HooksConfig) Validate() error {
+func (c Config) Validate() error {
 	for key, p := range map[string]string{"pre_move": c.PreMove, "post_move": c.PostMove, "node_state": c.NodeState} {
 		if p != "" && !strings.HasPrefix(p, "/") {
 			return fmt.Errorf("%s %q: want an absolute path", key, p)
@@ -46,7 +49,7 @@ func (c HooksConfig) Validate() error {
 }
 
 // CheckFiles: every hook is an executable file.
-func (c HooksConfig) CheckFiles() error {
+func (c Config) CheckFiles() error {
 	for key, p := range map[string]string{"pre_move": c.PreMove, "post_move": c.PostMove, "node_state": c.NodeState} {
 		if p == "" {
 			continue
@@ -62,34 +65,40 @@ func (c HooksConfig) CheckFiles() error {
 	return nil
 }
 
-// scriptHooks runs the configured scripts.
-type scriptHooks struct {
-	cfg HooksConfig
+// Scripts runs the configured scripts.
+type Scripts struct {
+	cfg Config
 	log *slog.Logger
 }
+
+// New runs cfg's scripts and logs each run on log.
+func New(cfg Config, log *slog.Logger) *Scripts { return &Scripts{cfg: cfg, log: log} }
 
 func planEnv(p failover.Plan) []string {
 	return []string{"ROOST_PLAN=" + p.ID, "ROOST_KIND=" + string(p.Kind), "ROOST_NODE=" + p.Node, "ROOST_HOST=" + p.Host,
 		"ROOST_USER=" + p.User, "ROOST_TO=" + p.To, "ROOST_REASON=" + p.Reason}
 }
 
-func (h *scriptHooks) PreMove(ctx context.Context, p failover.Plan) error {
+// PreMove runs the pre_move script; its error vetoes the plan.
+func (h *Scripts) PreMove(ctx context.Context, p failover.Plan) error {
 	return h.run(ctx, "pre_move", h.cfg.PreMove, planEnv(p))
 }
 
-func (h *scriptHooks) PostMove(ctx context.Context, p failover.Plan) {
+// PostMove runs the post_move script.
+func (h *Scripts) PostMove(ctx context.Context, p failover.Plan) {
 	env := append(planEnv(p), "ROOST_STATUS="+string(p.Status), "ROOST_USERS_MOVED="+strconv.Itoa(p.Moved), "ROOST_ERROR="+p.Error)
 	_ = h.run(ctx, "post_move", h.cfg.PostMove, env)
 }
 
-func (h *scriptHooks) NodeState(ctx context.Context, node string, from, to failover.NodeRecord) {
+// NodeState runs the node_state script.
+func (h *Scripts) NodeState(ctx context.Context, node string, from, to failover.NodeRecord) {
 	env := []string{"ROOST_NODE=" + node, "ROOST_STATE=" + string(to.State), "ROOST_PREVIOUS_STATE=" + string(from.State), "ROOST_REASON=" + to.Reason}
 	_ = h.run(ctx, "node_state", h.cfg.NodeState, env)
 }
 
 // run runs one hook (nothing when it is not configured) and logs what it
 // printed; an error says why it failed, with its last line of output.
-func (h *scriptHooks) run(ctx context.Context, name, path string, env []string) error {
+func (h *Scripts) run(ctx context.Context, name, path string, env []string) error {
 	if path == "" {
 		return nil
 	}

@@ -1,4 +1,7 @@
-package agent
+// Package lbsignal tells the load balancer in front whether this node
+// should get traffic: HAProxy's agent-check line and an HTTP check for
+// cloud load balancers, from a signal the agent computes.
+package lbsignal
 
 import (
 	"context"
@@ -10,14 +13,11 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/roost-mail/roost/failover"
-	"github.com/roost-mail/roost/health"
 )
 
-// LBConfig is how the load balancer in front learns whether this node
+// Config is how the load balancer in front learns whether this node
 // should get traffic.
-type LBConfig struct {
+type Config struct {
 	// AgentCheck is a host:port where HAProxy's agent-check reads one line:
 	// "up ready", "up drain", "down" or "maint", then a "#" and why
 	// (server … agent-check agent-port PORT). Empty: off.
@@ -32,7 +32,7 @@ type LBConfig struct {
 }
 
 // Validate reports the first problem, naming the key.
-func (c LBConfig) Validate() error {
+func (c Config) Validate() error {
 	for key, v := range map[string]string{"agent_check": c.AgentCheck, "http": c.HTTP} {
 		if v == "" {
 			continue
@@ -47,45 +47,19 @@ func (c LBConfig) Validate() error {
 	return nil
 }
 
-// LB signals.
+// The signals: take new connections (Up), keep the ones there but take no
+// new ones (Drain), out (Down), out for maintenance (Maint).
 const (
-	lbUp    = "up"
-	lbDrain = "drain"
-	lbDown  = "down"
-	lbMaint = "maint"
+	Up    = "up"
+	Drain = "drain"
+	Down  = "down"
+	Maint = "maint"
 )
-
-// lbSignal is what the load balancer should do with this node now, and
-// why: its failover state, and down at once while its own health is
-// critical (DESIGN.md, invariant 7: a hung mount takes it out before the
-// leader acts).
-func (a *Agent) lbSignal() (string, string) {
-	r := a.cluster.State().Node(a.cfg.Node.Name)
-	rep := a.health.Report()
-	switch {
-	case a.fenced.Load():
-		return lbDown, "fenced: cut off from the majority of the cluster"
-	case r.State == failover.Maintenance:
-		return lbMaint, "maintenance: " + r.Reason
-	case rep.Status == health.Critical:
-		return lbDown, "critical: " + strings.Join(rep.Reasons, "; ")
-	}
-	switch r.LBSignal() {
-	case "drain":
-		return lbDrain, "draining: " + r.Reason
-	case "down":
-		return lbDown, string(r.State) + ": " + r.Reason
-	}
-	if r.DryRun {
-		return lbUp, string(r.State) + " in a dry run: " + r.Reason
-	}
-	return lbUp, string(r.State)
-}
 
 // agentCheckLine is the HAProxy agent-check answer for a signal.
 func agentCheckLine(signal, why string, weight int) string {
-	words := map[string]string{lbUp: "up ready", lbDrain: "up drain", lbDown: "down", lbMaint: "maint"}[signal]
-	if signal == lbUp && weight > 0 {
+	words := map[string]string{Up: "up ready", Drain: "up drain", Down: "down", Maint: "maint"}[signal]
+	if signal == Up && weight > 0 {
 		words += fmt.Sprintf(" %d%%", weight)
 	}
 	// A description follows '#'; keep it one short line.
@@ -101,8 +75,8 @@ func agentCheckLine(signal, why string, weight int) string {
 	return words + " #" + why + "\n"
 }
 
-// lbServer serves the LB signal.
-type lbServer struct {
+// Server serves the signal.
+type Server struct {
 	log     *slog.Logger
 	signal  func() (string, string)
 	weight  int
@@ -110,8 +84,9 @@ type lbServer struct {
 	httpLn  net.Listener
 }
 
-func newLBServer(cfg LBConfig, signal func() (string, string), log *slog.Logger) (*lbServer, error) {
-	s := &lbServer{log: log, signal: signal, weight: cfg.Weight}
+// New listens where cfg says; signal is what to answer, and why.
+func New(cfg Config, signal func() (string, string), log *slog.Logger) (*Server, error) {
+	s := &Server{log: log, signal: signal, weight: cfg.Weight}
 	var err error
 	if cfg.AgentCheck != "" {
 		if s.agentLn, err = net.Listen("tcp", cfg.AgentCheck); err != nil {
@@ -120,14 +95,15 @@ func newLBServer(cfg LBConfig, signal func() (string, string), log *slog.Logger)
 	}
 	if cfg.HTTP != "" {
 		if s.httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
-			s.close()
+			s.Close()
 			return nil, fmt.Errorf("lb.http: %w", err)
 		}
 	}
 	return s, nil
 }
 
-func (s *lbServer) close() {
+// Close stops listening (Run does on return).
+func (s *Server) Close() {
 	for _, ln := range []net.Listener{s.agentLn, s.httpLn} {
 		if ln != nil {
 			ln.Close()
@@ -135,8 +111,8 @@ func (s *lbServer) close() {
 	}
 }
 
-// addrs are the bound addresses (agent-check, HTTP), "" when off.
-func (s *lbServer) addrs() (string, string) {
+// Addrs are the bound addresses (agent-check, HTTP), "" when off.
+func (s *Server) Addrs() (string, string) {
 	var a, h string
 	if s.agentLn != nil {
 		a = s.agentLn.Addr().String()
@@ -147,10 +123,11 @@ func (s *lbServer) addrs() (string, string) {
 	return a, h
 }
 
-func (s *lbServer) run(ctx context.Context) error {
+// Run serves until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	defer s.close()
+	defer s.Close()
 	if s.agentLn != nil {
 		wg.Go(func() {
 			var delay time.Duration
@@ -183,7 +160,7 @@ func (s *lbServer) run(ctx context.Context) error {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			w.Header().Set("Cache-Control", "no-store")
 			code := http.StatusOK
-			if sig != lbUp {
+			if sig != Up {
 				code = http.StatusServiceUnavailable
 			}
 			w.WriteHeader(code)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/roost-mail/roost/agent"
 	"github.com/roost-mail/roost/agent/agenttest"
+	"github.com/roost-mail/roost/alerting"
 	"github.com/roost-mail/roost/certs"
 	"github.com/roost-mail/roost/health"
 )
@@ -116,7 +117,7 @@ func TestAlertmanagerDrivesDrainsAndShowsRoostsAlerts(t *testing.T) {
 			cfg.Alertmanager.WebhookTokenFile = webhookToken
 		}
 		// Every node knows the rules: the leader's silences spare them.
-		cfg.Alertmanager.Rules = []agent.AlertRule{{Alertname: "MailDiskFailing", Action: "drain", UndoOnResolve: true}}
+		cfg.Alertmanager.Rules = []alerting.Rule{{Alertname: "MailDiskFailing", Action: "drain", UndoOnResolve: true}}
 	}
 	am = startAlertmanager(t, fmt.Sprintf("https://127.0.0.1:%d/v1/alertmanager", apiPort), webhookToken, filepath.Join(c.Dir, "ca.pem"))
 	c.Add(3)
