@@ -198,6 +198,16 @@ func (c Config) Specs() ([]Spec, error) {
 	return out, nil
 }
 
+// Build checks cc alone, its interval being its timeout, and builds its
+// check, reading the files it names: roostd probe runs the check the agent
+// would run for the same entry.
+func (cc CheckConfig) Build() (Check, error) {
+	if err := cc.validate(Config{Interval: cc.Timeout, Timeout: cc.Timeout}); err != nil {
+		return nil, err
+	}
+	return cc.build()
+}
+
 func (cc CheckConfig) build() (Check, error) {
 	tc := &tls.Config{InsecureSkipVerify: cc.InsecureSkipVerify}
 	if cc.CAFile != "" {

@@ -6,7 +6,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -14,7 +13,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -71,31 +69,7 @@ With no verb, roostd runs the agent ("run").`,
 	}
 	runCmd.Flags().StringVar(&configPath, "config", defaultConfig, "configuration file")
 
-	check := &cobra.Command{
-		Use:   "check-config",
-		Short: "Validate the configuration and the files it names, then exit",
-		Long: `check-config reads the configuration, rejects unknown keys, bad values and bad
-combinations with a message naming the key, reads every key, certificate and
-token file it names, and exits 0 only when all is well.`,
-		Example: "  roostd check-config --config /etc/roost/roost.yaml",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := agent.LoadConfig(configPath)
-			if err != nil {
-				return err
-			}
-			if err := cfg.CheckFiles(); err != nil {
-				return fmt.Errorf("%s: %w", configPath, err)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: OK (node %s, role %s)\n", configPath, cfg.Node.Name, cfg.Node.Role)
-			if cfg.Routing.DSNFile == "" {
-				fmt.Fprintf(cmd.OutOrStdout(), "note: routing.dsn_file is empty: this node cannot fail anyone over; it hands raft leadership to a voter that has the routing database\n")
-			}
-			return nil
-		},
-	}
-	check.Flags().StringVar(&configPath, "config", defaultConfig, "configuration file")
-
+	check := checkConfigCmd(&configPath)
 	versionCmd := &cobra.Command{
 		Use:     "version",
 		Short:   "Print the version",
@@ -106,7 +80,47 @@ token file it names, and exits 0 only when all is well.`,
 		},
 	}
 
-	keygen := &cobra.Command{
+	keygen := keygenCmd()
+
+	root.AddCommand(runCmd, check, versionCmd, keygen, newTLSCmd(), newProbeCmd())
+	manpage.Add(root, "ROOSTD")
+	root.SetVersionTemplate("{{.Name}} {{.Version}}\n")
+	return root
+}
+
+// checkConfigCmd is roostd check-config; configPath is shared with the
+// other verbs' --config.
+func checkConfigCmd(configPath *string) *cobra.Command {
+	check := &cobra.Command{
+		Use:   "check-config",
+		Short: "Validate the configuration and the files it names, then exit",
+		Long: `check-config reads the configuration, rejects unknown keys, bad values and bad
+combinations with a message naming the key, reads every key, certificate and
+token file it names, and exits 0 only when all is well.`,
+		Example: "  roostd check-config --config /etc/roost/roost.yaml",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := agent.LoadConfig(*configPath)
+			if err != nil {
+				return err
+			}
+			if err := cfg.CheckFiles(); err != nil {
+				return fmt.Errorf("%s: %w", *configPath, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: OK (node %s, role %s)\n", *configPath, cfg.Node.Name, cfg.Node.Role)
+			if cfg.Routing.DSNFile == "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "note: routing.dsn_file is empty: this node cannot fail anyone over; it hands raft leadership to a voter that has the routing database\n")
+			}
+			return nil
+		},
+	}
+	check.Flags().StringVar(configPath, "config", defaultConfig, "configuration file")
+	return check
+}
+
+// keygenCmd is roostd keygen.
+func keygenCmd() *cobra.Command {
+	return &cobra.Command{
 		Use:   "keygen",
 		Short: "Print a new gossip encryption key (for gossip.key_file)",
 		Long: `keygen prints a random 32-byte key, base64-encoded. Put the same key in
@@ -123,10 +137,6 @@ one after it on every node, restart them one by one, then drop the old key.`,
 			return nil
 		},
 	}
-
-	root.AddCommand(runCmd, check, versionCmd, keygen, newTLSCmd(), newProbeCmd(), manpage.Command(root, "ROOSTD"))
-	root.SetVersionTemplate("{{.Name}} {{.Version}}\n")
-	return root
 }
 
 func run(ctx context.Context, configPath string) error {
@@ -335,55 +345,26 @@ func newServiceProbe(proto string) *cobra.Command {
 			if timeout <= 0 {
 				return fmt.Errorf("--timeout %v: want a positive duration", timeout)
 			}
-			tc := &tls.Config{InsecureSkipVerify: insecure}
-			if caFile != "" {
-				pool, err := certs.LoadPool(caFile)
-				if err != nil {
-					return err
-				}
-				tc.RootCAs = pool
-			}
-			d := health.Dialogue{Addr: args[0], TLSConfig: tc, ProxyHeader: proxyHeader}
+			// The check the agent runs for a health.checks entry like this.
+			cc := health.CheckConfig{Protocol: proto, Addr: args[0], CAFile: caFile, InsecureSkipVerify: insecure, ProxyHeader: proxyHeader,
+				Login: user, PasswordFile: passwordFile, APIKeyFile: apiKeyFile, Timeout: timeout}
 			switch {
 			case useTLS && startTLS:
 				return errors.New("--tls and --starttls: choose one")
 			case useTLS:
-				d.TLS = health.TLSImplicit
+				cc.TLS = "tls"
 			case startTLS:
-				d.TLS = health.TLSStart
+				cc.TLS = "starttls"
 			}
-			var login *health.Login
-			if user != "" {
-				if passwordFile == "" {
-					return errors.New("--login needs --password-file")
-				}
-				pw, err := os.ReadFile(passwordFile)
-				if err != nil {
-					return err
-				}
-				login = &health.Login{User: user, Password: strings.TrimRight(string(pw), "\r\n")}
+			if user != "" && passwordFile == "" {
+				return errors.New("--login needs --password-file")
 			}
-			var check health.Check
-			switch proto {
-			case "imap":
-				check = health.IMAP(d, login)
-			case "pop3":
-				check = health.POP3(d, login)
-			case "lmtp":
-				check = health.LMTP(d)
-			case "submission":
-				check = health.Submission(d)
-			case "sieve":
-				check = health.ManageSieve(d)
-			case "doveadm":
-				key, err := os.ReadFile(apiKeyFile)
-				if err != nil {
-					return fmt.Errorf("--api-key-file: %w", err)
-				}
-				check = health.Doveadm(args[0], strings.TrimSpace(string(key)), tc)
+			check, err := cc.Build()
+			if err != nil {
+				return err
 			}
 			start := time.Now()
-			err := health.WithTimeout(check, timeout)(cmd.Context())
+			err = health.WithTimeout(check, timeout)(cmd.Context())
 			took := time.Since(start).Round(100 * time.Microsecond)
 			if err != nil {
 				fmt.Fprintf(cmd.OutOrStdout(), "%s %s: critical after %s: %v\n", proto, args[0], took, err)
