@@ -29,7 +29,8 @@ test-deps:
 
 lint:
 	@echo "== gofmt"; out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
-	@echo "== go vet"; $(GO) vet $(PKGS)
+	@echo "== go vet"; $(GO) vet $(PKGS) && $(GO) vet -tags manpages ./cmd/...
+	@echo "== staticcheck"; $(GO) tool staticcheck $(PKGS)
 	@echo "== go mod tidy"; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; cp go.mod go.sum "$$tmp"/; \
 	  $(GO) mod tidy || { cp "$$tmp"/go.mod "$$tmp"/go.sum .; echo "go mod tidy failed"; exit 1; }; \
 	  if ! cmp -s go.mod "$$tmp"/go.mod || ! cmp -s go.sum "$$tmp"/go.sum; then \
@@ -79,7 +80,7 @@ stage:
 	@rm -rf $(STAGE) && mkdir -p $(STAGE)/man $(STAGE)/completion/bash $(STAGE)/completion/zsh
 	CGO_ENABLED=0 GOARCH=$(ARCH) $(GO) build -trimpath -buildvcs=false -ldflags '$(LDFLAGS) -buildid=' -o $(STAGE)/ ./cmd/roostd ./cmd/nodectl ./cmd/faultfs
 	@for c in roostd nodectl faultfs; do \
-	  $(GO) run -ldflags '$(LDFLAGS)' ./cmd/$$c man $(STAGE)/man && \
+	  $(GO) run -tags manpages -ldflags '$(LDFLAGS)' ./cmd/$$c man $(STAGE)/man && \
 	  $(GO) run ./cmd/$$c completion bash > $(STAGE)/completion/bash/$$c && \
 	  $(GO) run ./cmd/$$c completion zsh > $(STAGE)/completion/zsh/_$$c || exit 1; \
 	done

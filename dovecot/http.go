@@ -390,7 +390,7 @@ func (h *HTTP) ProxyKickHost(ctx context.Context, host string) (int, error) {
 // ErrNoHTTPAuthCacheFlush: Dovecot 2.4.1's doveadm HTTP server crashes on
 // authCacheFlush in every form (an assertion on its user parameter), so
 // each node's own agent flushes its cache with the local doveadm.
-var ErrNoHTTPAuthCacheFlush = errors.New("Dovecot 2.4 cannot flush the auth cache over the doveadm HTTP API (its doveadm asserts on the user parameter): the node's own agent flushes it with the local doveadm")
+var ErrNoHTTPAuthCacheFlush = errors.New("the doveadm HTTP API of Dovecot 2.4 cannot flush the auth cache (its doveadm asserts on the user parameter): the node's own agent flushes it with the local doveadm")
 
 // FlushAuthCache drops users' cached passdb answers, or all of them.
 func (h *HTTP) FlushAuthCache(ctx context.Context, users []string) (int, error) {

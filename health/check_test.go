@@ -222,7 +222,7 @@ func TestProxyProtocolHeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A listener that requires the header, as Dovecot's haproxy = yes does.
-	pl := &proxyproto.Listener{Listener: ln, Policy: func(net.Addr) (proxyproto.Policy, error) { return proxyproto.REQUIRE, nil }}
+	pl := &proxyproto.Listener{Listener: ln, ConnPolicy: func(proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) { return proxyproto.REQUIRE, nil }}
 	done := make(chan struct{})
 	t.Cleanup(func() { pl.Close(); <-done })
 	go func() {

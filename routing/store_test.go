@@ -436,8 +436,7 @@ const killMeEnv = "ROOST_ROUTING_TEST_KILLME"
 // moveAndHang is the killed writer: it moves users off 10.0.0.1 and,
 // with the batch written but not committed, says so and waits to die.
 func moveAndHang() int {
-	var cfg Config
-	cfg = DefaultConfig()
+	cfg := DefaultConfig()
 	cfg.Driver, cfg.DSNFile = os.Getenv("DRIVER"), os.Getenv("DSN_FILE")
 	s, err := Open(context.Background(), cfg)
 	if err != nil {

@@ -63,6 +63,13 @@ Mount several faultfs on one backing directory to model nodes that share it.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.AddCommand(mountCmd(), ctlCmd())
+	manpage.Add(root, "FAULTFS")
+	return root
+}
+
+// mountCmd is faultfs mount.
+func mountCmd() *cobra.Command {
 	var backing, mountpoint, control, name string
 	var allowOther bool
 	mount := &cobra.Command{
@@ -109,7 +116,11 @@ Mount several faultfs on one backing directory to model nodes that share it.`,
 	mount.Flags().BoolVar(&allowOther, "allow-other", false, "let other users (Dovecot's mail user) use the mount")
 	_ = mount.MarkFlagRequired("backing")
 	_ = mount.MarkFlagRequired("mountpoint")
+	return mount
+}
 
+// ctlCmd is faultfs ctl and its verbs.
+func ctlCmd() *cobra.Command {
 	var ctlAddr string
 	ctl := &cobra.Command{
 		Use:   "ctl",
@@ -122,35 +133,7 @@ Mount several faultfs on one backing directory to model nodes that share it.`,
 	}
 	ctl.PersistentFlags().StringVar(&ctlAddr, "control", "127.0.0.1:7070", "the faultfs control API")
 	call := func(method, path string, body any) func(cmd *cobra.Command, _ []string) error {
-		return func(cmd *cobra.Command, _ []string) error {
-			hc, base := client(ctlAddr)
-			var rd io.Reader
-			if body != nil {
-				b, err := json.Marshal(body)
-				if err != nil {
-					return err
-				}
-				rd = bytes.NewReader(b)
-			}
-			req, err := http.NewRequestWithContext(cmd.Context(), method, base+path, rd)
-			if err != nil {
-				return err
-			}
-			resp, err := hc.Do(req)
-			if err != nil {
-				if path == "/crash" && errors.Is(err, io.EOF) {
-					return nil
-				}
-				return err
-			}
-			defer resp.Body.Close()
-			out, _ := io.ReadAll(resp.Body)
-			fmt.Fprint(cmd.OutOrStdout(), string(out))
-			if resp.StatusCode/100 != 2 {
-				return fmt.Errorf("%s", resp.Status)
-			}
-			return nil
-		}
+		return func(cmd *cobra.Command, _ []string) error { return control(cmd, ctlAddr, method, path, body) }
 	}
 	var flt faultfs.Fault
 	var delay, jitter time.Duration
@@ -180,6 +163,37 @@ Mount several faultfs on one backing directory to model nodes that share it.`,
 		&cobra.Command{Use: "release", Short: "Free hung requests, keep the fault", Args: cobra.NoArgs, RunE: call(http.MethodPost, "/release", nil)},
 		&cobra.Command{Use: "crash", Short: "Make the daemon exit without unmounting (ENOTCONN)", Args: cobra.NoArgs, RunE: call(http.MethodPost, "/crash", nil)},
 	)
-	root.AddCommand(mount, ctl, manpage.Command(root, "FAULTFS"))
-	return root
+	return ctl
+}
+
+// control sends one request to a running faultfs's control API and
+// prints its answer.
+func control(cmd *cobra.Command, ctlAddr, method, path string, body any) error {
+	hc, base := client(ctlAddr)
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(cmd.Context(), method, base+path, rd)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		if path == "/crash" && errors.Is(err, io.EOF) {
+			return nil
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	fmt.Fprint(cmd.OutOrStdout(), string(out))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s", resp.Status)
+	}
+	return nil
 }

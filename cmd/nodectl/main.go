@@ -106,7 +106,7 @@ mail filesystem probes. --json prints the same as stable JSON for scripts.` + ex
 	status.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	root.AddCommand(status)
 	root.AddCommand(operatorCommands(&g, &code)...)
-	root.AddCommand(manpage.Command(root, "NODECTL"))
+	manpage.Add(root, "NODECTL")
 	markUsage(root)
 
 	if err := root.Execute(); err != nil {
@@ -175,9 +175,18 @@ func (g globals) client() (*api.Client, error) {
 }
 
 func printStatus(w io.Writer, st api.Status) {
+	printMembers(w, st.Members)
+	printCluster(w, st)
+	printNodeNotes(w, st.Members)
+	printPlans(w, st.Plans)
+	printLocal(w, st)
+}
+
+// printMembers is status's table of nodes.
+func printMembers(w io.Writer, members []api.Member) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tROLE\tPROXY_HOST\tSTATE\tLB\tUSERS\tWEIGHT\tHEALTH\tPEERS_REACH\tGOSSIP\tRAFT\tADDRESS\tVERSION")
-	for _, m := range st.Members {
+	for _, m := range members {
 		name := m.Name
 		if m.Self {
 			name += " *"
@@ -208,6 +217,11 @@ func printStatus(w io.Writer, st api.Status) {
 			dash(m.Health), peers, m.Gossip, m.Raft, m.Addr, m.Version)
 	}
 	tw.Flush()
+}
+
+// printCluster is the cluster's line, and what holds it: a freeze, a
+// pause, a dry run, scheduled drains.
+func printCluster(w io.Writer, st api.Status) {
 	fmt.Fprintf(w, "\nleader: %s  term: %d  cluster: %s  (* = %s, which answered)\n", dash(st.Leader), st.Term, dash(st.ClusterID), st.Node)
 	if st.Frozen != nil {
 		fmt.Fprintf(w, "\nFROZEN since %s: %s\n  no automatic moves until `nodectl ack`\n", st.Frozen.Since.Format(time.DateTime), st.Frozen.Reason)
@@ -234,12 +248,16 @@ func printStatus(w io.Writer, st api.Status) {
 		fmt.Fprintf(w, "scheduled %s: %s of %s at %s%s: %s\n  `nodectl %s` cancels it\n", s.ID, s.Op, s.Node, s.At.Format(time.DateTime), end, s.Reason,
 			map[string]string{"drain": "undrain " + s.Node, "maintenance-on": "maintenance " + s.Node + " off"}[s.Op])
 	}
-	for _, m := range st.Members {
+}
+
+// printNodeNotes says why each node is not plainly active and healthy.
+func printNodeNotes(w io.Writer, members []api.Member) {
+	for _, m := range members {
 		if m.Cordoned {
 			fmt.Fprintf(w, "%s is cordoned: %s\n  it keeps its users; no plan places users on it until `nodectl uncordon %s`\n", m.Name, m.CordonReason, m.Name)
 		}
 	}
-	for _, m := range st.Members {
+	for _, m := range members {
 		if m.State != "" && m.State != "active" {
 			dry := ""
 			if m.DryRun {
@@ -254,7 +272,7 @@ func printStatus(w io.Writer, st api.Status) {
 			}
 		}
 	}
-	for _, m := range st.Members {
+	for _, m := range members {
 		if m.HealthReason != "" {
 			fmt.Fprintf(w, "%s is %s: %s\n", m.Name, m.Health, m.HealthReason)
 		}
@@ -262,11 +280,15 @@ func printStatus(w io.Writer, st api.Status) {
 			fmt.Fprintf(w, "%s's Dovecot is unreachable from %s\n", m.Name, strings.Join(m.PeersCannot, ", "))
 		}
 	}
-	if len(st.Plans) > 0 {
+}
+
+// printPlans is status's table of plans.
+func printPlans(w io.Writer, plans []api.Plan) {
+	if len(plans) > 0 {
 		fmt.Fprintln(w, "\nplans:")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "PLAN\tSTATUS\tNODE\tMOVED\tRATE\tCREATED\tREASON")
-		for _, p := range st.Plans {
+		for _, p := range plans {
 			status, node, moved, rate := p.Status, p.Node, fmt.Sprint(p.Moved), "-"
 			switch p.Kind {
 			case "move":
@@ -291,6 +313,10 @@ func printStatus(w io.Writer, st api.Status) {
 		}
 		tw.Flush()
 	}
+}
+
+// printLocal is the answering node's own checks and mounts.
+func printLocal(w io.Writer, st api.Status) {
 	if len(st.Health.Checks) > 0 {
 		fmt.Fprintf(w, "\nchecks on %s (%s):\n", st.Node, st.Health.Status)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

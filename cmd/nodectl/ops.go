@@ -85,165 +85,195 @@ const exitStatusHelp = `
 Exit status: 0 on success, 1 on an error (roostd's answer says which),
 2 when not confirmed or misused, 3 when roostd cannot be reached.`
 
-// operatorCommands are the writes (carried out by the raft leader, from any
-// node) and the routing lookups.
-func operatorCommands(g *globals, code *int) []*cobra.Command {
+// opCmds builds the writes (carried out by the raft leader, from any node)
+// and the routing lookups, one method per verb. The flags live here: one
+// command runs per process.
+type opCmds struct {
+	g    *globals
+	code *int
 	// warn is where a write says that it waits for a leader (stderr).
-	var warn io.Writer = io.Discard
-	// run calls fn with a client and a context bounded by --timeout.
-	run := func(fn func(ctx context.Context, c *api.Client, out io.Writer) error) func(*cobra.Command, []string) error {
-		return func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
-			defer cancel()
-			warn = cmd.ErrOrStderr()
-			if err := fn(ctx, c, cmd.OutOrStdout()); err != nil {
-				*code = failCode(err)
-				return err
-			}
-			return nil
-		}
-	}
+	warn io.Writer
 	// writeJSON: the writes print roostd's answer as JSON.
-	var writeJSON bool
-	post := func(ctx context.Context, c *api.Client, out io.Writer, path string, req api.OpRequest) (api.OpReply, error) {
-		r, err := postThroughElection(ctx, c, warn, path, req)
-		if err != nil {
-			return r, err
-		}
-		if writeJSON {
-			return r, printJSON(out, r)
-		}
-		fmt.Fprintln(out, r.Message)
-		if r.Plan != "" {
-			fmt.Fprintf(out, "plan %s (leader %s)\n", r.Plan, r.Leader)
-		}
-		return r, nil
-	}
-	nodePath := func(node, verb string) string { return "/v1/nodes/" + url.PathEscape(node) + "/" + verb }
+	writeJSON bool
 
-	var reason string
-	var rate int
-	var wait, dryRun, yes bool
-	var waitTimeout, lasts time.Duration
-	var until, at string
-	// planWith posts a request that may start a plan (a drain, maintenance
-	// or rebalance), after asking what, and shows a dry run's targets or,
-	// with --wait, the plan's progress (and node's sessions, if any).
-	var planWith func(cmd *cobra.Command, node, path string, req api.OpRequest, what string) error
-	drainWith := func(cmd *cobra.Command, node string, req api.OpRequest, verb string) error {
-		return planWith(cmd, node, nodePath(node, verb), req, fmt.Sprintf("%s %s: its users move to the other nodes and their sessions are kicked", verb, node))
+	reason             string
+	rate, most         int
+	wait, dryRun, yes  bool
+	waitTimeout, lasts time.Duration
+	until, at          string
+	asJSON             bool
+}
+
+// operatorCommands are the writes and the routing lookups.
+func operatorCommands(g *globals, code *int) []*cobra.Command {
+	o := &opCmds{g: g, code: code, warn: io.Discard}
+	drain, undrain, maintenance, failback := o.drainCmd(), o.undrainCmd(), o.maintenanceCmd(), o.failbackCmd()
+	rebalance, move, ack := o.rebalanceCmd(), o.moveCmd(), o.ackCmd()
+	pause, resume, cordon, uncordon := o.pauseCmd(), o.resumeCmd(), o.cordonCmd(), o.uncordonCmd()
+	for _, cmd := range []*cobra.Command{drain, undrain, maintenance, failback, rebalance, move, ack, pause, resume, cordon, uncordon} {
+		cmd.Flags().BoolVar(&o.writeJSON, "json", false, "print roostd's answer as JSON")
 	}
-	planWith = func(cmd *cobra.Command, node, path string, req api.OpRequest, what string) error {
-		if !req.DryRun && (req.On == nil || *req.On) {
-			if err := confirm(cmd, what, yes, reason); err != nil {
-				*code = exitUsage
-				return err
-			}
-		}
-		c, err := g.client()
+	return []*cobra.Command{drain, undrain, maintenance, failback, rebalance, move, o.whereCmd(), o.historyCmd(), ack, pause, resume, cordon, uncordon}
+}
+
+// nodePath is the API path of a verb on a node.
+func nodePath(node, verb string) string { return "/v1/nodes/" + url.PathEscape(node) + "/" + verb }
+
+// run calls fn with a client and a context bounded by --timeout.
+func (o *opCmds) run(fn func(ctx context.Context, c *api.Client, out io.Writer) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		c, err := o.g.client()
 		if err != nil {
 			return err
 		}
-		ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
+		ctx, cancel := context.WithTimeout(cmd.Context(), o.g.timeout)
 		defer cancel()
-		out := cmd.OutOrStdout()
-		warn = cmd.ErrOrStderr()
-		r, err := post(ctx, c, out, path, req)
-		if err != nil {
-			*code = failCode(err)
-			return err
-		}
-		if req.DryRun && !writeJSON {
-			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "TARGET\tUSERS")
-			for _, t := range slices.Sorted(maps.Keys(r.Targets)) {
-				fmt.Fprintf(tw, "%s\t%d\n", t, r.Targets[t])
-			}
-			tw.Flush()
-			return nil
-		}
-		if !wait || req.DryRun {
-			return nil
-		}
-		wctx, wcancel := context.WithTimeout(cmd.Context(), waitTimeout)
-		defer wcancel()
-		progress := out
-		if writeJSON {
-			progress = cmd.ErrOrStderr() // stdout holds the JSON answer
-		}
-		if err := waitEmpty(wctx, c, progress, node, r.Plan); err != nil {
-			*code = failCode(err)
+		o.warn = cmd.ErrOrStderr()
+		if err := fn(ctx, c, cmd.OutOrStdout()); err != nil {
+			*o.code = failCode(err)
 			return err
 		}
 		return nil
 	}
-	// forField is a drain's or maintenance's end, from --for or --until.
-	forField := func() (string, error) {
-		switch {
-		case lasts != 0 && until != "":
-			return "", errors.New("give --for or --until, not both")
-		case lasts < 0:
-			return "", fmt.Errorf("--for %v: want a positive duration", lasts)
-		case lasts > 0:
-			return lasts.String(), nil
-		case until != "":
-			t, err := parseUntil(until, time.Now())
-			if err != nil {
-				return "", fmt.Errorf("--until: %w", err)
-			}
-			start := time.Now()
-			if at != "" {
-				if start, err = parseUntil(at, start); err != nil {
-					return "", fmt.Errorf("--at: %w", err)
-				}
-			}
-			if !t.After(start) {
-				return "", errors.New("--until lies before --at")
-			}
-			return t.Sub(start).Round(time.Second).String(), nil
-		}
-		return "", nil
-	}
-	// atField is when a scheduled drain or maintenance starts (--at).
-	atField := func() (time.Time, error) {
-		if at == "" {
-			return time.Time{}, nil
-		}
-		if wait || dryRun {
-			return time.Time{}, errors.New("--at schedules: --wait and --dry-run do not go with it")
-		}
-		t, err := parseUntil(at, time.Now())
-		if err != nil {
-			return time.Time{}, fmt.Errorf("--at: %w", err)
-		}
-		return t, nil
-	}
-	// window is a drain's or maintenance's end (--for, --until) and start
-	// (--at), as the API takes them.
-	window := func() (string, time.Time, error) {
-		d, err := forField()
-		if err != nil {
-			return "", time.Time{}, err
-		}
-		when, err := atField()
-		return d, when, err
-	}
-	addDrainFlags := func(cmd *cobra.Command) {
-		cmd.Flags().StringVar(&at, "at", "", "start then, not now (2026-12-24T02:00:00Z, or 2026-12-24 02:00 local time): the leader starts it; undrain or maintenance off cancels it")
-		cmd.Flags().DurationVar(&lasts, "for", 0, "end by itself after this long: the users come back (default: until undone)")
-		cmd.Flags().StringVar(&until, "until", "", "end by itself at this time (2026-12-24T18:00:00Z, or 2026-12-24 18:00 local time)")
-		cmd.Flags().StringVar(&reason, "reason", "", "why, for the log, the journal and status (confirms, as --yes does)")
-		cmd.Flags().BoolVar(&wait, "wait", false, "wait until every user is moved and the node holds no sessions (doveadm who)")
-		cmd.Flags().DurationVar(&waitTimeout, "wait-timeout", 30*time.Minute, "give up waiting after this long (the drain goes on)")
-		cmd.Flags().BoolVar(&dryRun, "dry-run", false, "say how many users would go to which node, and change nothing")
-		cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do it without asking (or give --reason)")
-	}
+}
 
-	drain := &cobra.Command{
+// post posts a write and prints roostd's answer.
+func (o *opCmds) post(ctx context.Context, c *api.Client, out io.Writer, path string, req api.OpRequest) (api.OpReply, error) {
+	r, err := postThroughElection(ctx, c, o.warn, path, req)
+	if err != nil {
+		return r, err
+	}
+	if o.writeJSON {
+		return r, printJSON(out, r)
+	}
+	fmt.Fprintln(out, r.Message)
+	if r.Plan != "" {
+		fmt.Fprintf(out, "plan %s (leader %s)\n", r.Plan, r.Leader)
+	}
+	return r, nil
+}
+
+// planWith posts a request that may start a plan (a drain, maintenance
+// or rebalance), after asking what, and shows a dry run's targets or,
+// with --wait, the plan's progress (and node's sessions, if any).
+func (o *opCmds) planWith(cmd *cobra.Command, node, path string, req api.OpRequest, what string) error {
+	if !req.DryRun && (req.On == nil || *req.On) {
+		if err := confirm(cmd, what, o.yes, o.reason); err != nil {
+			*o.code = exitUsage
+			return err
+		}
+	}
+	c, err := o.g.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), o.g.timeout)
+	defer cancel()
+	out := cmd.OutOrStdout()
+	o.warn = cmd.ErrOrStderr()
+	r, err := o.post(ctx, c, out, path, req)
+	if err != nil {
+		*o.code = failCode(err)
+		return err
+	}
+	if req.DryRun && !o.writeJSON {
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "TARGET\tUSERS")
+		for _, t := range slices.Sorted(maps.Keys(r.Targets)) {
+			fmt.Fprintf(tw, "%s\t%d\n", t, r.Targets[t])
+		}
+		tw.Flush()
+		return nil
+	}
+	if !o.wait || req.DryRun {
+		return nil
+	}
+	wctx, wcancel := context.WithTimeout(cmd.Context(), o.waitTimeout)
+	defer wcancel()
+	progress := out
+	if o.writeJSON {
+		progress = cmd.ErrOrStderr() // stdout holds the JSON answer
+	}
+	if err := waitEmpty(wctx, c, progress, node, r.Plan); err != nil {
+		*o.code = failCode(err)
+		return err
+	}
+	return nil
+}
+
+// drainWith is a drain's or a maintenance's planWith.
+func (o *opCmds) drainWith(cmd *cobra.Command, node string, req api.OpRequest, verb string) error {
+	return o.planWith(cmd, node, nodePath(node, verb), req, fmt.Sprintf("%s %s: its users move to the other nodes and their sessions are kicked", verb, node))
+}
+
+// forField is a drain's or maintenance's end, from --for or --until.
+func (o *opCmds) forField() (string, error) {
+	switch {
+	case o.lasts != 0 && o.until != "":
+		return "", errors.New("give --for or --until, not both")
+	case o.lasts < 0:
+		return "", fmt.Errorf("--for %v: want a positive duration", o.lasts)
+	case o.lasts > 0:
+		return o.lasts.String(), nil
+	case o.until != "":
+		t, err := parseUntil(o.until, time.Now())
+		if err != nil {
+			return "", fmt.Errorf("--until: %w", err)
+		}
+		start := time.Now()
+		if o.at != "" {
+			if start, err = parseUntil(o.at, start); err != nil {
+				return "", fmt.Errorf("--at: %w", err)
+			}
+		}
+		if !t.After(start) {
+			return "", errors.New("--until lies before --at")
+		}
+		return t.Sub(start).Round(time.Second).String(), nil
+	}
+	return "", nil
+}
+
+// atField is when a scheduled drain or maintenance starts (--at).
+func (o *opCmds) atField() (time.Time, error) {
+	if o.at == "" {
+		return time.Time{}, nil
+	}
+	if o.wait || o.dryRun {
+		return time.Time{}, errors.New("--at schedules: --wait and --dry-run do not go with it")
+	}
+	t, err := parseUntil(o.at, time.Now())
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--at: %w", err)
+	}
+	return t, nil
+}
+
+// window is a drain's or maintenance's end (--for, --until) and start
+// (--at), as the API takes them.
+func (o *opCmds) window() (string, time.Time, error) {
+	d, err := o.forField()
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	when, err := o.atField()
+	return d, when, err
+}
+
+func (o *opCmds) addDrainFlags(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&o.at, "at", "", "start then, not now (2026-12-24T02:00:00Z, or 2026-12-24 02:00 local time): the leader starts it; undrain or maintenance off cancels it")
+	cmd.Flags().DurationVar(&o.lasts, "for", 0, "end by itself after this long: the users come back (default: until undone)")
+	cmd.Flags().StringVar(&o.until, "until", "", "end by itself at this time (2026-12-24T18:00:00Z, or 2026-12-24 18:00 local time)")
+	cmd.Flags().StringVar(&o.reason, "reason", "", "why, for the log, the journal and status (confirms, as --yes does)")
+	cmd.Flags().BoolVar(&o.wait, "wait", false, "wait until every user is moved and the node holds no sessions (doveadm who)")
+	cmd.Flags().DurationVar(&o.waitTimeout, "wait-timeout", 30*time.Minute, "give up waiting after this long (the drain goes on)")
+	cmd.Flags().BoolVar(&o.dryRun, "dry-run", false, "say how many users would go to which node, and change nothing")
+	cmd.Flags().BoolVarP(&o.yes, "yes", "y", false, "do it without asking (or give --reason)")
+}
+
+// drainCmd is nodectl drain NODE.
+func (o *opCmds) drainCmd() *cobra.Command {
+	cmd := &cobra.Command{
 		Use:   "drain NODE",
 		Short: "Move a node's users to the other nodes, at a rate, and kick their sessions",
 		Long: `drain marks NODE draining (the load balancer signal says "drain"), moves
@@ -257,18 +287,22 @@ raft leader starts it then, and undrain cancels it. It asks before it acts, unle
 		Example: "  nodectl drain mail2 --reason 'kernel update' --wait\n  nodectl drain mail2 --dry-run\n  nodectl drain mail2 --yes --rate 50\n  nodectl drain mail2 --reason 'kernel update' --for 2h\n  nodectl drain mail2 --reason 'kernel update' --at '2026-12-24 02:00' --for 1h",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, when, err := window()
+			d, when, err := o.window()
 			if err != nil {
-				*code = exitUsage
+				*o.code = exitUsage
 				return err
 			}
-			return drainWith(cmd, args[0], api.OpRequest{Reason: reason, Rate: rate, DryRun: dryRun, For: d, At: when}, "drain")
+			return o.drainWith(cmd, args[0], api.OpRequest{Reason: o.reason, Rate: o.rate, DryRun: o.dryRun, For: d, At: when}, "drain")
 		},
 	}
-	addDrainFlags(drain)
-	drain.Flags().IntVar(&rate, "rate", 0, "users per second (0: the cluster's failover.drain_rate)")
+	o.addDrainFlags(cmd)
+	cmd.Flags().IntVar(&o.rate, "rate", 0, "users per second (0: the cluster's failover.drain_rate)")
+	return cmd
+}
 
-	maintenance := &cobra.Command{
+// maintenanceCmd is nodectl maintenance NODE on|off.
+func (o *opCmds) maintenanceCmd() *cobra.Command {
+	cmd := &cobra.Command{
 		Use:   "maintenance NODE on|off",
 		Short: "Drain a node and mark it expected down (on), or bring it back (off)",
 		Long: `maintenance NODE on drains NODE like drain and marks it expected down: its
@@ -286,22 +320,25 @@ or frozen; a node still failing then stays failed over until healthy).` + exitSt
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			on := args[1] == "on"
-			if !on && (wait || dryRun || lasts != 0 || until != "" || at != "") {
-				*code = exitUsage
+			if !on && (o.wait || o.dryRun || o.lasts != 0 || o.until != "" || o.at != "") {
+				*o.code = exitUsage
 				return errors.New("--wait, --dry-run, --for, --until and --at go with maintenance on")
 			}
-			d, when, err := window()
+			d, when, err := o.window()
 			if err != nil {
-				*code = exitUsage
+				*o.code = exitUsage
 				return err
 			}
-			return drainWith(cmd, args[0], api.OpRequest{Reason: reason, On: &on, DryRun: dryRun, For: d, At: when}, "maintenance")
+			return o.drainWith(cmd, args[0], api.OpRequest{Reason: o.reason, On: &on, DryRun: o.dryRun, For: d, At: when}, "maintenance")
 		},
 	}
-	addDrainFlags(maintenance)
+	o.addDrainFlags(cmd)
+	return cmd
+}
 
-	var most int
-	rebalance := &cobra.Command{
+// rebalanceCmd is nodectl rebalance.
+func (o *opCmds) rebalanceCmd() *cobra.Command {
+	cmd := &cobra.Command{
 		Use:   "rebalance",
 		Short: "Move the fewest users that give every active node its weighted share",
 		Long: `rebalance moves users off the active nodes that hold more than their share
@@ -316,50 +353,27 @@ asks before it acts, unless --yes or --reason says so.` + exitStatusHelp,
 		Example: "  nodectl rebalance --dry-run\n  nodectl rebalance --reason 'node4 added' --rate 100 --wait\n  nodectl rebalance --yes --max 500",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if most < 0 {
-				*code = exitUsage
-				return fmt.Errorf("--max %d: want a number of users, or 0 for all it takes", most)
+			if o.most < 0 {
+				*o.code = exitUsage
+				return fmt.Errorf("--max %d: want a number of users, or 0 for all it takes", o.most)
 			}
-			return planWith(cmd, "", "/v1/rebalance", api.OpRequest{Reason: reason, Rate: rate, Max: most, DryRun: dryRun, By: whoAsks()},
+			return o.planWith(cmd, "", "/v1/rebalance", api.OpRequest{Reason: o.reason, Rate: o.rate, Max: o.most, DryRun: o.dryRun, By: whoAsks()},
 				"rebalance: users move between the active nodes and their sessions are kicked")
 		},
 	}
-	rebalance.Flags().IntVar(&rate, "rate", 0, "users per second (0: the cluster's failover.drain_rate)")
-	rebalance.Flags().IntVar(&most, "max", 0, "move at most this many users (0: all it takes)")
-	rebalance.Flags().StringVar(&reason, "reason", "", "why, for the log, the journal and status (confirms, as --yes does)")
-	rebalance.Flags().BoolVar(&wait, "wait", false, "wait until the rebalance is done")
-	rebalance.Flags().DurationVar(&waitTimeout, "wait-timeout", 30*time.Minute, "give up waiting after this long (the rebalance goes on)")
-	rebalance.Flags().BoolVar(&dryRun, "dry-run", false, "say how many users would go to which node, and change nothing")
-	rebalance.Flags().BoolVarP(&yes, "yes", "y", false, "do it without asking (or give --reason)")
+	cmd.Flags().IntVar(&o.rate, "rate", 0, "users per second (0: the cluster's failover.drain_rate)")
+	cmd.Flags().IntVar(&o.most, "max", 0, "move at most this many users (0: all it takes)")
+	cmd.Flags().StringVar(&o.reason, "reason", "", "why, for the log, the journal and status (confirms, as --yes does)")
+	cmd.Flags().BoolVar(&o.wait, "wait", false, "wait until the rebalance is done")
+	cmd.Flags().DurationVar(&o.waitTimeout, "wait-timeout", 30*time.Minute, "give up waiting after this long (the rebalance goes on)")
+	cmd.Flags().BoolVar(&o.dryRun, "dry-run", false, "say how many users would go to which node, and change nothing")
+	cmd.Flags().BoolVarP(&o.yes, "yes", "y", false, "do it without asking (or give --reason)")
+	return cmd
+}
 
-	simple := func(use, short, long, example, verb, what string) *cobra.Command {
-		cmd := &cobra.Command{
-			Use: use, Short: short, Long: long + exitStatusHelp, Example: example, Args: cobra.ExactArgs(1),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				if err := confirm(cmd, fmt.Sprintf("%s %s: %s", verb, args[0], what), yes, ""); err != nil {
-					*code = exitUsage
-					return err
-				}
-				return run(func(ctx context.Context, c *api.Client, out io.Writer) error {
-					_, err := post(ctx, c, out, nodePath(args[0], verb), api.OpRequest{})
-					return err
-				})(cmd, args)
-			},
-		}
-		cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do it without asking")
-		return cmd
-	}
-	undrain := simple("undrain NODE", "End a drain: the node's users come back at the failback rate",
-		`undrain stops a drain (or a maintenance) of NODE and makes it recovering: its
-users come back at failover.failback_rate, and it is active once they are
-home. NODE must be healthy: passing, and reachable by its peers.`, "  nodectl undrain mail2 --yes", "undrain", "its users come back at the failback rate")
-	failback := simple("failback NODE", "Bring a failed-over node's users home now",
-		`failback starts the failback of a failed-over NODE now, without waiting for
-the hold-down (and also with failover.failback: manual). NODE must be
-healthy: passing, and reachable by its peers (their probes may lag its own
-report by a few seconds; the refusal says so).`, "  nodectl failback mail2 --yes", "failback", "its users come back at the failback rate")
-
-	ack := &cobra.Command{
+// ackCmd is nodectl ack [NODE].
+func (o *opCmds) ackCmd() *cobra.Command {
+	cmd := &cobra.Command{
 		Use:   "ack [NODE]",
 		Short: "Acknowledge a freeze (no NODE) or reset a node's block period",
 		Long: `ack without NODE ends a freeze: automatic moves resume (and the cluster
@@ -369,19 +383,23 @@ failed again within it, ack NODE moves the users still routed to it.` + exitStat
 		Example: "  nodectl ack\n  nodectl ack mail2",
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return run(func(ctx context.Context, c *api.Client, out io.Writer) error {
+			return o.run(func(ctx context.Context, c *api.Client, out io.Writer) error {
 				path := "/v1/ack"
 				if len(args) == 1 {
 					path = nodePath(args[0], "ack")
 				}
-				_, err := post(ctx, c, out, path, api.OpRequest{})
+				_, err := o.post(ctx, c, out, path, api.OpRequest{})
 				return err
 			})(cmd, args)
 		},
 	}
+	return cmd
+}
 
+// moveCmd is nodectl move USER NODE.
+func (o *opCmds) moveCmd() *cobra.Command {
 	var moveReason string
-	move := &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "move USER NODE",
 		Short: "Route one user to a node and kick their sessions",
 		Long: `move rewrites USER's proxy_host to NODE's (fenced and journaled like every
@@ -390,21 +408,24 @@ active and healthy.` + userHelp + exitStatusHelp,
 		Example: "  nodectl move alice@example.com mail3 --reason 'closer to her office'",
 		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := confirm(cmd, fmt.Sprintf("move %s to %s: their sessions are kicked", placement.ShowUser(args[0]), args[1]), yes, moveReason); err != nil {
-				*code = exitUsage
+			if err := confirm(cmd, fmt.Sprintf("move %s to %s: their sessions are kicked", placement.ShowUser(args[0]), args[1]), o.yes, moveReason); err != nil {
+				*o.code = exitUsage
 				return err
 			}
-			return run(func(ctx context.Context, c *api.Client, out io.Writer) error {
-				_, err := post(ctx, c, out, "/v1/move", api.OpRequest{User: userArg(args[0]), Node: args[1], Reason: moveReason})
+			return o.run(func(ctx context.Context, c *api.Client, out io.Writer) error {
+				_, err := o.post(ctx, c, out, "/v1/move", api.OpRequest{User: userArg(args[0]), Node: args[1], Reason: moveReason})
 				return err
 			})(cmd, args)
 		},
 	}
-	move.Flags().StringVar(&moveReason, "reason", "", "why, for the journal (confirms, as --yes does)")
-	move.Flags().BoolVarP(&yes, "yes", "y", false, "do it without asking (or give --reason)")
+	cmd.Flags().StringVar(&moveReason, "reason", "", "why, for the journal (confirms, as --yes does)")
+	cmd.Flags().BoolVarP(&o.yes, "yes", "y", false, "do it without asking (or give --reason)")
+	return cmd
+}
 
-	var asJSON bool
-	where := &cobra.Command{
+// whereCmd is nodectl where USER.
+func (o *opCmds) whereCmd() *cobra.Command {
+	cmd := &cobra.Command{
 		Use:   "where USER",
 		Short: "Show which proxy_host (and node) a user is routed to",
 		Long: `where reads USER's proxy_host from the routing database and says which
@@ -413,12 +434,12 @@ them) and Roost's latest move of them, with its reason.` + userHelp + exitStatus
 		Example: "  nodectl where alice@example.com",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return run(func(ctx context.Context, c *api.Client, out io.Writer) error {
+			return o.run(func(ctx context.Context, c *api.Client, out io.Writer) error {
 				var w api.Where
 				if err := c.Get(ctx, "/v1/where?user="+url.QueryEscape(userArg(args[0])), &w); err != nil {
 					return err
 				}
-				if asJSON {
+				if o.asJSON {
 					return printJSON(out, w)
 				}
 				printWhere(out, w)
@@ -426,11 +447,15 @@ them) and Roost's latest move of them, with its reason.` + userHelp + exitStatus
 			})(cmd, args)
 		},
 	}
-	where.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&o.asJSON, "json", false, "print JSON")
+	return cmd
+}
 
+// historyCmd is nodectl history.
+func (o *opCmds) historyCmd() *cobra.Command {
 	var hUser, hNode, hSince string
 	var hLimit int
-	history := &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "history",
 		Short: "Show journaled moves, newest first",
 		Long: `history lists the moves Roost made (from the routing database's journal),
@@ -439,7 +464,7 @@ from or to it).` + userHelp + exitStatusHelp,
 		Example: "  nodectl history --node mail2 --limit 20\n  nodectl history --user alice@example.com\n  nodectl history --since 24h",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return run(func(ctx context.Context, c *api.Client, out io.Writer) error {
+			return o.run(func(ctx context.Context, c *api.Client, out io.Writer) error {
 				q := url.Values{}
 				q.Set("limit", fmt.Sprint(hLimit))
 				if cmd.Flags().Changed("user") {
@@ -455,7 +480,7 @@ from or to it).` + userHelp + exitStatusHelp,
 				if err := c.Get(ctx, "/v1/history?"+q.Encode(), &ms); err != nil {
 					return err
 				}
-				if asJSON {
+				if o.asJSON {
 					return printJSON(out, ms)
 				}
 				tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
@@ -467,15 +492,19 @@ from or to it).` + userHelp + exitStatusHelp,
 			})(cmd, args)
 		},
 	}
-	history.Flags().StringVar(&hUser, "user", "", "only this user's moves")
-	history.Flags().StringVar(&hNode, "node", "", "only moves from or to this node")
-	history.Flags().IntVar(&hLimit, "limit", 100, "at most this many moves")
-	history.Flags().StringVar(&hSince, "since", "", "only moves since a time (2026-11-28T12:00:00Z) or for a duration back from now (24h)")
-	history.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringVar(&hUser, "user", "", "only this user's moves")
+	cmd.Flags().StringVar(&hNode, "node", "", "only moves from or to this node")
+	cmd.Flags().IntVar(&hLimit, "limit", 100, "at most this many moves")
+	cmd.Flags().StringVar(&hSince, "since", "", "only moves since a time (2026-11-28T12:00:00Z) or for a duration back from now (24h)")
+	cmd.Flags().BoolVar(&o.asJSON, "json", false, "print JSON")
+	return cmd
+}
 
+// pauseCmd is nodectl pause.
+func (o *opCmds) pauseCmd() *cobra.Command {
 	var pauseReason string
 	var pauseFor time.Duration
-	pause := &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "pause --reason TEXT [--for DURATION]",
 		Short: "Hold every automatic failover and failback (operators' moves still work)",
 		Long: `pause holds Roost's own decisions: while paused, no automatic failover or
@@ -489,38 +518,48 @@ are shown, and each is ended by its own verb.` + exitStatusHelp,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if strings.TrimSpace(pauseReason) == "" {
-				*code = exitUsage
+				*o.code = exitUsage
 				return errors.New("pause needs --reason: status shows it to everyone")
 			}
 			if pauseFor < 0 {
-				*code = exitUsage
+				*o.code = exitUsage
 				return fmt.Errorf("--for %v: want a positive duration", pauseFor)
 			}
 			req := api.OpRequest{Reason: pauseReason, By: whoAsks()}
 			if pauseFor > 0 {
 				req.For = pauseFor.String()
 			}
-			return run(func(ctx context.Context, c *api.Client, out io.Writer) error {
-				_, err := post(ctx, c, out, "/v1/pause", req)
+			return o.run(func(ctx context.Context, c *api.Client, out io.Writer) error {
+				_, err := o.post(ctx, c, out, "/v1/pause", req)
 				return err
 			})(cmd, args)
 		},
 	}
-	pause.Flags().StringVar(&pauseReason, "reason", "", "why (required): status and the alert show it")
-	pause.Flags().DurationVar(&pauseFor, "for", 0, "resume by itself after this long (default: until nodectl resume)")
-	resume := &cobra.Command{
+	cmd.Flags().StringVar(&pauseReason, "reason", "", "why (required): status and the alert show it")
+	cmd.Flags().DurationVar(&pauseFor, "for", 0, "resume by itself after this long (default: until nodectl resume)")
+	return cmd
+}
+
+// resumeCmd is nodectl resume.
+func (o *opCmds) resumeCmd() *cobra.Command {
+	cmd := &cobra.Command{
 		Use:     "resume",
 		Short:   "End a pause: automatic failover and failback decide again",
 		Long:    `resume ends a pause (nodectl pause) at once.` + exitStatusHelp,
 		Example: "  nodectl resume",
 		Args:    cobra.NoArgs,
-		RunE: run(func(ctx context.Context, c *api.Client, out io.Writer) error {
-			_, err := post(ctx, c, out, "/v1/resume", api.OpRequest{By: whoAsks()})
+		RunE: o.run(func(ctx context.Context, c *api.Client, out io.Writer) error {
+			_, err := o.post(ctx, c, out, "/v1/resume", api.OpRequest{By: whoAsks()})
 			return err
 		}),
 	}
+	return cmd
+}
+
+// cordonCmd is nodectl cordon NODE.
+func (o *opCmds) cordonCmd() *cobra.Command {
 	var cordonReason string
-	cordon := &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "cordon NODE",
 		Short: "Keep NODE's users on it, but let no plan place users on it",
 		Long: `cordon NODE keeps NODE serving the users it has, with its load balancer
@@ -529,31 +568,68 @@ no move places users on it. nodectl uncordon ends it.` + exitStatusHelp,
 		Example: "  nodectl cordon mail3 --reason 'disk replacement on Monday'\n  nodectl uncordon mail3",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return run(func(ctx context.Context, c *api.Client, out io.Writer) error {
-				_, err := post(ctx, c, out, nodePath(args[0], "cordon"), api.OpRequest{Reason: cordonReason, By: whoAsks()})
+			return o.run(func(ctx context.Context, c *api.Client, out io.Writer) error {
+				_, err := o.post(ctx, c, out, nodePath(args[0], "cordon"), api.OpRequest{Reason: cordonReason, By: whoAsks()})
 				return err
 			})(cmd, args)
 		},
 	}
-	cordon.Flags().StringVar(&cordonReason, "reason", "", "why, for status")
-	uncordon := &cobra.Command{
+	cmd.Flags().StringVar(&cordonReason, "reason", "", "why, for status")
+	return cmd
+}
+
+// uncordonCmd is nodectl uncordon NODE.
+func (o *opCmds) uncordonCmd() *cobra.Command {
+	cmd := &cobra.Command{
 		Use:     "uncordon NODE",
 		Short:   "Let plans place users on NODE again",
 		Long:    `uncordon NODE ends nodectl cordon NODE.` + exitStatusHelp,
 		Example: "  nodectl uncordon mail3",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return run(func(ctx context.Context, c *api.Client, out io.Writer) error {
-				_, err := post(ctx, c, out, nodePath(args[0], "uncordon"), api.OpRequest{By: whoAsks()})
+			return o.run(func(ctx context.Context, c *api.Client, out io.Writer) error {
+				_, err := o.post(ctx, c, out, nodePath(args[0], "uncordon"), api.OpRequest{By: whoAsks()})
 				return err
 			})(cmd, args)
 		},
 	}
+	return cmd
+}
 
-	for _, cmd := range []*cobra.Command{drain, undrain, maintenance, failback, rebalance, move, ack, pause, resume, cordon, uncordon} {
-		cmd.Flags().BoolVar(&writeJSON, "json", false, "print roostd's answer as JSON")
+// simple is a write on a node that takes no flag but --yes.
+func (o *opCmds) simple(use, short, long, example, verb, what string) *cobra.Command {
+	cmd := &cobra.Command{
+		Use: use, Short: short, Long: long + exitStatusHelp, Example: example, Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := confirm(cmd, fmt.Sprintf("%s %s: %s", verb, args[0], what), o.yes, ""); err != nil {
+				*o.code = exitUsage
+				return err
+			}
+			return o.run(func(ctx context.Context, c *api.Client, out io.Writer) error {
+				_, err := o.post(ctx, c, out, nodePath(args[0], verb), api.OpRequest{})
+				return err
+			})(cmd, args)
+		},
 	}
-	return []*cobra.Command{drain, undrain, maintenance, failback, rebalance, move, where, history, ack, pause, resume, cordon, uncordon}
+	cmd.Flags().BoolVarP(&o.yes, "yes", "y", false, "do it without asking")
+	return cmd
+}
+
+// undrainCmd is nodectl undrain NODE.
+func (o *opCmds) undrainCmd() *cobra.Command {
+	return o.simple("undrain NODE", "End a drain: the node's users come back at the failback rate",
+		`undrain stops a drain (or a maintenance) of NODE and makes it recovering: its
+users come back at failover.failback_rate, and it is active once they are
+home. NODE must be healthy: passing, and reachable by its peers.`, "  nodectl undrain mail2 --yes", "undrain", "its users come back at the failback rate")
+}
+
+// failbackCmd is nodectl failback NODE.
+func (o *opCmds) failbackCmd() *cobra.Command {
+	return o.simple("failback NODE", "Bring a failed-over node's users home now",
+		`failback starts the failback of a failed-over NODE now, without waiting for
+the hold-down (and also with failover.failback: manual). NODE must be
+healthy: passing, and reachable by its peers (their probes may lag its own
+report by a few seconds; the refusal says so).`, "  nodectl failback mail2 --yes", "failback", "its users come back at the failback rate")
 }
 
 // parseUntil reads --until and --at: RFC 3339, or "2006-01-02 15:04" in local
